@@ -1,0 +1,110 @@
+//! `Handle`: the engine's operations from any thread. Sends write directly when the
+//! socket's queue is empty (under the socket's lock); everything that touches the
+//! poller becomes a command for the poll thread, which the waker interrupts.
+
+use std::sync::Arc;
+
+use super::core::{Command, Core, Sent};
+use super::error::{Error, Result};
+use super::slots::SocketId;
+use super::socket::Priority;
+use crate::sys::net::{Addr, ListenOptions};
+
+#[derive(Clone)]
+pub struct Handle {
+    core: Arc<Core>,
+}
+
+impl Handle {
+    pub(crate) fn new(core: Arc<Core>) -> Handle {
+        Handle { core }
+    }
+
+    fn sync_if(&self, id: SocketId, needed: bool) {
+        if needed {
+            self.core.command(Command::Sync(id));
+        }
+    }
+
+    pub fn listen(&self, addr: &Addr, opts: ListenOptions, owner: u64) -> Result<(SocketId, Option<Addr>)> {
+        self.core.listen(addr, opts, owner)
+    }
+
+    pub fn connect(&self, addr: &Addr, owner: u64) -> Result<SocketId> {
+        let mut reports: Vec<Command> = Vec::new();
+        let id = self.core.connect(addr, owner, &mut reports)?;
+        for r in reports {
+            self.core.command(r);
+        }
+        self.core.command(Command::Sync(id));
+        Ok(id)
+    }
+
+    pub fn start(&self, id: SocketId, owner: u64) -> Result<()> {
+        let needed = self.core.start(id, owner)?;
+        self.sync_if(id, needed);
+        Ok(())
+    }
+
+    pub fn pause(&self, id: SocketId) -> Result<()> {
+        let needed = self.core.pause(id)?;
+        self.sync_if(id, needed);
+        Ok(())
+    }
+
+    pub fn resume(&self, id: SocketId) -> Result<()> {
+        let needed = self.core.resume(id)?;
+        self.sync_if(id, needed);
+        Ok(())
+    }
+
+    /// Send with high priority.
+    pub fn send(&self, id: SocketId, data: &[u8]) -> Result<()> {
+        self.send_with(id, data, Priority::High)
+    }
+
+    pub fn send_with(&self, id: SocketId, data: &[u8], prio: Priority) -> Result<()> {
+        let mut reports: Vec<Command> = Vec::new();
+        let sent = self.core.send(id, data, prio, &mut reports);
+        for r in reports {
+            self.core.command(r);
+        }
+        match sent? {
+            Sent::Done => Ok(()),
+            Sent::NeedSync => {
+                self.core.command(Command::Sync(id));
+                Ok(())
+            }
+            Sent::Broken(err) => {
+                let text = err.to_string();
+                self.core.command(Command::Abort { id, err });
+                Err(Error::Io(std::io::Error::other(text)))
+            }
+        }
+    }
+
+    /// Close after flushing (`force`: drop the queue). Runs on the poll thread; an
+    /// unknown id is reported here.
+    pub fn close(&self, id: SocketId, force: bool) -> Result<()> {
+        if self.core.slots.lock(id).is_none() {
+            return Err(Error::UnknownId);
+        }
+        self.core.command(Command::Close { id, force });
+        Ok(())
+    }
+
+    pub fn shutdown_write(&self, id: SocketId) -> Result<()> {
+        let needed = self.core.shutdown_write(id)?;
+        self.sync_if(id, needed);
+        Ok(())
+    }
+
+    /// Make the poll thread report `Exit`.
+    pub fn exit(&self) {
+        self.core.command(Command::Exit);
+    }
+
+    pub fn socket_count(&self) -> usize {
+        self.core.slots.live()
+    }
+}

@@ -1,0 +1,648 @@
+//! The socket server: Skynet's `socket_server` state machine over a readiness poller.
+//!
+//! One thread owns the [`Engine`] and calls [`Engine::poll`]; any thread may use a
+//! [`Handle`]. Sockets live in a slot pool addressed by tagged ids; every message
+//! carries the socket's owner token.
+
+pub mod address;
+mod core;
+mod error;
+mod handle;
+mod message;
+mod slots;
+mod socket;
+mod timer;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use self::core::SocketInfo;
+use self::core::{Command, Core, Sent};
+pub use error::{Error, Result};
+pub use handle::Handle;
+pub use message::{Batch, Message, MsgKind};
+use message::{OwnedMessage, Sink};
+pub use slots::SocketId;
+pub use socket::Priority;
+use socket::{Socket, State};
+use timer::Timers;
+
+use crate::sys::net::{self, Addr, ListenOptions};
+use crate::sys::{Event, Interest, Poller};
+
+/// Engine settings. `Default` gives Skynet's values where Skynet has one.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most sockets open at once (slot memory is allocated lazily, 1,024 at a time).
+    pub max_sockets: usize,
+    /// First read size of a new socket; reads double while they fill the buffer.
+    pub min_read: usize,
+    /// Upper bound of the adaptive read size.
+    pub max_read: usize,
+    /// Queue size that triggers the first `Warning` (then each doubling).
+    pub warn_size: usize,
+    /// Hard write-queue limit given to new sockets (0 = none).
+    pub default_write_limit: usize,
+    /// A poll stops taking events once its batch holds this many payload bytes.
+    pub batch_bytes: usize,
+    /// Accepts taken per listener readiness event.
+    pub accept_burst: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_sockets: 65536,
+            min_read: 64,
+            max_read: 128 * 1024,
+            warn_size: 1024 * 1024,
+            default_write_limit: 0,
+            batch_bytes: 4 * 1024 * 1024,
+            accept_burst: 32,
+        }
+    }
+}
+
+/// Token of the waker in the poller; socket ids stay below 2^53.
+const WAKER_TOKEN: u64 = u64::MAX;
+/// Largest UDP payload we receive (IPv6 jumbograms aside).
+const UDP_MAX: usize = 65535;
+
+pub struct Engine {
+    core: Arc<Core>,
+    poller: Poller,
+    events: Vec<Event>,
+    event_pos: usize,
+    /// Messages produced by operations between polls, delivered first by the next poll.
+    pending: Vec<OwnedMessage>,
+    commands: Vec<Command>,
+    timers: Timers,
+    /// The spare descriptor for the EMFILE accept trick.
+    reserve_fd: Option<OwnedFd>,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> io::Result<Engine> {
+        let core = Arc::new(Core::new(config)?);
+        let mut poller = Poller::new()?;
+        poller.add(core.waker.fd(), WAKER_TOKEN, Interest { read: true, write: false })?;
+        Ok(Engine {
+            core,
+            poller,
+            events: Vec::with_capacity(64),
+            event_pos: 0,
+            pending: Vec::new(),
+            commands: Vec::new(),
+            timers: Timers::default(),
+            reserve_fd: net::reserve_fd().ok(),
+        })
+    }
+
+    /// A thread-safe handle to this engine.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.core.clone())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// Number of open sockets.
+    pub fn socket_count(&self) -> usize {
+        self.core.slots.live()
+    }
+
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Whether a message can still arrive without new calls: open sockets, timers or
+    /// undelivered messages.
+    pub fn is_idle(&self) -> bool {
+        self.socket_count() == 0
+            && self.timers.len() == 0
+            && self.pending.is_empty()
+            && self.event_pos >= self.events.len()
+    }
+
+    // ---- operations on the poll thread ----
+
+    pub fn listen(&mut self, addr: &Addr, opts: ListenOptions, owner: u64) -> Result<(SocketId, Option<Addr>)> {
+        self.core.listen(addr, opts, owner)
+    }
+
+    pub fn connect(&mut self, addr: &Addr, owner: u64) -> Result<SocketId> {
+        let id = self.core.connect(addr, owner, &mut self.pending)?;
+        self.sync_id(id)?;
+        Ok(id)
+    }
+
+    pub fn start(&mut self, id: SocketId, owner: u64) -> Result<()> {
+        if self.core.start(id, owner)? {
+            self.sync_id(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn pause(&mut self, id: SocketId) -> Result<()> {
+        if self.core.pause(id)? {
+            self.sync_id(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: SocketId) -> Result<()> {
+        if self.core.resume(id)? {
+            self.sync_id(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn send(&mut self, id: SocketId, data: &[u8], prio: Priority) -> Result<()> {
+        match self.core.send(id, data, prio, &mut self.pending)? {
+            Sent::Done => Ok(()),
+            Sent::NeedSync => self.sync_id(id),
+            Sent::Broken(err) => {
+                let text = err.to_string();
+                self.abort(id, err);
+                Err(Error::Io(io::Error::other(text)))
+            }
+        }
+    }
+
+    /// Close: flush what is queued, then close (`force`: drop the queue now). The
+    /// owner gets `Close` once the socket is really closed, unless it was told already.
+    pub fn close(&mut self, id: SocketId, force: bool) -> Result<()> {
+        let core = self.core.clone();
+        let mut sock = core.slots.lock(id).ok_or(Error::UnknownId)?;
+        let flushable = matches!(
+            sock.state,
+            State::Connected | State::HalfCloseRead | State::PAccept | State::HalfCloseWrite
+        );
+        if force || !flushable || !sock.wants_write() {
+            if !sock.reported {
+                self.pending.emit(MsgKind::Close, id, sock.owner, 0, b"", b"");
+            }
+            free_socket(&core, &mut self.poller, &mut sock);
+            return Ok(());
+        }
+        sock.closing = true;
+        sync_socket(&mut self.poller, &mut sock)?;
+        Ok(())
+    }
+
+    pub fn shutdown_write(&mut self, id: SocketId) -> Result<()> {
+        if self.core.shutdown_write(id)? {
+            self.sync_id(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_limit(&mut self, id: SocketId, limit: usize) -> Result<()> {
+        self.core.set_limit(id, limit)
+    }
+
+    pub fn set_nodelay(&mut self, id: SocketId, on: bool) -> Result<()> {
+        self.core.set_nodelay(id, on)
+    }
+
+    pub fn set_keepalive(&mut self, id: SocketId, on: bool) -> Result<()> {
+        self.core.set_keepalive(id, on)
+    }
+
+    pub fn udp(&mut self, bind: Option<&Addr>, v6: bool, owner: u64) -> Result<SocketId> {
+        let id = self.core.udp(bind, v6, owner)?;
+        self.sync_id(id)?;
+        Ok(id)
+    }
+
+    pub fn udp_connect(&mut self, id: SocketId, peer: &Addr) -> Result<()> {
+        self.core.udp_connect(id, peer)
+    }
+
+    pub fn sendto(&mut self, id: SocketId, to: Option<&Addr>, data: &[u8]) -> Result<()> {
+        if self.core.sendto(id, to, data, &mut self.pending)? {
+            self.sync_id(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn info(&self, id: SocketId) -> Option<SocketInfo> {
+        self.core.info(id)
+    }
+
+    pub fn info_all(&self) -> Vec<SocketInfo> {
+        self.core.slots.live_ids().into_iter().filter_map(|id| self.core.info(id)).collect()
+    }
+
+    /// A timer firing `after` from now as a `Timer` message whose `ud` is the returned id.
+    pub fn add_timer(&mut self, after: Duration) -> u64 {
+        self.timers.add(Instant::now() + after)
+    }
+
+    pub fn cancel_timer(&mut self, timer: u64) -> bool {
+        self.timers.cancel(timer)
+    }
+
+    fn sync_id(&mut self, id: SocketId) -> Result<()> {
+        let core = self.core.clone();
+        let Some(mut sock) = core.slots.lock(id) else {
+            return Ok(()); // closed meanwhile: nothing to register
+        };
+        sync_socket(&mut self.poller, &mut sock).map_err(Error::Io)
+    }
+
+    fn abort(&mut self, id: SocketId, err: io::Error) {
+        let core = self.core.clone();
+        let Some(mut sock) = core.slots.lock(id) else {
+            return;
+        };
+        if !sock.reported {
+            self.pending
+                .emit(MsgKind::Error, id, sock.owner, 0, err.to_string().as_bytes(), b"");
+        }
+        free_socket(&core, &mut self.poller, &mut sock);
+    }
+
+    // ---- the poll ----
+
+    /// Run one step: deliver queued messages, due timers and commands, wait for
+    /// readiness at most `timeout` (`None`: until something happens) and process what
+    /// the poller reports. Messages go to `batch` (cleared first). Returns their number.
+    pub fn poll(&mut self, batch: &mut Batch, timeout: Option<Duration>) -> io::Result<usize> {
+        batch.clear();
+        self.core.update_time();
+        self.run_commands(batch);
+        for m in self.pending.drain(..) {
+            batch.emit(m.kind, m.id, m.owner, m.ud, &m.data, &m.extra);
+        }
+        self.fire_timers(batch);
+        if self.event_pos >= self.events.len() {
+            self.events.clear();
+            self.event_pos = 0;
+            let wait = if batch.is_empty() { self.wait_time(timeout) } else { Some(Duration::ZERO) };
+            self.poller.wait(&mut self.events, wait)?;
+            self.core.update_time();
+            self.fire_timers(batch);
+        }
+        let budget = self.core.config.batch_bytes;
+        while self.event_pos < self.events.len() && batch.arena_len() < budget {
+            let ev = self.events[self.event_pos];
+            self.event_pos += 1;
+            if ev.token == WAKER_TOKEN {
+                self.core.waker.drain();
+                self.run_commands(batch);
+            } else {
+                self.handle_event(ev, batch);
+            }
+        }
+        Ok(batch.len())
+    }
+
+    fn wait_time(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        match self.timers.next_deadline() {
+            None => timeout,
+            Some(at) => {
+                let until = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(until, |t| t.min(until)))
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, batch: &mut Batch) {
+        self.timers
+            .expire(Instant::now(), |t| batch.emit(MsgKind::Timer, 0, 0, t, b"", b""));
+    }
+
+    fn run_commands(&mut self, batch: &mut Batch) {
+        self.core.take_commands(&mut self.commands);
+        let mut cmds = std::mem::take(&mut self.commands);
+        for cmd in cmds.drain(..) {
+            match cmd {
+                Command::Sync(id) => {
+                    let _ = self.sync_id(id);
+                }
+                Command::Close { id, force } => {
+                    let _ = self.close(id, force);
+                }
+                Command::Abort { id, err } => self.abort(id, err),
+                Command::Report(m) => self.pending.push(m),
+                Command::Exit => self.pending.emit(MsgKind::Exit, 0, 0, 0, b"", b""),
+            }
+        }
+        self.commands = cmds;
+        for m in self.pending.drain(..) {
+            batch.emit(m.kind, m.id, m.owner, m.ud, &m.data, &m.extra);
+        }
+    }
+
+    fn handle_event(&mut self, ev: Event, batch: &mut Batch) {
+        let core = self.core.clone();
+        let Some(mut sock) = core.slots.lock(ev.token) else {
+            return; // the socket closed after the kernel reported it
+        };
+        let poller = &mut self.poller;
+        match sock.state {
+            State::Listen => {
+                if sock.wants_read() {
+                    accept_ready(&core, &mut self.reserve_fd, &mut sock, batch);
+                }
+            }
+            State::Connecting => connect_ready(&core, poller, &mut sock, batch),
+            State::Bind => {
+                if (ev.readable || ev.error) && sock.wants_read() {
+                    udp_read(&core, &mut sock, batch);
+                }
+                if ev.writable {
+                    udp_flush(&core, poller, &mut sock, batch);
+                }
+            }
+            _ => {
+                if (ev.readable || ev.error) && sock.wants_read() && !stream_read(&core, poller, &mut sock, batch) {
+                    return;
+                }
+                if (ev.writable || ev.error) && !sock.wq.is_empty() {
+                    stream_flush(&core, poller, &mut sock, batch);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Close every socket (OwnedFd drops close the descriptors).
+        for id in self.core.slots.live_ids() {
+            if let Some(mut sock) = self.core.slots.lock(id) {
+                free_socket(&self.core, &mut self.poller, &mut sock);
+            }
+        }
+    }
+}
+
+// ---- per-socket steps of the poll thread ----
+
+/// Make the poller registration match what the socket wants now.
+fn sync_socket(poller: &mut Poller, sock: &mut Socket) -> io::Result<()> {
+    let want = sock.interest();
+    let Some(fd) = sock.raw_fd() else {
+        return Ok(());
+    };
+    match sock.registered {
+        None if want.is_none() => {}
+        None => {
+            poller.add(fd, sock.id, want)?;
+            sock.registered = Some(want);
+        }
+        Some(_) if want.is_none() => {
+            // Deregister rather than keep a no-interest entry: hang-ups are reported
+            // regardless of interest and would spin a level-triggered loop.
+            poller.delete(fd)?;
+            sock.registered = None;
+        }
+        Some(cur) if cur != want => {
+            poller.modify(fd, sock.id, want)?;
+            sock.registered = Some(want);
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Release the socket: deregister, close the fd, return the slot.
+fn free_socket(core: &Core, poller: &mut Poller, sock: &mut Socket) {
+    if let (Some(_), Some(fd)) = (sock.registered, sock.raw_fd()) {
+        let _ = poller.delete(fd);
+    }
+    let id = sock.id;
+    *sock = Socket::default(); // drops the OwnedFd: the descriptor is closed here
+    core.slots.release(id);
+}
+
+/// Tell the owner the socket failed (unless it already knows) and release it.
+fn fail(core: &Core, poller: &mut Poller, sock: &mut Socket, err: &io::Error, out: &mut impl Sink) {
+    if !sock.reported {
+        out.emit(MsgKind::Error, sock.id, sock.owner, 0, err.to_string().as_bytes(), b"");
+    }
+    free_socket(core, poller, sock);
+}
+
+fn accept_ready(core: &Core, reserve: &mut Option<OwnedFd>, listener: &mut Socket, out: &mut Batch) {
+    let lfd = listener.raw_fd().expect("listener has an fd");
+    for _ in 0..core.config.accept_burst {
+        match net::accept(lfd) {
+            Ok((fd, peer)) => {
+                let Some((id, mut sock)) = core.slots.reserve() else {
+                    drop(fd); // closing it tells the peer at once
+                    let msg = "accept: too many sockets (max_sockets reached)";
+                    out.emit(MsgKind::Error, listener.id, listener.owner, 1, msg.as_bytes(), b"");
+                    return;
+                };
+                sock.fd = Some(fd);
+                sock.state = State::PAccept;
+                sock.proto = listener.proto;
+                sock.owner = listener.owner;
+                sock.read_size = core.config.min_read as u32;
+                sock.warn_at = core.config.warn_size;
+                sock.limit = core.config.default_write_limit;
+                let text = core::display_addr(peer.as_ref());
+                out.emit(MsgKind::Accept, listener.id, listener.owner, id, text.as_bytes(), b"");
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                // Out of descriptors: free the spare, take the connection off the queue
+                // and close it, so the level-triggered listener does not spin on it.
+                *reserve = None;
+                if let Ok((fd, _)) = net::accept(lfd) {
+                    drop(fd);
+                }
+                *reserve = net::reserve_fd().ok();
+                let msg = format!("accept: {e}");
+                out.emit(MsgKind::Error, listener.id, listener.owner, 1, msg.as_bytes(), b"");
+                return;
+            }
+            // The peer gave up before we accepted: nothing to report.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED) | Some(libc::EPROTO)) => {}
+            Err(e) => {
+                let msg = format!("accept: {e}");
+                out.emit(MsgKind::Error, listener.id, listener.owner, 1, msg.as_bytes(), b"");
+                return;
+            }
+        }
+    }
+}
+
+fn connect_ready(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut Batch) {
+    let fd = sock.raw_fd().expect("connecting socket has an fd");
+    match net::take_error(fd) {
+        Ok(None) => {
+            sock.state = State::Connected;
+            let peer = net::peer_addr(fd).ok().flatten();
+            let text = core::display_addr(peer.as_ref());
+            out.emit(MsgKind::Open, sock.id, sock.owner, 0, text.as_bytes(), b"");
+            if let Err(e) = sync_socket(poller, sock) {
+                fail(core, poller, sock, &e, out);
+            }
+        }
+        Ok(Some(e)) | Err(e) => fail(core, poller, sock, &e, out),
+    }
+}
+
+/// One read. Returns false when the socket was released.
+fn stream_read(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut Batch) -> bool {
+    let fd = sock.raw_fd().expect("stream socket has an fd");
+    let size = sock.read_size as usize;
+    let start = out.arena_len();
+    match net::read_append(fd, out.arena_mut(), size) {
+        Ok(0) => {
+            // Peer EOF. With nothing left to send (or our FIN already sent) the socket
+            // is done; otherwise keep it half-closed until the queue drains.
+            let owner = sock.owner;
+            let id = sock.id;
+            if !sock.reported {
+                out.emit(MsgKind::Close, id, owner, 0, b"", b"");
+            }
+            if sock.wq.is_empty() || sock.state == State::HalfCloseWrite {
+                free_socket(core, poller, sock);
+                return false;
+            }
+            sock.state = State::HalfCloseRead;
+            sock.reported = true;
+            if let Err(e) = sync_socket(poller, sock) {
+                free_socket(core, poller, sock);
+                let _ = e;
+                return false;
+            }
+            true
+        }
+        Ok(n) => {
+            sock.stats.read += n as u64;
+            sock.stats.rtime = core.now_cs();
+            if n == size {
+                sock.read_size = (size * 2).min(core.config.max_read) as u32;
+            } else if size > core.config.min_read && n * 2 < size {
+                sock.read_size = (size / 2) as u32;
+            }
+            out.push_appended(MsgKind::Data, sock.id, sock.owner, 0, start, start + n);
+            true
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+        Err(e) => {
+            fail(core, poller, sock, &e, out);
+            false
+        }
+    }
+}
+
+/// Write as much of the queue as the kernel takes, with one gathering syscall per
+/// round; on drain finish a pending close or write shutdown.
+fn stream_flush(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut Batch) {
+    let fd = sock.raw_fd().expect("stream socket has an fd");
+    loop {
+        if sock.wq.is_empty() {
+            break;
+        }
+        let mut slices: Vec<&[u8]> = Vec::new();
+        sock.wq.front_slices(&mut slices, 64);
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        let res = if slices.len() == 1 {
+            net::write(fd, slices[0])
+        } else {
+            net::write_vectored(fd, &slices)
+        };
+        drop(slices);
+        match res {
+            Ok(n) => {
+                sock.wq.consume(n);
+                sock.stats.written += n as u64;
+                sock.stats.wtime = core.now_cs();
+                if n < total {
+                    break; // the kernel buffer is full: wait for the next writable event
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                fail(core, poller, sock, &e, out);
+                return;
+            }
+        }
+    }
+    if !sock.wq.is_empty() {
+        return;
+    }
+    if sock.warn_at > core.config.warn_size {
+        sock.warn_at = core.config.warn_size;
+        out.emit(MsgKind::Warning, sock.id, sock.owner, 0, b"", b"");
+    }
+    if sock.closing || sock.state == State::HalfCloseRead {
+        if !sock.reported {
+            out.emit(MsgKind::Close, sock.id, sock.owner, 0, b"", b"");
+        }
+        free_socket(core, poller, sock);
+        return;
+    }
+    if sock.shut_wr && sock.state != State::HalfCloseWrite {
+        if let Err(e) = net::shutdown(fd, net::Shutdown::Write) {
+            fail(core, poller, sock, &e, out);
+            return;
+        }
+        sock.state = State::HalfCloseWrite;
+    }
+    if let Err(e) = sync_socket(poller, sock) {
+        fail(core, poller, sock, &e, out);
+    }
+}
+
+fn udp_read(core: &Core, sock: &mut Socket, out: &mut Batch) {
+    let fd = sock.raw_fd().expect("udp socket has an fd");
+    let start = out.arena_len();
+    match net::recvfrom_append(fd, out.arena_mut(), UDP_MAX) {
+        Ok((n, from)) => {
+            sock.stats.read += n as u64;
+            sock.stats.rtime = core.now_cs();
+            let mid = start + n;
+            if let Some(a) = from {
+                address::encode_compact(&a, out.arena_mut());
+            }
+            out.push_appended(MsgKind::Udp, sock.id, sock.owner, 0, start, mid);
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => {
+            // ICMP errors (e.g. port unreachable after a connected send) fail a
+            // datagram, not the socket.
+            out.arena_mut().truncate(start);
+            out.emit(MsgKind::Error, sock.id, sock.owner, 1, e.to_string().as_bytes(), b"");
+        }
+    }
+}
+
+fn udp_flush(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut Batch) {
+    let fd = sock.raw_fd().expect("udp socket has an fd");
+    let (id, owner) = (sock.id, sock.owner);
+    let now = core.now_cs();
+    let mut written = 0u64;
+    if let Some(udp) = sock.udp.as_mut() {
+        while let Some((data, to)) = udp.queue.front() {
+            match net::sendto(fd, data, Some(to)) {
+                Ok(_) => {
+                    written += data.len() as u64;
+                    udp.queue.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    udp.queue.pop_front();
+                    out.emit(MsgKind::Error, id, owner, 1, e.to_string().as_bytes(), b"");
+                }
+            }
+        }
+    }
+    if written > 0 {
+        sock.stats.written += written;
+        sock.stats.wtime = now;
+    }
+    if let Err(e) = sync_socket(poller, sock) {
+        fail(core, poller, sock, &e, out);
+    }
+}

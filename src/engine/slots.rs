@@ -1,0 +1,130 @@
+//! The slot pool: tagged socket ids over lazily allocated pages of slots.
+//!
+//! An id is `(tag << index_bits) | index`. Each slot counts its own allocations in
+//! `tag`, so an id whose socket was closed and whose slot now holds another socket has
+//! a different tag: every lookup compares the full id and a stale id never reaches the
+//! new owner. Ids stay below 2^53 so they are exact in every Lua number type.
+
+use std::sync::OnceLock;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::socket::Socket;
+
+pub type SocketId = u64;
+
+/// Slots per lazily allocated page.
+const PAGE: usize = 1024;
+/// Ids must be exact as Lua 5.1/LuaJIT doubles.
+const ID_BITS: u32 = 53;
+
+pub(crate) struct Slot {
+    pub sock: Mutex<Socket>,
+}
+
+struct Alloc {
+    /// Released slot indexes, reused last-in first-out (their memory is warm).
+    free: Vec<u32>,
+    /// Slots below this index have been handed out at least once.
+    high_water: u32,
+    live: usize,
+    /// Allocation count per slot, the id's tag.
+    tags: Vec<u64>,
+}
+
+pub(crate) struct Slots {
+    pages: Box<[OnceLock<Box<[Slot]>>]>,
+    capacity: usize,
+    index_bits: u32,
+    alloc: Mutex<Alloc>,
+}
+
+impl Slots {
+    pub fn new(capacity: usize) -> Slots {
+        let capacity = capacity.clamp(1, 1 << 30);
+        let index_bits = usize::BITS - (capacity - 1).leading_zeros();
+        let pages = capacity.div_ceil(PAGE);
+        Slots {
+            pages: (0..pages).map(|_| OnceLock::new()).collect(),
+            capacity,
+            index_bits: index_bits.max(1),
+            alloc: Mutex::new(Alloc {
+                free: Vec::new(),
+                high_water: 0,
+                live: 0,
+                tags: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn live(&self) -> usize {
+        self.alloc.lock().live
+    }
+
+    pub fn index_of(&self, id: SocketId) -> usize {
+        (id & ((1u64 << self.index_bits) - 1)) as usize
+    }
+
+    fn slot(&self, index: usize) -> Option<&Slot> {
+        self.pages.get(index / PAGE)?.get().map(|p| &p[index % PAGE])
+    }
+
+    /// Reserve a slot and return its new id with the socket locked, or `None` when all
+    /// `capacity` slots are in use.
+    pub fn reserve(&self) -> Option<(SocketId, MutexGuard<'_, Socket>)> {
+        let (index, tag) = {
+            let mut a = self.alloc.lock();
+            let index = match a.free.pop() {
+                Some(i) => i as usize,
+                None if (a.high_water as usize) < self.capacity => {
+                    a.high_water += 1;
+                    a.tags.push(0);
+                    a.high_water as usize - 1
+                }
+                None => return None,
+            };
+            let max_tag = (1u64 << (ID_BITS - self.index_bits)) - 1;
+            let tag = &mut a.tags[index];
+            *tag = if *tag >= max_tag { 1 } else { *tag + 1 };
+            let tag = *tag;
+            a.live += 1;
+            (index, tag)
+        };
+        let page = self.pages[index / PAGE].get_or_init(|| {
+            (0..PAGE).map(|_| Slot { sock: Mutex::new(Socket::default()) }).collect()
+        });
+        let id = (tag << self.index_bits) | index as u64;
+        let mut sock = page[index % PAGE].sock.lock();
+        debug_assert!(sock.id == 0, "reserved slot still in use");
+        sock.id = id;
+        Some((id, sock))
+    }
+
+    /// Lock the socket of `id` if the id is current; `None` for stale or unknown ids.
+    pub fn lock(&self, id: SocketId) -> Option<MutexGuard<'_, Socket>> {
+        if id == 0 || id >= (1u64 << ID_BITS) {
+            return None;
+        }
+        let sock = self.slot(self.index_of(id))?.sock.lock();
+        (sock.id == id).then_some(sock)
+    }
+
+    /// Return a slot to the pool. The caller has already reset the socket (id 0).
+    pub fn release(&self, id: SocketId) {
+        let index = self.index_of(id) as u32;
+        let mut a = self.alloc.lock();
+        a.free.push(index);
+        a.live -= 1;
+    }
+
+    /// Every live id (for stats).
+    pub fn live_ids(&self) -> Vec<SocketId> {
+        let high = self.alloc.lock().high_water as usize;
+        (0..high)
+            .filter_map(|i| {
+                let id = self.slot(i)?.sock.lock().id;
+                (id != 0).then_some(id)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,211 @@
+//! One socket's state: the state machine position, the write queues and the stats.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use bytes::{Buf, Bytes};
+
+use crate::sys::net::Addr;
+use crate::sys::Interest;
+
+/// The socket states of the seed (Skynet's SOCKET_TYPE_*), minus INVALID which is a
+/// free slot (id 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum State {
+    /// Id allocated, nothing else yet.
+    #[default]
+    Reserve,
+    /// Listening socket waiting for `start`.
+    PListen,
+    Listen,
+    Connecting,
+    Connected,
+    /// The peer sent EOF; our queued writes still drain.
+    HalfCloseRead,
+    /// We sent FIN (`shutdown_write`); reading goes on.
+    HalfCloseWrite,
+    /// Accepted socket waiting for `start`.
+    PAccept,
+    /// A UDP socket.
+    Bind,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Reserve => "reserve",
+            State::PListen => "plisten",
+            State::Listen => "listen",
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::HalfCloseRead => "halfclose_read",
+            State::HalfCloseWrite => "halfclose_write",
+            State::PAccept => "paccept",
+            State::Bind => "bind",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Proto {
+    #[default]
+    Tcp,
+    Udp,
+    Unix,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub read: u64,
+    pub written: u64,
+    /// Centiseconds since the engine started.
+    pub rtime: u64,
+    pub wtime: u64,
+}
+
+/// Write priority of a send (Skynet's PRIORITY_HIGH / PRIORITY_LOW).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    High,
+    Low,
+}
+
+/// Two FIFO queues. The buffer being sent is always at the front of `high`: a low
+/// buffer is moved there as soon as its first byte goes out, so it finishes before
+/// anything else is written and no two buffers ever interleave on the wire.
+#[derive(Default)]
+pub struct WriteQueue {
+    high: VecDeque<Bytes>,
+    low: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl WriteQueue {
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push(&mut self, data: Bytes, prio: Priority) {
+        self.bytes += data.len();
+        match prio {
+            Priority::High => self.high.push_back(data),
+            Priority::Low => self.low.push_back(data),
+        }
+    }
+
+    /// Up to `max` buffers in send order (all high, then low).
+    pub fn front_slices<'a>(&'a self, out: &mut Vec<&'a [u8]>, max: usize) {
+        out.extend(self.high.iter().chain(self.low.iter()).take(max).map(|b| &b[..]));
+    }
+
+    /// Drop `n` sent bytes from the front, raising a partly sent low buffer to the
+    /// front of `high`.
+    pub fn consume(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let from_high = !self.high.is_empty();
+            let q = if from_high { &mut self.high } else { &mut self.low };
+            let front = q.front_mut().expect("consumed more than queued");
+            if n >= front.len() {
+                n -= front.len();
+                q.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+                if !from_high {
+                    let started = self.low.pop_front().expect("front exists");
+                    self.high.push_front(started);
+                }
+            }
+        }
+    }
+}
+
+/// A slot's socket. `id == 0` means the slot is free.
+#[derive(Default)]
+pub struct Socket {
+    pub id: u64,
+    pub fd: Option<OwnedFd>,
+    pub state: State,
+    pub proto: Proto,
+    /// The owner token carried by every message (Skynet's `opaque`).
+    pub owner: u64,
+    /// What the poller currently has for this fd (`None` = not registered).
+    pub registered: Option<Interest>,
+    /// Reading stopped by `pause`.
+    pub paused: bool,
+    /// `close` asked for: flush, then close. Reading has stopped.
+    pub closing: bool,
+    /// `shutdown_write` asked for: send FIN once the queue drains.
+    pub shut_wr: bool,
+    /// The owner has been told `Close`/`Error` already; never tell it twice.
+    pub reported: bool,
+    pub read_size: u32,
+    pub wq: WriteQueue,
+    /// The next queue size that triggers a `Warning`.
+    pub warn_at: usize,
+    /// Hard limit on queued bytes (0 = none): sends beyond it fail.
+    pub limit: usize,
+    pub stats: Stats,
+    /// UDP: the default peer set by `udp_connect`, and queued datagrams.
+    pub udp: Option<Box<UdpState>>,
+}
+
+#[derive(Default)]
+pub struct UdpState {
+    pub peer: Option<Addr>,
+    pub queue: VecDeque<(Bytes, Addr)>,
+}
+
+impl Socket {
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Whether reads should be watched now.
+    pub fn wants_read(&self) -> bool {
+        !self.paused
+            && !self.closing
+            && matches!(
+                self.state,
+                State::Listen | State::Connected | State::HalfCloseWrite | State::Bind
+            )
+    }
+
+    /// Whether writes should be watched now.
+    pub fn wants_write(&self) -> bool {
+        self.state == State::Connecting
+            || !self.wq.is_empty()
+            || self.udp.as_ref().is_some_and(|u| !u.queue.is_empty())
+    }
+
+    pub fn interest(&self) -> Interest {
+        Interest {
+            read: self.wants_read(),
+            write: self.wants_write(),
+        }
+    }
+
+    /// Whether a stream send is accepted in this state.
+    pub fn can_send(&self) -> bool {
+        !self.closing
+            && !self.shut_wr
+            && matches!(
+                self.state,
+                State::Connected | State::Connecting | State::PAccept | State::HalfCloseRead
+            )
+    }
+
+    /// Whether a direct write may go out now (not while connecting or queued).
+    pub fn can_write_now(&self) -> bool {
+        self.wq.is_empty()
+            && matches!(
+                self.state,
+                State::Connected | State::PAccept | State::HalfCloseRead
+            )
+    }
+}

@@ -1,0 +1,11 @@
+//! skysocket: Skynet's socket server as a Rust engine with a Lua binding.
+//!
+//! Layers, lowest first: [`sys`] (pollers and socket syscalls), [`engine`] (the socket
+//! server: ids, state machine, write queues), `lua` (the mlua module). A lower layer
+//! never uses a higher one.
+
+pub mod engine;
+pub mod sys;
+pub mod lua;
+
+pub use engine::{Engine, Handle};

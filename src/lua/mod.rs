@@ -1,0 +1,1 @@
+//! The mlua binding (filled in below).

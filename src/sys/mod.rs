@@ -1,0 +1,121 @@
+//! Operating-system layer: the readiness pollers and thin socket syscall wrappers.
+//!
+//! Everything `unsafe` that the engine needs lives below this module. Each wrapper
+//! converts the C convention (`-1` + `errno`) into `io::Result` and retries `EINTR`
+//! where retrying is the only sensible answer.
+
+pub mod net;
+mod waker;
+
+#[cfg(all(target_os = "linux", not(feature = "poll-backend")))]
+mod epoll;
+#[cfg(all(target_os = "linux", not(feature = "poll-backend")))]
+pub use epoll::Poller;
+
+#[cfg(all(
+    any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ),
+    not(feature = "poll-backend")
+))]
+mod kqueue;
+#[cfg(all(
+    any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ),
+    not(feature = "poll-backend")
+))]
+pub use kqueue::Poller;
+
+// The portable fallback: always compiled (so it is type-checked everywhere), used when
+// the platform has no better poller or when the `poll-backend` feature asks for it.
+mod poll;
+#[cfg(any(
+    feature = "poll-backend",
+    not(any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ))
+))]
+pub use poll::Poller;
+
+pub use waker::Waker;
+
+/// Which readiness a registration asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    pub const NONE: Interest = Interest {
+        read: false,
+        write: false,
+    };
+
+    pub fn is_none(self) -> bool {
+        !self.read && !self.write
+    }
+}
+
+/// One readiness report. `token` is whatever was registered with the fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub token: u64,
+    pub readable: bool,
+    pub writable: bool,
+    /// The fd reported an error or hang-up condition; reading or writing will tell which.
+    pub error: bool,
+}
+
+/// Name of the compiled-in poller backend, for diagnostics and `info`.
+pub fn backend_name() -> &'static str {
+    Poller::NAME
+}
+
+/// Retry a syscall wrapper while it fails with `EINTR`.
+pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Turn a C return value into `io::Result`, reading `errno` on `-1`.
+pub(crate) fn cvt<T: PartialEq + From<i8>>(ret: T) -> std::io::Result<T> {
+    if ret == T::from(-1) {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Milliseconds for a poll timeout: `None` waits forever; sub-millisecond waits round up
+/// so a timer that is due in 0.4 ms does not turn into a busy loop.
+pub(crate) fn timeout_ms(timeout: Option<std::time::Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Helpers for the engine tests: a poll loop with a deadline, and peers.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use skysocket::engine::{Batch, Config, Engine, Message, MsgKind, SocketId};
+use skysocket::sys::net::{Addr, ListenOptions};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A message copied out of a batch.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub kind: MsgKind,
+    pub id: SocketId,
+    pub owner: u64,
+    pub ud: u64,
+    pub data: Vec<u8>,
+    pub extra: Vec<u8>,
+}
+
+impl Msg {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+pub struct Harness {
+    pub engine: Engine,
+    batch: Batch,
+    /// Messages polled but not yet consumed by a `wait_for`.
+    pub backlog: Vec<Msg>,
+}
+
+fn copy(batch: &Batch, m: &Message) -> Msg {
+    Msg {
+        kind: m.kind,
+        id: m.id,
+        owner: m.owner,
+        ud: m.ud,
+        data: batch.data(m).to_vec(),
+        extra: batch.extra(m).to_vec(),
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with_config(Config::default())
+    }
+
+    pub fn with_config(config: Config) -> Harness {
+        Harness {
+            engine: Engine::new(config).expect("engine"),
+            batch: Batch::new(),
+            backlog: Vec::new(),
+        }
+    }
+
+    /// One poll step; messages go to the backlog.
+    pub fn step(&mut self, timeout: Duration) {
+        self.engine
+            .poll(&mut self.batch, Some(timeout))
+            .expect("poll");
+        for m in self.batch.messages() {
+            self.backlog.push(copy(&self.batch, m));
+        }
+    }
+
+    /// Poll until a message matching `pred` arrives; earlier messages stay in the backlog.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(i) = self.backlog.iter().position(&pred) {
+                return self.backlog.remove(i);
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; backlog: {:?}",
+                self.backlog
+            );
+            self.step(Duration::from_millis(20));
+        }
+    }
+
+    /// Poll, letting `f` consume messages, until `done()` says so.
+    pub fn run_until(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&mut Engine, Msg),
+        mut done: impl FnMut(&Engine) -> bool,
+    ) {
+        let end = Instant::now() + DEADLINE;
+        while !done(&self.engine) {
+            assert!(Instant::now() < end, "timed out: {what}");
+            self.step(Duration::from_millis(10));
+            for m in std::mem::take(&mut self.backlog) {
+                f(&mut self.engine, m);
+            }
+        }
+    }
+
+    pub fn listen(&mut self, host: &str) -> (SocketId, SocketAddr) {
+        let addr: SocketAddr = if host.contains(':') {
+            format!("[{host}]:0")
+        } else {
+            format!("{host}:0")
+        }
+        .parse()
+        .unwrap();
+        let (id, local) = self
+            .engine
+            .listen(
+                &Addr::Inet(addr),
+                ListenOptions {
+                    backlog: 128,
+                    reuseport: false,
+                },
+                7,
+            )
+            .expect("listen");
+        let Some(Addr::Inet(local)) = local else {
+            panic!("no local address")
+        };
+        self.engine.start(id, 7).expect("start listener");
+        (id, local)
+    }
+
+    /// Wait for the next accept on `listener` and start the new socket.
+    pub fn accept(&mut self, listener: SocketId) -> SocketId {
+        let m = self.wait_for("accept", |m| m.kind == MsgKind::Accept && m.id == listener);
+        self.engine.start(m.ud, 7).expect("start accepted");
+        m.ud
+    }
+}
+
+pub fn peer(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("peer connect");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+/// A port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn read_exact_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("peer read");
+    buf
+}
+
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
+
+pub fn write_all(s: &mut TcpStream, b: &[u8]) {
+    s.write_all(b).expect("peer write");
+}
+
+/// A small deterministic PRNG (xorshift) so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

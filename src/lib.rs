@@ -5,7 +5,7 @@
 //! never uses a higher one.
 
 pub mod engine;
-pub mod sys;
 pub mod lua;
+pub mod sys;
 
 pub use engine::{Engine, Handle};

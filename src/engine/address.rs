@@ -102,7 +102,10 @@ mod tests {
     fn numeric_hosts() {
         assert_eq!(parse_numeric("::1", 5), Some("[::1]:5".parse().unwrap()));
         assert_eq!(parse_numeric("[::1]", 5), Some("[::1]:5".parse().unwrap()));
-        assert_eq!(parse_numeric("10.0.0.1", 5), Some("10.0.0.1:5".parse().unwrap()));
+        assert_eq!(
+            parse_numeric("10.0.0.1", 5),
+            Some("10.0.0.1:5".parse().unwrap())
+        );
         assert_eq!(parse_numeric("localhost", 5), None);
     }
 }

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::address;
 use super::error::{Error, Result};
 use super::message::{MsgKind, OwnedMessage, Sink};
-use super::slots::{SocketId, Slots};
+use super::slots::{Slots, SocketId};
 use super::socket::{Priority, Proto, Socket, State};
 use super::Config;
 use crate::sys::net::{self, Addr, ListenOptions};
@@ -22,15 +22,29 @@ use crate::sys::{Interest, Waker};
 pub(crate) enum Command {
     /// Bring the poller registration of this socket in line with its state.
     Sync(SocketId),
-    Close { id: SocketId, force: bool },
+    Close {
+        id: SocketId,
+        force: bool,
+    },
     /// A direct write from another thread failed: close the socket with this error.
-    Abort { id: SocketId, err: io::Error },
+    Abort {
+        id: SocketId,
+        err: io::Error,
+    },
     Report(OwnedMessage),
     Exit,
 }
 
 impl Sink for Vec<Command> {
-    fn emit(&mut self, kind: MsgKind, id: SocketId, owner: u64, ud: u64, data: &[u8], extra: &[u8]) {
+    fn emit(
+        &mut self,
+        kind: MsgKind,
+        id: SocketId,
+        owner: u64,
+        ud: u64,
+        data: &[u8],
+        extra: &[u8],
+    ) {
         self.push(Command::Report(OwnedMessage {
             kind,
             id,
@@ -121,7 +135,14 @@ impl Core {
         }
     }
 
-    fn init_socket(&self, sock: &mut Socket, fd: std::os::fd::OwnedFd, state: State, proto: Proto, owner: u64) {
+    fn init_socket(
+        &self,
+        sock: &mut Socket,
+        fd: std::os::fd::OwnedFd,
+        state: State,
+        proto: Proto,
+        owner: u64,
+    ) {
         sock.fd = Some(fd);
         sock.state = state;
         sock.proto = proto;
@@ -131,7 +152,12 @@ impl Core {
         sock.limit = self.config.default_write_limit;
     }
 
-    pub fn listen(&self, addr: &Addr, opts: ListenOptions, owner: u64) -> Result<(SocketId, Option<Addr>)> {
+    pub fn listen(
+        &self,
+        addr: &Addr,
+        opts: ListenOptions,
+        owner: u64,
+    ) -> Result<(SocketId, Option<Addr>)> {
         let (fd, proto) = match addr {
             Addr::Unix(path) => (net::unix_listen(path, opts.backlog)?, Proto::Unix),
             Addr::Inet(_) => (net::listen(addr, opts)?, Proto::Tcp),
@@ -147,11 +173,26 @@ impl Core {
     pub fn connect(&self, addr: &Addr, owner: u64, out: &mut impl Sink) -> Result<SocketId> {
         let (fd, done) = net::connect(addr)?;
         let (id, mut sock) = self.slots.reserve().ok_or(Error::TooManySockets)?;
-        let proto = if matches!(addr, Addr::Unix(_)) { Proto::Unix } else { Proto::Tcp };
-        let state = if done { State::Connected } else { State::Connecting };
+        let proto = if matches!(addr, Addr::Unix(_)) {
+            Proto::Unix
+        } else {
+            Proto::Tcp
+        };
+        let state = if done {
+            State::Connected
+        } else {
+            State::Connecting
+        };
         self.init_socket(&mut sock, fd, state, proto, owner);
         if done {
-            out.emit(MsgKind::Open, id, owner, 0, addr.to_string().as_bytes(), b"");
+            out.emit(
+                MsgKind::Open,
+                id,
+                owner,
+                0,
+                addr.to_string().as_bytes(),
+                b"",
+            );
         }
         Ok(id)
     }
@@ -188,7 +229,13 @@ impl Core {
 
     /// Queue or directly write `data`. Direct write happens only when nothing is queued,
     /// under the socket's lock, so bytes from any number of threads never reorder.
-    pub fn send(&self, id: SocketId, data: &[u8], prio: Priority, out: &mut impl Sink) -> Result<Sent> {
+    pub fn send(
+        &self,
+        id: SocketId,
+        data: &[u8],
+        prio: Priority,
+        out: &mut impl Sink,
+    ) -> Result<Sent> {
         let mut sock = self.slots.lock(id).ok_or(Error::UnknownId)?;
         if !sock.can_send() {
             return Err(Error::State(match sock.state {
@@ -222,17 +269,31 @@ impl Core {
         if sock.limit > 0 && queued + rest.len() > sock.limit {
             // Bytes of this send already written stay written: the stream is intact
             // only if the caller treats the connection as failed (documented).
-            return Err(Error::LimitExceeded { queued, limit: sock.limit });
+            return Err(Error::LimitExceeded {
+                queued,
+                limit: sock.limit,
+            });
         }
         sock.wq.push(Bytes::copy_from_slice(rest), prio);
         let size = sock.wq.len_bytes();
         if size >= sock.warn_at {
-            out.emit(MsgKind::Warning, id, sock.owner, (size / 1024) as u64, b"", b"");
+            out.emit(
+                MsgKind::Warning,
+                id,
+                sock.owner,
+                (size / 1024) as u64,
+                b"",
+                b"",
+            );
             while sock.warn_at <= size {
                 sock.warn_at *= 2;
             }
         }
-        Ok(if sock.needs_sync() { Sent::NeedSync } else { Sent::Done })
+        Ok(if sock.needs_sync() {
+            Sent::NeedSync
+        } else {
+            Sent::Done
+        })
     }
 
     /// Half-close the write side once the queue drains; reading goes on.
@@ -241,7 +302,11 @@ impl Core {
         match sock.state {
             State::Connected | State::PAccept | State::HalfCloseRead | State::Connecting => {}
             State::HalfCloseWrite => return Ok(false),
-            _ => return Err(Error::State("shutdown_write needs a connected stream socket")),
+            _ => {
+                return Err(Error::State(
+                    "shutdown_write needs a connected stream socket",
+                ))
+            }
         }
         if sock.closing {
             return Err(Error::State("socket is closing"));
@@ -263,9 +328,15 @@ impl Core {
         Ok(())
     }
 
-    fn with_fd<T>(&self, id: SocketId, f: impl FnOnce(&Socket, std::os::fd::RawFd) -> Result<T>) -> Result<T> {
+    fn with_fd<T>(
+        &self,
+        id: SocketId,
+        f: impl FnOnce(&Socket, std::os::fd::RawFd) -> Result<T>,
+    ) -> Result<T> {
         let sock = self.slots.lock(id).ok_or(Error::UnknownId)?;
-        let fd = sock.raw_fd().ok_or(Error::State("socket has no descriptor"))?;
+        let fd = sock
+            .raw_fd()
+            .ok_or(Error::State("socket has no descriptor"))?;
         f(&sock, fd)
     }
 
@@ -315,7 +386,13 @@ impl Core {
     }
 
     /// Send one datagram to `to` (or the connected peer when `None`).
-    pub fn sendto(&self, id: SocketId, to: Option<&Addr>, data: &[u8], out: &mut impl Sink) -> Result<bool> {
+    pub fn sendto(
+        &self,
+        id: SocketId,
+        to: Option<&Addr>,
+        data: &[u8],
+        out: &mut impl Sink,
+    ) -> Result<bool> {
         let mut sock = self.slots.lock(id).ok_or(Error::UnknownId)?;
         if sock.proto != Proto::Udp {
             return Err(Error::State("sendto needs a UDP socket"));
@@ -325,7 +402,11 @@ impl Core {
         let target = match (to, &udp.peer) {
             (Some(a), _) => a.clone(),
             (None, Some(p)) => p.clone(),
-            (None, None) => return Err(Error::State("UDP socket has no peer: use sendto with an address")),
+            (None, None) => {
+                return Err(Error::State(
+                    "UDP socket has no peer: use sendto with an address",
+                ))
+            }
         };
         let target = v6_mapped_if_needed(fd, &target);
         if udp.queue.is_empty() {
@@ -366,7 +447,10 @@ impl Core {
             rtime: sock.stats.rtime,
             wtime: sock.stats.wtime,
             queued: sock.wq.len_bytes()
-                + sock.udp.as_ref().map_or(0, |u| u.queue.iter().map(|(b, _)| b.len()).sum()),
+                + sock
+                    .udp
+                    .as_ref()
+                    .map_or(0, |u| u.queue.iter().map(|(b, _)| b.len()).sum()),
             paused: sock.paused,
             peer: fd.and_then(|fd| show(net::peer_addr(fd).ok().flatten())),
             local: fd.and_then(|fd| show(net::local_addr(fd).ok().flatten())),

@@ -11,7 +11,10 @@ pub enum Error {
     /// All `max_sockets` slots are in use.
     TooManySockets,
     /// A send would take the write queue past the socket's limit.
-    LimitExceeded { queued: usize, limit: usize },
+    LimitExceeded {
+        queued: usize,
+        limit: usize,
+    },
     /// A bad address or argument (already in words).
     Invalid(String),
     Io(io::Error),

@@ -26,7 +26,12 @@ impl Handle {
         }
     }
 
-    pub fn listen(&self, addr: &Addr, opts: ListenOptions, owner: u64) -> Result<(SocketId, Option<Addr>)> {
+    pub fn listen(
+        &self,
+        addr: &Addr,
+        opts: ListenOptions,
+        owner: u64,
+    ) -> Result<(SocketId, Option<Addr>)> {
         self.core.listen(addr, opts, owner)
     }
 

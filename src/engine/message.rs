@@ -133,7 +133,15 @@ impl Batch {
 }
 
 impl Sink for Batch {
-    fn emit(&mut self, kind: MsgKind, id: SocketId, owner: u64, ud: u64, data: &[u8], extra: &[u8]) {
+    fn emit(
+        &mut self,
+        kind: MsgKind,
+        id: SocketId,
+        owner: u64,
+        ud: u64,
+        data: &[u8],
+        extra: &[u8],
+    ) {
         let start = self.arena.len();
         self.arena.extend_from_slice(data);
         let mid = self.arena.len();
@@ -154,7 +162,15 @@ pub(crate) struct OwnedMessage {
 }
 
 impl Sink for Vec<OwnedMessage> {
-    fn emit(&mut self, kind: MsgKind, id: SocketId, owner: u64, ud: u64, data: &[u8], extra: &[u8]) {
+    fn emit(
+        &mut self,
+        kind: MsgKind,
+        id: SocketId,
+        owner: u64,
+        ud: u64,
+        data: &[u8],
+        extra: &[u8],
+    ) {
         self.push(OwnedMessage {
             kind,
             id,

@@ -87,7 +87,14 @@ impl Engine {
     pub fn new(config: Config) -> io::Result<Engine> {
         let core = Arc::new(Core::new(config)?);
         let mut poller = Poller::new()?;
-        poller.add(core.waker.fd(), WAKER_TOKEN, Interest { read: true, write: false })?;
+        poller.add(
+            core.waker.fd(),
+            WAKER_TOKEN,
+            Interest {
+                read: true,
+                write: false,
+            },
+        )?;
         Ok(Engine {
             core,
             poller,
@@ -129,7 +136,12 @@ impl Engine {
 
     // ---- operations on the poll thread ----
 
-    pub fn listen(&mut self, addr: &Addr, opts: ListenOptions, owner: u64) -> Result<(SocketId, Option<Addr>)> {
+    pub fn listen(
+        &mut self,
+        addr: &Addr,
+        opts: ListenOptions,
+        owner: u64,
+    ) -> Result<(SocketId, Option<Addr>)> {
         self.core.listen(addr, opts, owner)
     }
 
@@ -183,7 +195,8 @@ impl Engine {
         );
         if force || !flushable || !sock.wants_write() {
             if !sock.reported {
-                self.pending.emit(MsgKind::Close, id, sock.owner, 0, b"", b"");
+                self.pending
+                    .emit(MsgKind::Close, id, sock.owner, 0, b"", b"");
             }
             free_socket(&core, &mut self.poller, &mut sock);
             return Ok(());
@@ -234,7 +247,12 @@ impl Engine {
     }
 
     pub fn info_all(&self) -> Vec<SocketInfo> {
-        self.core.slots.live_ids().into_iter().filter_map(|id| self.core.info(id)).collect()
+        self.core
+            .slots
+            .live_ids()
+            .into_iter()
+            .filter_map(|id| self.core.info(id))
+            .collect()
     }
 
     /// A timer firing `after` from now as a `Timer` message whose `ud` is the returned id.
@@ -260,8 +278,14 @@ impl Engine {
             return;
         };
         if !sock.reported {
-            self.pending
-                .emit(MsgKind::Error, id, sock.owner, 0, err.to_string().as_bytes(), b"");
+            self.pending.emit(
+                MsgKind::Error,
+                id,
+                sock.owner,
+                0,
+                err.to_string().as_bytes(),
+                b"",
+            );
         }
         free_socket(&core, &mut self.poller, &mut sock);
     }
@@ -282,7 +306,11 @@ impl Engine {
         if self.event_pos >= self.events.len() {
             self.events.clear();
             self.event_pos = 0;
-            let wait = if batch.is_empty() { self.wait_time(timeout) } else { Some(Duration::ZERO) };
+            let wait = if batch.is_empty() {
+                self.wait_time(timeout)
+            } else {
+                Some(Duration::ZERO)
+            };
             self.poller.wait(&mut self.events, wait)?;
             self.core.update_time();
             self.fire_timers(batch);
@@ -312,8 +340,9 @@ impl Engine {
     }
 
     fn fire_timers(&mut self, batch: &mut Batch) {
-        self.timers
-            .expire(Instant::now(), |t| batch.emit(MsgKind::Timer, 0, 0, t, b"", b""));
+        self.timers.expire(Instant::now(), |t| {
+            batch.emit(MsgKind::Timer, 0, 0, t, b"", b"")
+        });
     }
 
     fn run_commands(&mut self, batch: &mut Batch) {
@@ -360,7 +389,10 @@ impl Engine {
                 }
             }
             _ => {
-                if (ev.readable || ev.error) && sock.wants_read() && !stream_read(&core, poller, &mut sock, batch) {
+                if (ev.readable || ev.error)
+                    && sock.wants_read()
+                    && !stream_read(&core, poller, &mut sock, batch)
+                {
                     return;
                 }
                 if (ev.writable || ev.error) && !sock.wq.is_empty() {
@@ -424,12 +456,24 @@ fn free_socket(core: &Core, poller: &mut Poller, sock: &mut Socket) {
 /// Tell the owner the socket failed (unless it already knows) and release it.
 fn fail(core: &Core, poller: &mut Poller, sock: &mut Socket, err: &io::Error, out: &mut impl Sink) {
     if !sock.reported {
-        out.emit(MsgKind::Error, sock.id, sock.owner, 0, err.to_string().as_bytes(), b"");
+        out.emit(
+            MsgKind::Error,
+            sock.id,
+            sock.owner,
+            0,
+            err.to_string().as_bytes(),
+            b"",
+        );
     }
     free_socket(core, poller, sock);
 }
 
-fn accept_ready(core: &Core, reserve: &mut Option<OwnedFd>, listener: &mut Socket, out: &mut Batch) {
+fn accept_ready(
+    core: &Core,
+    reserve: &mut Option<OwnedFd>,
+    listener: &mut Socket,
+    out: &mut Batch,
+) {
     let lfd = listener.raw_fd().expect("listener has an fd");
     for _ in 0..core.config.accept_burst {
         match net::accept(lfd) {
@@ -437,7 +481,14 @@ fn accept_ready(core: &Core, reserve: &mut Option<OwnedFd>, listener: &mut Socke
                 let Some((id, mut sock)) = core.slots.reserve() else {
                     drop(fd); // closing it tells the peer at once
                     let msg = "accept: too many sockets (max_sockets reached)";
-                    out.emit(MsgKind::Error, listener.id, listener.owner, 1, msg.as_bytes(), b"");
+                    out.emit(
+                        MsgKind::Error,
+                        listener.id,
+                        listener.owner,
+                        1,
+                        msg.as_bytes(),
+                        b"",
+                    );
                     return;
                 };
                 sock.fd = Some(fd);
@@ -448,7 +499,14 @@ fn accept_ready(core: &Core, reserve: &mut Option<OwnedFd>, listener: &mut Socke
                 sock.warn_at = core.config.warn_size;
                 sock.limit = core.config.default_write_limit;
                 let text = core::display_addr(peer.as_ref());
-                out.emit(MsgKind::Accept, listener.id, listener.owner, id, text.as_bytes(), b"");
+                out.emit(
+                    MsgKind::Accept,
+                    listener.id,
+                    listener.owner,
+                    id,
+                    text.as_bytes(),
+                    b"",
+                );
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
@@ -460,14 +518,32 @@ fn accept_ready(core: &Core, reserve: &mut Option<OwnedFd>, listener: &mut Socke
                 }
                 *reserve = net::reserve_fd().ok();
                 let msg = format!("accept: {e}");
-                out.emit(MsgKind::Error, listener.id, listener.owner, 1, msg.as_bytes(), b"");
+                out.emit(
+                    MsgKind::Error,
+                    listener.id,
+                    listener.owner,
+                    1,
+                    msg.as_bytes(),
+                    b"",
+                );
                 return;
             }
             // The peer gave up before we accepted: nothing to report.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED) | Some(libc::EPROTO)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ECONNABORTED) | Some(libc::EPROTO)
+                ) => {}
             Err(e) => {
                 let msg = format!("accept: {e}");
-                out.emit(MsgKind::Error, listener.id, listener.owner, 1, msg.as_bytes(), b"");
+                out.emit(
+                    MsgKind::Error,
+                    listener.id,
+                    listener.owner,
+                    1,
+                    msg.as_bytes(),
+                    b"",
+                );
                 return;
             }
         }
@@ -613,7 +689,14 @@ fn udp_read(core: &Core, sock: &mut Socket, out: &mut Batch) {
             // ICMP errors (e.g. port unreachable after a connected send) fail a
             // datagram, not the socket.
             out.arena_mut().truncate(start);
-            out.emit(MsgKind::Error, sock.id, sock.owner, 1, e.to_string().as_bytes(), b"");
+            out.emit(
+                MsgKind::Error,
+                sock.id,
+                sock.owner,
+                1,
+                e.to_string().as_bytes(),
+                b"",
+            );
         }
     }
 }

@@ -66,7 +66,10 @@ impl Slots {
     }
 
     fn slot(&self, index: usize) -> Option<&Slot> {
-        self.pages.get(index / PAGE)?.get().map(|p| &p[index % PAGE])
+        self.pages
+            .get(index / PAGE)?
+            .get()
+            .map(|p| &p[index % PAGE])
     }
 
     /// Reserve a slot and return its new id with the socket locked, or `None` when all
@@ -91,7 +94,11 @@ impl Slots {
             (index, tag)
         };
         let page = self.pages[index / PAGE].get_or_init(|| {
-            (0..PAGE).map(|_| Slot { sock: Mutex::new(Socket::default()) }).collect()
+            (0..PAGE)
+                .map(|_| Slot {
+                    sock: Mutex::new(Socket::default()),
+                })
+                .collect()
         });
         let id = (tag << self.index_bits) | index as u64;
         let mut sock = page[index % PAGE].sock.lock();

@@ -99,7 +99,13 @@ impl WriteQueue {
 
     /// Up to `max` buffers in send order (all high, then low).
     pub fn front_slices<'a>(&'a self, out: &mut Vec<&'a [u8]>, max: usize) {
-        out.extend(self.high.iter().chain(self.low.iter()).take(max).map(|b| &b[..]));
+        out.extend(
+            self.high
+                .iter()
+                .chain(self.low.iter())
+                .take(max)
+                .map(|b| &b[..]),
+        );
     }
 
     /// Drop `n` sent bytes from the front, raising a partly sent low buffer to the
@@ -108,7 +114,11 @@ impl WriteQueue {
         self.bytes -= n;
         while n > 0 {
             let from_high = !self.high.is_empty();
-            let q = if from_high { &mut self.high } else { &mut self.low };
+            let q = if from_high {
+                &mut self.high
+            } else {
+                &mut self.low
+            };
             let front = q.front_mut().expect("consumed more than queued");
             if n >= front.len() {
                 n -= front.len();

@@ -124,13 +124,17 @@ impl RawAddr {
                 // SAFETY: the family says the storage holds a sockaddr_un.
                 let sun = unsafe { &*(self.ptr() as *const libc::sockaddr_un) };
                 let base = size_of::<libc::sa_family_t>();
-                let max = (self.len as usize).saturating_sub(base).min(sun.sun_path.len());
+                let max = (self.len as usize)
+                    .saturating_sub(base)
+                    .min(sun.sun_path.len());
                 let bytes: Vec<u8> = sun.sun_path[..max]
                     .iter()
                     .take_while(|&&c| c != 0)
                     .map(|&c| c as u8)
                     .collect();
-                Some(Addr::Unix(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))))
+                Some(Addr::Unix(PathBuf::from(std::ffi::OsStr::from_bytes(
+                    &bytes,
+                ))))
             }
             _ => None,
         }
@@ -158,14 +162,27 @@ pub fn set_nonblocking_cloexec(fd: RawFd) -> io::Result<()> {
 }
 
 fn new_socket(domain: libc::c_int, ty: libc::c_int) -> io::Result<OwnedFd> {
-    #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
     {
         // SAFETY: no pointers; the new fd is ours alone.
-        let fd = cvt(unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+        let fd =
+            cvt(unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: fresh descriptor.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
     {
         // SAFETY: no pointers; the new fd is ours alone.
         let fd = cvt(unsafe { libc::socket(domain, ty, 0) })?;
@@ -178,7 +195,12 @@ fn new_socket(domain: libc::c_int, ty: libc::c_int) -> io::Result<OwnedFd> {
     }
 }
 
-fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn set_int_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its exact size.
     cvt(unsafe {
         libc::setsockopt(
@@ -196,7 +218,15 @@ fn get_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<l
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are live locals of the sizes the kernel expects.
-    cvt(unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len) })?;
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
     Ok(value)
 }
 
@@ -259,12 +289,29 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<Addr>)> {
     let mut raw = RawAddr::empty();
     retry_eintr(|| {
         raw.len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        ))]
         // SAFETY: `raw` provides storage and length for the peer address.
         let fd = unsafe {
-            libc::accept4(listener, raw.mut_ptr(), &mut raw.len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            libc::accept4(
+                listener,
+                raw.mut_ptr(),
+                &mut raw.len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
         };
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+        #[cfg(not(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))]
         // SAFETY: `raw` provides storage and length for the peer address.
         let fd = unsafe { libc::accept(listener, raw.mut_ptr(), &mut raw.len) };
         cvt(fd)
@@ -272,7 +319,13 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<Addr>)> {
     .and_then(|fd| {
         // SAFETY: accept returned a fresh descriptor.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+        #[cfg(not(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))]
         set_nonblocking_cloexec(fd)?;
         Ok((owned, raw.to_addr()))
     })
@@ -296,10 +349,22 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// Send on a stream socket with `EINTR` retried; never raises SIGPIPE.
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     retry_eintr(|| {
-        #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        ))]
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
         let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+        #[cfg(not(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))]
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
         let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), 0) };
         cvt(n).map(|n| n as usize)
@@ -324,9 +389,21 @@ pub fn write_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
         let mut msg: libc::msghdr = unsafe { zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = n as _;
-        #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        ))]
         let flags = libc::MSG_NOSIGNAL;
-        #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+        #[cfg(not(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))]
         let flags = 0;
         // SAFETY: `msg` describes valid buffers as above.
         let r = unsafe { libc::sendmsg(fd, &msg, flags) };
@@ -384,7 +461,10 @@ pub fn is_unix(fd: RawFd) -> bool {
 /// A UDP socket. `bind_to` binds it; an unbound socket is created for `family_of`'s
 /// family and may send to that family.
 pub fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
-    let fd = new_socket(if v6 { libc::AF_INET6 } else { libc::AF_INET }, libc::SOCK_DGRAM)?;
+    let fd = new_socket(
+        if v6 { libc::AF_INET6 } else { libc::AF_INET },
+        libc::SOCK_DGRAM,
+    )?;
     if v6 {
         // Dual-stack: an unbound IPv6 socket can then also reach IPv4 peers
         // through v4-mapped addresses.
@@ -426,7 +506,14 @@ pub fn recvfrom(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<Addr>)> 
         raw.len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: `buf` is writable for its length; `raw` provides address storage.
         let n = unsafe {
-            libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, raw.mut_ptr(), &mut raw.len)
+            libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                raw.mut_ptr(),
+                &mut raw.len,
+            )
         };
         cvt(n).map(|n| n as usize)
     })
@@ -486,7 +573,10 @@ pub fn reserve_fd() -> io::Result<OwnedFd> {
 /// Set `SO_LINGER {on, 0}` so closing sends RST instead of FIN (used by tests and
 /// for aborting connections).
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: passes a live linger struct of the exact size.
     cvt(unsafe {
         libc::setsockopt(
@@ -518,7 +608,11 @@ pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize
 }
 
 /// `recvfrom` appending the datagram to `buf` (at most `max` bytes).
-pub fn recvfrom_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<(usize, Option<Addr>)> {
+pub fn recvfrom_append(
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<(usize, Option<Addr>)> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
     let want = max.min(spare.len());
@@ -528,7 +622,14 @@ pub fn recvfrom_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<(
         // SAFETY: the spare capacity is writable for `want` bytes; `raw` provides
         // address storage of the length given.
         let n = unsafe {
-            libc::recvfrom(fd, spare.as_mut_ptr().cast(), want, 0, raw.mut_ptr(), &mut raw.len)
+            libc::recvfrom(
+                fd,
+                spare.as_mut_ptr().cast(),
+                want,
+                0,
+                raw.mut_ptr(),
+                &mut raw.len,
+            )
         };
         cvt(n).map(|n| n as usize)
     })?;

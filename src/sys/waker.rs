@@ -69,7 +69,8 @@ impl Waker {
         let mut buf = [0u8; 64];
         loop {
             // SAFETY: reads into a live local buffer of the given length.
-            let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 && cfg!(not(target_os = "linux")) {
                 continue; // a pipe may hold more than one buffer's worth
             }

@@ -1,1 +1,73 @@
-//! The mlua binding (filled in below).
+//! The mlua binding: `require "skysocket"`.
+//!
+//! Each Lua state that requires the module gets its own engine. Module functions are
+//! Rust closures over the module state; a tiny Lua shim turns argument errors into
+//! plain string errors (mlua would raise them as userdata).
+
+mod address;
+mod api;
+mod args;
+mod dispatch;
+mod state;
+
+use std::rc::Rc;
+
+use mlua::{LightUserData, Lua, MultiValue, Table, Value};
+
+use args::{Args, Fail};
+use state::State;
+
+pub use api::FUNCTIONS;
+
+/// Marks "raise the next value as an error" between the Rust functions and the shim.
+static ARG_ERROR: u8 = 0;
+
+const SHIM: &str = r#"
+local raw, ERR = ...
+local error = error
+-- Raise argument errors as strings at the caller's line; pass everything else through.
+local function check(first, ...)
+  if first == ERR then error((...), 3) end
+  return first, ...
+end
+local M = {}
+for name, f in pairs(raw) do
+  M[name] = function(...) return check(f(...)) end
+end
+return M
+"#;
+
+/// Build the module table for `lua`.
+pub fn open(lua: &Lua) -> mlua::Result<Table> {
+    let st = Rc::new(State::new(lua, crate::engine::Config::default())?);
+    let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
+    let raw = lua.create_table()?;
+    for &(name, f) in api::FUNCTIONS {
+        let st = st.clone();
+        let sentinel = sentinel.clone();
+        let func = lua.create_function(move |lua, vals: MultiValue| {
+            let a = Args::new(name, vals);
+            match f(lua, &st, &a) {
+                Ok(v) => Ok(v),
+                Err(Fail::Arg(msg)) => Ok(MultiValue::from_vec(vec![
+                    sentinel.clone(),
+                    Value::String(lua.create_string(msg)?),
+                ])),
+                Err(Fail::Lua(e)) => Err(e),
+            }
+        })?;
+        raw.raw_set(name, func)?;
+    }
+    let module: Table = lua
+        .load(SHIM)
+        .set_name("=skysocket")
+        .call((raw, sentinel))?;
+    module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
+    Ok(module)
+}
+
+#[cfg(feature = "module")]
+#[mlua::lua_module(name = "skysocket", skip_memory_check)]
+fn skysocket(lua: &Lua) -> mlua::Result<Table> {
+    open(lua)
+}

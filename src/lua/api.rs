@@ -1,0 +1,541 @@
+//! The functions of `require "skysocket"`.
+//!
+//! Conventions: a bad argument raises `bad argument #n to 'name' (...)`; a runtime
+//! failure returns `nil, message` (functions that create sockets) or `false, message`
+//! (operations on an id). Ids are plain integers.
+
+use std::time::Duration;
+
+use mlua::{Lua, Table, Value};
+
+use super::address::{resolve_one, split_host_port, unix_path};
+use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
+use super::dispatch;
+use super::state::State;
+use crate::engine::{address, Error, Priority, SocketId};
+use crate::sys::net::{Addr, ListenOptions};
+
+/// Default listen backlog (Skynet's Lua default of 32 is too small under bursts).
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+pub type ApiFn = fn(&Lua, &State, &Args) -> Ret;
+
+/// Every exported function, by name. Aliases appear once per name.
+pub const FUNCTIONS: &[(&str, ApiFn)] = &[
+    ("listen", listen),
+    ("connect", connect),
+    ("open", connect),
+    ("start", start),
+    ("send", send),
+    ("write", send),
+    ("lwrite", lwrite),
+    ("close", close),
+    ("shutdown", shutdown),
+    ("close_write", close_write),
+    ("pause", pause),
+    ("resume", resume),
+    ("nodelay", nodelay),
+    ("keepalive", keepalive),
+    ("sendlimit", sendlimit),
+    ("udp", udp),
+    ("udp_listen", udp_listen),
+    ("udp_dial", udp_dial),
+    ("udp_connect", udp_connect),
+    ("sendto", sendto),
+    ("udp_address", udp_address),
+    ("info", info),
+    ("netstat", info),
+    ("resolve", resolve),
+    ("timeout", timeout),
+    ("cancel_timeout", cancel_timeout),
+    ("dispatch", dispatch_handler),
+    ("on_error", on_error),
+    ("poll", poll),
+    ("loop", run_loop),
+    ("exit", exit),
+    ("backend", backend),
+    ("count", count),
+];
+
+fn engine_err(lua: &Lua, e: Error) -> Ret {
+    false_msg(lua, e)
+}
+
+fn ok_or_false(lua: &Lua, r: crate::engine::Result<()>) -> Ret {
+    match r {
+        Ok(()) => ret(lua, true),
+        Err(e) => engine_err(lua, e),
+    }
+}
+
+/// Read `(host, port)` starting at `pos`. Accepts `port` alone (number: 127.0.0.1),
+/// `"unix:/path"`, `"host:port"`, or `host, port`. Returns the address and the next
+/// argument position.
+fn host_port_args(
+    a: &Args,
+    pos: usize,
+    default_host: &str,
+) -> Result<(Result<Addr, String>, usize), Fail> {
+    match a.get(pos) {
+        Value::Integer(_) | Value::Number(_) => {
+            let port = a.port(pos)?;
+            Ok((resolve_one(default_host, port), pos + 1))
+        }
+        Value::String(_) => {
+            let host = a.string(pos)?;
+            if let Some(path) = unix_path(&host) {
+                return Ok((Ok(Addr::Unix(path)), pos + 1));
+            }
+            if a.is_none(pos + 1) {
+                if let Some((h, p)) = split_host_port(&host) {
+                    return Ok((resolve_one(&h, p), pos + 1));
+                }
+            }
+            let port = a.port(pos + 1)?;
+            Ok((resolve_one(&host, port), pos + 2))
+        }
+        _ => Err(a.error(pos, format!("string expected, got {}", type_of(a, pos)))),
+    }
+}
+
+fn type_of(a: &Args, pos: usize) -> &'static str {
+    if pos > a.len() {
+        "no value"
+    } else {
+        a.get(pos).type_name()
+    }
+}
+
+fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret {
+    match local {
+        Some(Addr::Inet(sa)) => ret(lua, (id as i64, sa.ip().to_string(), sa.port())),
+        Some(Addr::Unix(p)) => ret(lua, (id as i64, format!("unix:{}", p.display()))),
+        None => ret(lua, id as i64),
+    }
+}
+
+/// `listen(host, port [, backlog | options])` → `id, ip, port` or `nil, message`.
+/// `options` is a table `{ backlog = n, reuseport = bool }`.
+fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let (addr, next) = host_port_args(a, 1, "127.0.0.1")?;
+    let mut opts = ListenOptions {
+        backlog: DEFAULT_BACKLOG,
+        reuseport: false,
+    };
+    match a.get(next) {
+        Value::Nil => {}
+        Value::Table(t) => {
+            if let Some(b) = t
+                .get::<Option<i64>>("backlog")
+                .map_err(|_| a.error(next, "backlog must be an integer"))?
+            {
+                opts.backlog = i32::try_from(b)
+                    .ok()
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| a.error(next, "backlog out of range"))?;
+            }
+            opts.reuseport = t
+                .get::<Option<bool>>("reuseport")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+        }
+        _ => {
+            let b = a.integer(next)?;
+            opts.backlog = i32::try_from(b)
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| a.error(next, "backlog out of range"))?;
+        }
+    }
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(msg) => return nil_msg(lua, msg),
+    };
+    let r = st.engine.borrow_mut().listen(&addr, opts, 0);
+    match r {
+        Ok((id, local)) => addr_results(lua, id, local),
+        Err(e) => nil_msg(lua, format!("listen {addr}: {e}")),
+    }
+}
+
+/// `connect(host, port)` → `id` (then `open` or `error` arrives) or `nil, message`.
+fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let (addr, _) = host_port_args(a, 1, "127.0.0.1")?;
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(msg) => return nil_msg(lua, msg),
+    };
+    let r = st.engine.borrow_mut().connect(&addr, 0);
+    match r {
+        Ok(id) => ret(lua, id as i64),
+        Err(e) => nil_msg(lua, format!("connect {addr}: {e}")),
+    }
+}
+
+/// `start(id [, handler])`: activate a listening/accepted socket; with a handler the
+/// socket's messages go to it (accepted sockets inherit their listener's).
+fn start(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let handler = a.opt_handler(2)?;
+    let r = st.engine.borrow_mut().start(id, 0);
+    if r.is_ok() {
+        if let Some(h) = handler {
+            st.socket_handlers.raw_set(id as i64, h)?;
+        }
+    }
+    ok_or_false(lua, r)
+}
+
+fn send_with(lua: &Lua, st: &State, a: &Args, prio: Priority) -> Ret {
+    let id = a.id(1)?;
+    let r = match a.get(2) {
+        // Borrow the Lua string's bytes: no copy unless the data has to be queued.
+        Value::String(s) => st.engine.borrow_mut().send(id, &s.as_bytes(), prio),
+        Value::Integer(_) | Value::Number(_) => st.engine.borrow_mut().send(id, &a.bytes(2)?, prio),
+        _ => return Err(a.error(2, format!("string expected, got {}", type_of(a, 2)))),
+    };
+    ok_or_false(lua, r)
+}
+
+/// `send(id, data)` / `write(id, data)`: high priority. → `true` or `false, message`.
+fn send(lua: &Lua, st: &State, a: &Args) -> Ret {
+    send_with(lua, st, a, Priority::High)
+}
+
+/// `lwrite(id, data)`: low priority (after every queued high-priority buffer).
+fn lwrite(lua: &Lua, st: &State, a: &Args) -> Ret {
+    send_with(lua, st, a, Priority::Low)
+}
+
+/// `close(id [, force])`: flush then close (`force`: drop unsent data).
+fn close(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let force = a.opt_bool(2, false);
+    let r = st.engine.borrow_mut().close(id, force);
+    ok_or_false(lua, r)
+}
+
+/// `shutdown(id)`: Skynet's name for a forced close.
+fn shutdown(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let r = st.engine.borrow_mut().close(id, true);
+    ok_or_false(lua, r)
+}
+
+/// `close_write(id)`: half-close the write side once queued data is sent.
+fn close_write(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let r = st.engine.borrow_mut().shutdown_write(id);
+    ok_or_false(lua, r)
+}
+
+fn pause(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let r = st.engine.borrow_mut().pause(id);
+    ok_or_false(lua, r)
+}
+
+fn resume(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let r = st.engine.borrow_mut().resume(id);
+    ok_or_false(lua, r)
+}
+
+fn nodelay(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let on = a.opt_bool(2, true);
+    let r = st.engine.borrow_mut().set_nodelay(id, on);
+    ok_or_false(lua, r)
+}
+
+fn keepalive(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let on = a.opt_bool(2, true);
+    let r = st.engine.borrow_mut().set_keepalive(id, on);
+    ok_or_false(lua, r)
+}
+
+/// `sendlimit(id, bytes)`: sends that would queue more than `bytes` fail (0 = no limit).
+fn sendlimit(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let limit = a.integer(2)?;
+    let limit = usize::try_from(limit).map_err(|_| a.error(2, "limit must be >= 0"))?;
+    let r = st.engine.borrow_mut().set_limit(id, limit);
+    ok_or_false(lua, r)
+}
+
+/// `udp([host, port])` → id: bound when an address is given; unbound sockets are
+/// dual-stack IPv6 and can send to IPv4 and IPv6 peers.
+fn udp(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let bind = if a.is_none(1) {
+        None
+    } else {
+        match host_port_args(a, 1, "127.0.0.1")?.0 {
+            Ok(addr) => Some(addr),
+            Err(msg) => return nil_msg(lua, msg),
+        }
+    };
+    let r = st.engine.borrow_mut().udp(bind.as_ref(), true, 0);
+    match r {
+        Ok(id) => ret(lua, id as i64),
+        Err(e) => nil_msg(lua, format!("udp: {e}")),
+    }
+}
+
+/// `udp_listen(host, port)` → id of a bound UDP socket.
+fn udp_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let (addr, _) = host_port_args(a, 1, "127.0.0.1")?;
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(msg) => return nil_msg(lua, msg),
+    };
+    let r = st.engine.borrow_mut().udp(Some(&addr), false, 0);
+    match r {
+        Ok(id) => ret(lua, id as i64),
+        Err(e) => nil_msg(lua, format!("udp_listen {addr}: {e}")),
+    }
+}
+
+/// `udp_dial(host, port)` → id of an unbound UDP socket connected to that peer.
+fn udp_dial(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let (addr, _) = host_port_args(a, 1, "127.0.0.1")?;
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(msg) => return nil_msg(lua, msg),
+    };
+    let v6 = matches!(addr, Addr::Inet(sa) if sa.is_ipv6());
+    let mut eng = st.engine.borrow_mut();
+    let id = match eng.udp(None, v6, 0) {
+        Ok(id) => id,
+        Err(e) => return nil_msg(lua, format!("udp_dial: {e}")),
+    };
+    if let Err(e) = eng.udp_connect(id, &addr) {
+        let _ = eng.close(id, true);
+        return nil_msg(lua, format!("udp_dial {addr}: {e}"));
+    }
+    ret(lua, id as i64)
+}
+
+/// `udp_connect(id, host, port)`: set the default peer.
+fn udp_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let (addr, _) = host_port_args(a, 2, "127.0.0.1")?;
+    let addr = match addr {
+        Ok(addr) => addr,
+        Err(msg) => return false_msg(lua, msg),
+    };
+    let r = st.engine.borrow_mut().udp_connect(id, &addr);
+    ok_or_false(lua, r)
+}
+
+/// `sendto(id, address, data)`: `address` in the compact form a `udp` callback gets
+/// (or `nil` for the connected peer).
+fn sendto(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let to = if a.is_none(2) {
+        None
+    } else {
+        let raw = a.bytes(2)?;
+        let sa =
+            address::decode_compact(&raw).ok_or_else(|| a.error(2, "malformed UDP address"))?;
+        Some(Addr::Inet(sa))
+    };
+    let r = match a.get(3) {
+        Value::String(s) => st
+            .engine
+            .borrow_mut()
+            .sendto(id, to.as_ref(), &s.as_bytes()),
+        _ => {
+            let data = a.bytes(3)?;
+            st.engine.borrow_mut().sendto(id, to.as_ref(), &data)
+        }
+    };
+    ok_or_false(lua, r)
+}
+
+/// `udp_address(address)` → `ip, port`.
+fn udp_address(lua: &Lua, _st: &State, a: &Args) -> Ret {
+    let raw = a.bytes(1)?;
+    match address::decode_compact(&raw) {
+        Some(sa) => ret(lua, (sa.ip().to_string(), sa.port())),
+        None => Err(a.error(1, "malformed UDP address")),
+    }
+}
+
+/// `info()` → array of `{ id, type, state, read, write, rtime, wtime, wbuffer, paused,
+/// peer, sock }` tables.
+fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
+    let all = st.engine.borrow().info_all();
+    let out = lua.create_table_with_capacity(all.len(), 0)?;
+    for (i, s) in all.iter().enumerate() {
+        let t: Table = lua.create_table_with_capacity(0, 12)?;
+        t.raw_set("id", s.id as i64)?;
+        t.raw_set("type", s.kind)?;
+        t.raw_set("state", s.state)?;
+        t.raw_set("read", s.read as i64)?;
+        t.raw_set("write", s.written as i64)?;
+        t.raw_set("rtime", s.rtime as i64)?;
+        t.raw_set("wtime", s.wtime as i64)?;
+        t.raw_set("wbuffer", s.queued as i64)?;
+        t.raw_set("paused", s.paused)?;
+        if let Some(p) = &s.peer {
+            t.raw_set("peer", p.as_str())?;
+        }
+        if let Some(l) = &s.local {
+            t.raw_set("sock", l.as_str())?;
+        }
+        out.raw_set(i + 1, t)?;
+    }
+    ret(lua, out)
+}
+
+/// `resolve(host)` → array of address strings, or `nil, message`.
+fn resolve(lua: &Lua, _st: &State, a: &Args) -> Ret {
+    use std::net::ToSocketAddrs;
+    let host = a.string(1)?;
+    if let Some(sa) = address::parse_numeric(&host, 0) {
+        return ret(lua, vec![sa.ip().to_string()]);
+    }
+    match (host.as_str(), 0u16).to_socket_addrs() {
+        Ok(it) => {
+            let mut ips: Vec<String> = Vec::new();
+            for sa in it {
+                let ip = sa.ip().to_string();
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+            ret(lua, ips)
+        }
+        Err(e) => nil_msg(lua, format!("cannot resolve '{host}': {e}")),
+    }
+}
+
+/// `timeout(ms, fn)` → timer id; `fn()` runs once after `ms` milliseconds.
+fn timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let ms = a.number(1)?;
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(a.error(1, "timeout must be a finite number >= 0"));
+    }
+    let f = a.function(2)?;
+    let tid = st
+        .engine
+        .borrow_mut()
+        .add_timer(Duration::from_secs_f64(ms / 1000.0));
+    st.timers.raw_set(tid as i64, f)?;
+    ret(lua, tid as i64)
+}
+
+/// `cancel_timeout(timer)` → true if it was pending.
+fn cancel_timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let tid = a.integer(1)?;
+    let was = tid > 0 && st.engine.borrow_mut().cancel_timer(tid as u64);
+    st.timers.raw_set(tid, Value::Nil)?;
+    ret(lua, was)
+}
+
+/// `dispatch(handler)`: the module-wide handler; returns the previous one.
+fn dispatch_handler(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let h = a.opt_handler(1)?.unwrap_or(Value::Nil);
+    let old = st.default_handler.replace(h);
+    ret(lua, old)
+}
+
+/// `on_error(fn)`: where callback errors go (nil: stderr); returns the previous hook.
+fn on_error(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let f = if a.is_none(1) {
+        None
+    } else {
+        Some(a.function(1)?)
+    };
+    let old = st.on_error.replace(f);
+    ret(lua, old)
+}
+
+/// One poll step and the delivery of its messages. Returns how many were delivered.
+fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail> {
+    let mut batch = st.batch.borrow_mut();
+    {
+        let mut eng = st.engine.borrow_mut();
+        if timeout.is_none() && eng.is_idle() {
+            return Ok(0);
+        }
+        eng.poll(&mut batch, timeout).map_err(|e| {
+            Fail::Lua(mlua::Error::RuntimeError(format!(
+                "skysocket poll failed: {e}"
+            )))
+        })?;
+    }
+    st.dispatching.set(true);
+    let mut result = Ok(());
+    for m in batch.messages() {
+        if let Err(e) = dispatch::deliver(lua, st, &batch, m) {
+            result = Err(e);
+            break;
+        }
+    }
+    st.dispatching.set(false);
+    result?;
+    Ok(batch.len())
+}
+
+fn not_in_callback(st: &State, a: &Args) -> Result<(), Fail> {
+    if st.dispatching.get() {
+        return Err(Fail::Arg(format!(
+            "'{}' cannot be called from inside a callback",
+            a.name()
+        )));
+    }
+    Ok(())
+}
+
+/// `poll([timeout_ms])`: wait at most `timeout_ms` (nil: until something happens;
+/// returns at once when nothing is open) and deliver what arrived.
+fn poll(lua: &Lua, st: &State, a: &Args) -> Ret {
+    not_in_callback(st, a)?;
+    let timeout = if a.is_none(1) {
+        None
+    } else {
+        let ms = a.number(1)?;
+        if ms.is_nan() {
+            return Err(a.error(1, "timeout is NaN"));
+        }
+        if ms < 0.0 || ms.is_infinite() {
+            None
+        } else {
+            Some(Duration::from_secs_f64(ms / 1000.0))
+        }
+    };
+    let n = step(lua, st, timeout)?;
+    ret(lua, n as i64)
+}
+
+/// `loop()`: deliver messages until `exit()` is called or nothing is left to wait on.
+fn run_loop(lua: &Lua, st: &State, a: &Args) -> Ret {
+    not_in_callback(st, a)?;
+    st.exit.set(false);
+    while !st.exit.get() {
+        if st.engine.borrow().is_idle() {
+            break;
+        }
+        step(lua, st, None)?;
+    }
+    st.exit.set(false);
+    ret(lua, true)
+}
+
+/// `exit()`: make `loop()` return after the current message.
+fn exit(lua: &Lua, st: &State, _a: &Args) -> Ret {
+    st.exit.set(true);
+    ret(lua, ())
+}
+
+fn backend(lua: &Lua, _st: &State, _a: &Args) -> Ret {
+    ret(lua, crate::sys::backend_name())
+}
+
+/// `count()` → number of open sockets.
+fn count(lua: &Lua, st: &State, _a: &Args) -> Ret {
+    ret(lua, st.engine.borrow().socket_count() as i64)
+}

@@ -1,0 +1,43 @@
+//! Per-Lua-state module state: the engine, the reusable batch, the handlers.
+
+use std::cell::{Cell, RefCell};
+
+use mlua::{Function, Lua, Table, Value};
+
+use crate::engine::{Batch, Config, Engine};
+
+pub struct State {
+    pub engine: RefCell<Engine>,
+    pub batch: RefCell<Batch>,
+    /// Set while messages are being delivered: poll/loop are not reentrant.
+    pub dispatching: Cell<bool>,
+    /// `exit()` was called: `loop()` returns after the current batch.
+    pub exit: Cell<bool>,
+    /// The module-wide handler set by `dispatch(handler)`.
+    pub default_handler: RefCell<Value>,
+    /// id -> handler, for sockets given one by `start(id, handler)` or inherited from
+    /// their listener. Entries go when the socket's final message is delivered.
+    pub socket_handlers: Table,
+    /// timer id -> function.
+    pub timers: Table,
+    /// Receives callback errors; `None` writes them to stderr.
+    pub on_error: RefCell<Option<Function>>,
+}
+
+impl State {
+    pub fn new(lua: &Lua, config: Config) -> mlua::Result<State> {
+        let engine = Engine::new(config).map_err(|e| {
+            mlua::Error::RuntimeError(format!("skysocket: cannot start engine: {e}"))
+        })?;
+        Ok(State {
+            engine: RefCell::new(engine),
+            batch: RefCell::new(Batch::new()),
+            dispatching: Cell::new(false),
+            exit: Cell::new(false),
+            default_handler: RefCell::new(Value::Nil),
+            socket_handlers: lua.create_table()?,
+            timers: lua.create_table()?,
+            on_error: RefCell::new(None),
+        })
+    }
+}

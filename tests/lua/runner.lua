@@ -1,0 +1,41 @@
+-- Plain-Lua test runner: runs every test_*.lua file given on the command line (or the
+-- default list), each test in a protected call, and ends with "N passed, N failed".
+-- Runs on Lua 5.1, 5.3, 5.4 and LuaJIT.
+local dir = arg[0]:match("^(.*)/[^/]*$") or "."
+package.path = dir .. "/?.lua;" .. package.path
+
+local T = require "testlib"
+local socket = require "skysocket"
+
+local files = {}
+for i = 1, #arg do files[#files + 1] = arg[i] end
+
+local passed, failed, failures = 0, 0, {}
+for _, file in ipairs(files) do
+  local chunk = assert(loadfile(file))
+  local tests = chunk()
+  local names = {}
+  for name in pairs(tests) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    T.reset()
+    local ok, err = xpcall(tests[name], debug.traceback)
+    if ok then
+      ok, err = pcall(T.check_clean)
+    end
+    T.cleanup()
+    local label = file:match("[^/]*$") .. ": " .. name
+    if ok then
+      passed = passed + 1
+      io.write("ok     ", label, "\n")
+    else
+      failed = failed + 1
+      failures[#failures + 1] = label .. "\n" .. tostring(err)
+      io.write("FAIL   ", label, "\n")
+    end
+  end
+end
+for _, f in ipairs(failures) do io.write("\n--- ", f, "\n") end
+io.write(string.format("%s (%s, %s)\n", _VERSION, jit and jit.version or "PUC", socket.backend()))
+io.write(string.format("%d passed, %d failed\n", passed, failed))
+os.exit(failed == 0 and 0 or 1)

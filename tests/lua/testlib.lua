@@ -1,0 +1,86 @@
+-- Helpers shared by the Lua tests.
+local socket = require "skysocket"
+local T = {}
+
+T.DEADLINE_MS = 10000
+
+function T.reset()
+  socket.dispatch(nil)
+  socket.on_error(nil)
+end
+
+-- Poll until pred() is true; fails the test after `ms` (default DEADLINE_MS).
+function T.wait(what, pred, ms)
+  local expired = false
+  local timer = socket.timeout(ms or T.DEADLINE_MS, function() expired = true end)
+  while not pred() do
+    if expired then error("timed out waiting for " .. what, 2) end
+    socket.poll(50)
+  end
+  socket.cancel_timeout(timer)
+end
+
+-- Poll for `ms` milliseconds, delivering whatever arrives.
+function T.settle(ms)
+  local done = false
+  socket.timeout(ms, function() done = true end)
+  while not done do socket.poll(ms) end
+end
+
+function T.eq(a, b, what)
+  if a ~= b then
+    error(string.format("%s: expected %s, got %s", what or "value", tostring(b), tostring(a)), 2)
+  end
+end
+
+function T.truthy(v, what)
+  if not v then error((what or "assertion") .. " failed", 2) end
+  return v
+end
+
+-- Expect f(...) to raise an error whose text contains `pattern` (plain find).
+function T.raises(pattern, f, ...)
+  local ok, err = pcall(f, ...)
+  if ok then error("expected an error matching '" .. pattern .. "'", 2) end
+  if type(err) ~= "string" then error("error is a " .. type(err) .. ", not a string", 2) end
+  if not err:find(pattern, 1, true) then
+    error("error '" .. err .. "' does not contain '" .. pattern .. "'", 2)
+  end
+  return err
+end
+
+-- A listener on 127.0.0.1 with a free port: returns id, port.
+function T.listen(handler, host)
+  local id, _, port = socket.listen(host or "127.0.0.1", 0)
+  assert(id, port)
+  assert(socket.start(id, handler))
+  return id, port
+end
+
+-- After each test: every socket must be closed (close leftovers so the next test starts clean).
+function T.check_clean()
+  T.settle(20)
+  local left = socket.info()
+  if #left > 0 then
+    local ids = {}
+    for _, s in ipairs(left) do ids[#ids + 1] = s.id .. "(" .. s.state .. ")" end
+    error("sockets left open: " .. table.concat(ids, " "))
+  end
+end
+
+function T.cleanup()
+  for _, s in ipairs(socket.info()) do socket.close(s.id, true) end
+  T.settle(10)
+end
+
+-- Deterministic pseudo-random bytes (works without integer ops on 5.1).
+function T.bytes(n, seed)
+  local t, x = {}, seed or 1
+  for i = 1, n do
+    x = (x * 1103515245 + 12345) % 2147483648
+    t[i] = string.char(math.floor(x / 65536) % 256)
+  end
+  return table.concat(t)
+end
+
+return T

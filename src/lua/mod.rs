@@ -26,8 +26,10 @@ const SHIM: &str = r#"
 local raw, ERR = ...
 local error = error
 -- Raise argument errors as strings at the caller's line; pass everything else through.
+-- The wrapper below tail-calls `check`: PUC Lua 5.1 keeps a frame for the tail call.
+local LEVEL = (_VERSION == "Lua 5.1" and not jit) and 3 or 2
 local function check(first, ...)
-  if first == ERR then error((...), 3) end
+  if first == ERR then error((...), LEVEL) end
   return first, ...
 end
 local M = {}

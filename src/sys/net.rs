@@ -287,7 +287,7 @@ pub fn connect(addr: &Addr) -> io::Result<(OwnedFd, bool)> {
 /// Accept one pending connection (non-blocking, close-on-exec).
 pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<Addr>)> {
     let mut raw = RawAddr::empty();
-    retry_eintr(|| {
+    let fd = retry_eintr(|| {
         raw.len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         #[cfg(any(
             target_os = "linux",
@@ -315,20 +315,18 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<Addr>)> {
         // SAFETY: `raw` provides storage and length for the peer address.
         let fd = unsafe { libc::accept(listener, raw.mut_ptr(), &mut raw.len) };
         cvt(fd)
-    })
-    .and_then(|fd| {
-        // SAFETY: accept returned a fresh descriptor.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        #[cfg(not(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        )))]
-        set_nonblocking_cloexec(fd)?;
-        Ok((owned, raw.to_addr()))
-    })
+    })?;
+    // SAFETY: accept returned a fresh descriptor.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
+    set_nonblocking_cloexec(fd)?;
+    Ok((owned, raw.to_addr()))
 }
 
 /// The pending error of a socket (`SO_ERROR`), used to finish a non-blocking connect.

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs each example server on a free port and talks to it. Usage: tests/examples.sh lua5.4
+# LUA_CPATH/LUA_PATH must point at the built module.
+set -u
+cd "$(dirname "$0")/.."
+LUA=${1:-lua5.4}
+fail=0
+pass=0
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done' EXIT
+
+# Start `lua example port-0` and wait for the line "... listening on HOST:PORT".
+start_server() {
+  local out=$1; shift
+  "$LUA" "$@" 0 >"$out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    grep -q "listening on" "$out" && break
+    sleep 0.05
+  done
+  grep -o 'listening on [^ ]*:[0-9]*' "$out" | head -1 | sed 's/.*://'
+}
+
+check() {
+  local name=$1; shift
+  if "$@"; then echo "ok     $name"; pass=$((pass + 1)); else echo "FAIL   $name"; fail=$((fail + 1)); fi
+}
+
+tmp=$(mktemp -d)
+port=$(start_server "$tmp/echo.out" examples/echo.lua)
+check "echo.lua serves client.lua" timeout 20 "$LUA" examples/client.lua "$port" one two "three four"
+out=$(timeout 20 "$LUA" examples/client.lua "$port" "zero$(printf '\t')tab")
+check "client prints the echo" test "$out" = "echo: zero$(printf '\t')tab"
+
+for ex in echo_co; do
+  [ -f "examples/$ex.lua" ] || continue
+  p=$(start_server "$tmp/$ex.out" "examples/$ex.lua")
+  check "$ex.lua serves client.lua" timeout 20 "$LUA" examples/client.lua "$p" alpha beta
+done
+
+for t in tests/examples/*.sh; do
+  [ -f "$t" ] || continue
+  check "$(basename "$t")" timeout 60 bash "$t" "$LUA"
+done
+
+rm -rf "$tmp"
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]

@@ -1,0 +1,19 @@
+-- Smoke test of an installed skysocket: require it and echo one message.
+local socket = require "skysocket"
+socket.dispatch {
+  accept = function(_, id) socket.start(id) end,
+  data = function(id, s) socket.send(id, s) end,
+}
+local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+socket.start(lid)
+local got
+local cid = assert(socket.connect("127.0.0.1", port))
+socket.start(cid, {
+  open = function(id) socket.send(id, "smoke\0test") end,
+  data = function(id, s) got = s; socket.close(id); socket.close(lid); socket.exit() end,
+})
+socket.timeout(5000, function() socket.exit() end)
+socket.loop()
+assert(got == "smoke\0test", "echo failed: " .. tostring(got))
+print("smoke ok: " .. _VERSION .. (jit and (" " .. jit.version) or "") .. ", " .. socket.backend())
+print("1 passed, 0 failed")

@@ -19,7 +19,7 @@ for _, file in ipairs(files) do
   table.sort(names)
   for _, name in ipairs(names) do
     T.reset()
-    local ok, err = xpcall(tests[name], debug.traceback)
+    local ok, err = xpcall(tests[name], function(e) return debug and debug.traceback(tostring(e)) or e end)
     if ok then
       ok, err = pcall(T.check_clean)
     end

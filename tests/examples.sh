@@ -9,7 +9,8 @@ pass=0
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done' EXIT
 
-# Start `lua example port-0` and wait for the line "... listening on HOST:PORT".
+# Start `lua example 0` and wait for its line "... listening on HOST:PORT"; sets $port.
+# (Not run in a subshell, so the EXIT trap can kill every server started.)
 start_server() {
   local out=$1; shift
   "$LUA" "$@" 0 >"$out" 2>&1 &
@@ -18,7 +19,7 @@ start_server() {
     grep -q "listening on" "$out" && break
     sleep 0.05
   done
-  grep -o 'listening on [^ ]*:[0-9]*' "$out" | head -1 | sed 's/.*://'
+  port=$(grep -o 'listening on [^ ]*:[0-9]*' "$out" | head -1 | sed 's/.*://')
 }
 
 check() {
@@ -27,15 +28,15 @@ check() {
 }
 
 tmp=$(mktemp -d)
-port=$(start_server "$tmp/echo.out" examples/echo.lua)
+start_server "$tmp/echo.out" examples/echo.lua
 check "echo.lua serves client.lua" timeout 20 "$LUA" examples/client.lua "$port" one two "three four"
 out=$(timeout 20 "$LUA" examples/client.lua "$port" "zero$(printf '\t')tab")
 check "client prints the echo" test "$out" = "echo: zero$(printf '\t')tab"
 
 for ex in echo_co; do
   [ -f "examples/$ex.lua" ] || continue
-  p=$(start_server "$tmp/$ex.out" "examples/$ex.lua")
-  check "$ex.lua serves client.lua" timeout 20 "$LUA" examples/client.lua "$p" alpha beta
+  start_server "$tmp/$ex.out" "examples/$ex.lua"
+  check "$ex.lua serves client.lua" timeout 20 "$LUA" examples/client.lua "$port" alpha beta
 done
 
 for t in tests/examples/*.sh; do

@@ -3,7 +3,9 @@
 //! poller (the poll thread applies their effect on registrations).
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,8 +14,9 @@ use parking_lot::Mutex;
 use super::address;
 use super::error::{Error, Result};
 use super::message::{MsgKind, OwnedMessage, Sink};
+use super::resolver::{addresses_text, Job, Resolver};
 use super::slots::{Slots, SocketId};
-use super::socket::{Priority, Proto, Socket, State};
+use super::socket::{Priority, Proto, Socket, SocketFile, State};
 use super::Config;
 use crate::sys::net::{self, Addr, ListenOptions};
 use crate::sys::{Interest, Waker};
@@ -32,6 +35,11 @@ pub(crate) enum Command {
         err: io::Error,
     },
     Report(OwnedMessage),
+    /// A resolver worker finished a lookup.
+    Resolved {
+        job: Job,
+        result: io::Result<Vec<IpAddr>>,
+    },
     Exit,
 }
 
@@ -91,6 +99,8 @@ pub(crate) struct Core {
     pub waker: Waker,
     epoch: Instant,
     time_cs: AtomicU64,
+    pub resolver: Resolver,
+    next_request: AtomicU64,
 }
 
 impl Socket {
@@ -104,6 +114,8 @@ impl Core {
     pub fn new(config: Config) -> io::Result<Core> {
         Ok(Core {
             slots: Slots::new(config.max_sockets),
+            resolver: Resolver::new(config.resolver, config.resolver_threads),
+            next_request: AtomicU64::new(1),
             config,
             commands: Mutex::new(Vec::new()),
             has_commands: AtomicBool::new(false),
@@ -118,9 +130,17 @@ impl Core {
         self.time_cs.load(Ordering::Relaxed)
     }
 
+    /// Centiseconds since the engine started, read from the clock now (for sends made
+    /// between polls, possibly long after the last one, and from other threads).
+    pub fn fresh_cs(&self) -> u64 {
+        let cs = (self.epoch.elapsed().as_millis() / 10) as u64;
+        self.time_cs.fetch_max(cs, Ordering::Relaxed);
+        cs
+    }
+
     pub fn update_time(&self) {
         let cs = (self.epoch.elapsed().as_millis() / 10) as u64;
-        self.time_cs.store(cs, Ordering::Relaxed);
+        self.time_cs.fetch_max(cs, Ordering::Relaxed);
     }
 
     pub fn command(&self, cmd: Command) {
@@ -163,8 +183,18 @@ impl Core {
             Addr::Inet(_) => (net::listen(addr, opts)?, Proto::Tcp),
         };
         let local = net::local_addr(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
-        let (id, mut sock) = self.slots.reserve().ok_or(Error::TooManySockets)?;
+        let file = match addr {
+            Addr::Unix(path) => SocketFile::new(path).map(Box::new),
+            Addr::Inet(_) => None,
+        };
+        let Some((id, mut sock)) = self.slots.reserve() else {
+            if let Some(f) = file {
+                f.remove();
+            }
+            return Err(Error::TooManySockets);
+        };
         self.init_socket(&mut sock, fd, State::PListen, proto, owner);
+        sock.unlink = file;
         Ok((id, local))
     }
 
@@ -195,6 +225,102 @@ impl Core {
             );
         }
         Ok(id)
+    }
+
+    /// Connect to `host:port`. A numeric host connects at once (as `connect`); a name
+    /// reserves the id now (state `reserve`, sends queue) and is looked up on a
+    /// resolver thread; the poll thread then tries each address in turn. Returns the id
+    /// and whether the poll thread must sync its registration.
+    pub fn connect_host(
+        self: &Arc<Self>,
+        host: &str,
+        port: u16,
+        owner: u64,
+        out: &mut impl Sink,
+    ) -> Result<SocketId> {
+        if let Some(a) = address::parse_numeric(host, port) {
+            return self.connect(&Addr::Inet(a), owner, out);
+        }
+        if host.is_empty() {
+            return Err(Error::Invalid("empty host name".into()));
+        }
+        let id = {
+            let (id, mut sock) = self.slots.reserve().ok_or(Error::TooManySockets)?;
+            sock.state = State::Reserve;
+            sock.proto = Proto::Tcp;
+            sock.owner = owner;
+            sock.read_size = self.config.min_read as u32;
+            sock.warn_at = self.config.warn_size;
+            sock.limit = self.config.default_write_limit;
+            id
+        };
+        let job = Job::Connect {
+            id,
+            host: host.to_string(),
+            port,
+        };
+        if let Err(e) = self.resolver.submit(self, job) {
+            if let Some(mut sock) = self.slots.lock(id) {
+                *sock = Socket::default();
+                self.slots.release(id);
+            }
+            return Err(Error::Io(e));
+        }
+        Ok(id)
+    }
+
+    /// Resolve `host` without blocking: returns a request id; a `Resolved` message
+    /// with `ud` = that id follows (see `MsgKind::Resolved`).
+    pub fn resolve_async(self: &Arc<Self>, host: &str, owner: u64, out: &mut impl Sink) -> u64 {
+        let req = self.next_request.fetch_add(1, Ordering::Relaxed);
+        if let Some(a) = address::parse_numeric(host, 0) {
+            let text = a.ip().to_string();
+            out.emit(MsgKind::Resolved, 0, owner, req, text.as_bytes(), b"");
+            return req;
+        }
+        let job = Job::Request {
+            req,
+            owner,
+            host: host.to_string(),
+        };
+        if let Err(e) = self.resolver.submit(self, job) {
+            let text = format!("resolve {host}: {e}");
+            out.emit(
+                MsgKind::Resolved,
+                0,
+                owner,
+                req,
+                text.as_bytes(),
+                RESOLVE_FAILED,
+            );
+        }
+        req
+    }
+
+    /// Listen on `host:port`, resolving a name synchronously (listen is a setup call;
+    /// this blocks the caller for the lookup). Each address is tried in turn.
+    pub fn listen_host(
+        &self,
+        host: &str,
+        port: u16,
+        opts: ListenOptions,
+        owner: u64,
+    ) -> Result<(SocketId, Option<Addr>)> {
+        if let Some(a) = address::parse_numeric(host, port) {
+            return self.listen(&Addr::Inet(a), opts, owner);
+        }
+        let ips = self
+            .resolver
+            .lookup(host)
+            .map_err(|e| Error::Invalid(format!("resolve {host}: {e}")))?;
+        let mut last = None;
+        for ip in ips {
+            match self.listen(&Addr::Inet(SocketAddr::new(ip, port)), opts, owner) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid(format!("resolve {host}: no addresses"))))
     }
 
     /// Activate a listening or accepted socket and give it to `owner`.
@@ -255,7 +381,7 @@ impl Core {
             match net::write(fd, data) {
                 Ok(n) => {
                     sock.stats.written += n as u64;
-                    sock.stats.wtime = self.now_cs();
+                    sock.stats.wtime = self.fresh_cs();
                     rest = &data[n..];
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -300,7 +426,11 @@ impl Core {
     pub fn shutdown_write(&self, id: SocketId) -> Result<bool> {
         let mut sock = self.slots.lock(id).ok_or(Error::UnknownId)?;
         match sock.state {
-            State::Connected | State::PAccept | State::HalfCloseRead | State::Connecting => {}
+            State::Connected
+            | State::PAccept
+            | State::HalfCloseRead
+            | State::Connecting
+            | State::Reserve => {}
             State::HalfCloseWrite => return Ok(false),
             _ => {
                 return Err(Error::State(
@@ -312,7 +442,7 @@ impl Core {
             return Err(Error::State("socket is closing"));
         }
         sock.shut_wr = true;
-        if sock.wq.is_empty() && sock.state != State::Connecting {
+        if sock.wq.is_empty() && !matches!(sock.state, State::Connecting | State::Reserve) {
             let fd = sock.raw_fd().expect("stream socket has an fd");
             net::shutdown(fd, net::Shutdown::Write)?;
             if sock.state != State::HalfCloseRead {
@@ -413,7 +543,7 @@ impl Core {
             match net::sendto(fd, data, Some(&target)) {
                 Ok(_) => {
                     sock.stats.written += data.len() as u64;
-                    sock.stats.wtime = self.now_cs();
+                    sock.stats.wtime = self.fresh_cs();
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -467,6 +597,36 @@ fn v6_mapped_if_needed(fd: std::os::fd::RawFd, addr: &Addr) -> Addr {
         }
     }
     addr.clone()
+}
+
+/// `extra` of a `Resolved` message whose lookup failed (`data` is then the error text).
+pub const RESOLVE_FAILED: &[u8] = b"error";
+
+/// The `Resolved` message for a finished lookup.
+pub(crate) fn resolved_message(
+    req: u64,
+    owner: u64,
+    host: &str,
+    result: &io::Result<Vec<IpAddr>>,
+    out: &mut impl Sink,
+) {
+    match result {
+        Ok(ips) => {
+            let text = addresses_text(ips);
+            out.emit(MsgKind::Resolved, 0, owner, req, text.as_bytes(), b"");
+        }
+        Err(e) => {
+            let text = format!("resolve {host}: {e}");
+            out.emit(
+                MsgKind::Resolved,
+                0,
+                owner,
+                req,
+                text.as_bytes(),
+                RESOLVE_FAILED,
+            );
+        }
+    }
 }
 
 pub(crate) fn display_addr(addr: Option<&Addr>) -> String {

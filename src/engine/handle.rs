@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::core::{Command, Core, Sent};
+use super::core::{Command, Core, Sent, SocketInfo};
 use super::error::{Error, Result};
 use super::slots::SocketId;
 use super::socket::Priority;
@@ -43,6 +43,43 @@ impl Handle {
         }
         self.core.command(Command::Sync(id));
         Ok(id)
+    }
+
+    /// `Engine::connect_host` from any thread: never blocks on DNS.
+    pub fn connect_host(&self, host: &str, port: u16, owner: u64) -> Result<SocketId> {
+        let mut reports: Vec<Command> = Vec::new();
+        let id = self.core.connect_host(host, port, owner, &mut reports)?;
+        for r in reports {
+            self.core.command(r);
+        }
+        self.core.command(Command::Sync(id));
+        Ok(id)
+    }
+
+    /// `Engine::listen_host`: blocks the calling thread for a name lookup.
+    pub fn listen_host(
+        &self,
+        host: &str,
+        port: u16,
+        opts: ListenOptions,
+        owner: u64,
+    ) -> Result<(SocketId, Option<Addr>)> {
+        self.core.listen_host(host, port, opts, owner)
+    }
+
+    /// Blocking lookup (numeric addresses are parsed).
+    pub fn resolve(&self, host: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
+        self.core.resolver.lookup(host)
+    }
+
+    /// Background lookup answered by a `Resolved` message (`ud` = the returned id).
+    pub fn resolve_async(&self, host: &str, owner: u64) -> u64 {
+        let mut reports: Vec<Command> = Vec::new();
+        let req = self.core.resolve_async(host, owner, &mut reports);
+        for r in reports {
+            self.core.command(r);
+        }
+        req
     }
 
     pub fn start(&self, id: SocketId, owner: u64) -> Result<()> {
@@ -102,6 +139,44 @@ impl Handle {
         let needed = self.core.shutdown_write(id)?;
         self.sync_if(id, needed);
         Ok(())
+    }
+
+    pub fn set_limit(&self, id: SocketId, limit: usize) -> Result<()> {
+        self.core.set_limit(id, limit)
+    }
+
+    pub fn set_nodelay(&self, id: SocketId, on: bool) -> Result<()> {
+        self.core.set_nodelay(id, on)
+    }
+
+    pub fn set_keepalive(&self, id: SocketId, on: bool) -> Result<()> {
+        self.core.set_keepalive(id, on)
+    }
+
+    /// A UDP socket (see `Engine::udp`).
+    pub fn udp(&self, bind: Option<&Addr>, v6: bool, owner: u64) -> Result<SocketId> {
+        let id = self.core.udp(bind, v6, owner)?;
+        self.core.command(Command::Sync(id));
+        Ok(id)
+    }
+
+    pub fn udp_connect(&self, id: SocketId, peer: &Addr) -> Result<()> {
+        self.core.udp_connect(id, peer)
+    }
+
+    /// Send one datagram to `to`, or to the `udp_connect` peer when `None`.
+    pub fn sendto(&self, id: SocketId, to: Option<&Addr>, data: &[u8]) -> Result<()> {
+        let mut reports: Vec<Command> = Vec::new();
+        let needed = self.core.sendto(id, to, data, &mut reports)?;
+        for r in reports {
+            self.core.command(r);
+        }
+        self.sync_if(id, needed);
+        Ok(())
+    }
+
+    pub fn info(&self, id: SocketId) -> Option<SocketInfo> {
+        self.core.info(id)
     }
 
     /// Make the poll thread report `Exit`.

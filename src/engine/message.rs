@@ -26,6 +26,11 @@ pub enum MsgKind {
     Timer,
     /// `Handle::exit` was called.
     Exit,
+    /// A `resolve_async` lookup finished. `id` is 0, `ud` the request id. Success:
+    /// `extra` is empty and `data` the addresses as text, one per line (`\n`), in the
+    /// order a connect would try them. Failure: `extra` is `b"error"`
+    /// (`engine::RESOLVE_FAILED`) and `data` the resolver's error text.
+    Resolved,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

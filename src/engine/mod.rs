@@ -9,21 +9,25 @@ mod core;
 mod error;
 mod handle;
 mod message;
+pub mod resolver;
 mod slots;
 mod socket;
 mod timer;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use self::core::SocketInfo;
 use self::core::{Command, Core, Sent};
+pub use self::core::{SocketInfo, RESOLVE_FAILED};
 pub use error::{Error, Result};
 pub use handle::Handle;
 pub use message::{Batch, Message, MsgKind};
 use message::{OwnedMessage, Sink};
+use resolver::{Job, ResolveFn};
 pub use slots::SocketId;
 pub use socket::Priority;
 use socket::{Socket, State};
@@ -49,6 +53,24 @@ pub struct Config {
     pub batch_bytes: usize,
     /// Accepts taken per listener readiness event.
     pub accept_burst: usize,
+    /// Keep a spare descriptor open for the `EMFILE` accept trick (free it, accept the
+    /// pending connection, close that, re-open the spare). Off only for tests.
+    pub reserve_fd: bool,
+    /// When an accept fails for lack of descriptors and the spare cannot take the
+    /// connection off the queue, the listener stops reading for this long instead of
+    /// spinning on its level-triggered readiness.
+    pub accept_backoff: Duration,
+    /// A flushing `close` whose queue makes no progress (not one byte written) for this
+    /// long is finished by force: the rest of the queue is dropped and the owner gets
+    /// `Close` with a note in `data`. Measured from the last successful write, so a
+    /// slow but live peer is never cut off. `None`: wait forever (Skynet's behaviour).
+    /// Default: 60 s.
+    pub close_timeout: Option<Duration>,
+    /// The host-name lookup used by `connect_host`, `listen_host` and `resolve*`
+    /// (default: `resolver::system_resolve`, i.e. getaddrinfo).
+    pub resolver: ResolveFn,
+    /// Most resolver threads (started lazily, on the first lookup of a name).
+    pub resolver_threads: usize,
 }
 
 impl Default for Config {
@@ -61,8 +83,22 @@ impl Default for Config {
             default_write_limit: 0,
             batch_bytes: 4 * 1024 * 1024,
             accept_burst: 32,
+            reserve_fd: true,
+            accept_backoff: Duration::from_millis(100),
+            close_timeout: Some(Duration::from_secs(60)),
+            resolver: resolver::system_resolve,
+            resolver_threads: 2,
         }
     }
+}
+
+/// Engine-internal deadlines (never reported as `Timer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Internal {
+    /// A listener's accept backoff is over.
+    AcceptResume(SocketId),
+    /// Check whether a flushing close has stalled past `close_timeout`.
+    CloseCheck(SocketId),
 }
 
 /// Token of the waker in the poller; socket ids stay below 2^53.
@@ -81,6 +117,7 @@ pub struct Engine {
     timers: Timers,
     /// The spare descriptor for the EMFILE accept trick.
     reserve_fd: Option<OwnedFd>,
+    internal: BinaryHeap<Reverse<(Instant, Internal)>>,
 }
 
 impl Engine {
@@ -96,14 +133,19 @@ impl Engine {
             },
         )?;
         Ok(Engine {
-            core,
             poller,
             events: Vec::with_capacity(64),
             event_pos: 0,
             pending: Vec::new(),
             commands: Vec::new(),
             timers: Timers::default(),
-            reserve_fd: net::reserve_fd().ok(),
+            reserve_fd: if core.config.reserve_fd {
+                net::reserve_fd().ok()
+            } else {
+                None
+            },
+            internal: BinaryHeap::new(),
+            core,
         })
     }
 
@@ -132,6 +174,7 @@ impl Engine {
             && self.timers.len() == 0
             && self.pending.is_empty()
             && self.event_pos >= self.events.len()
+            && self.core.resolver.in_flight() == 0
     }
 
     // ---- operations on the poll thread ----
@@ -149,6 +192,41 @@ impl Engine {
         let id = self.core.connect(addr, owner, &mut self.pending)?;
         self.sync_id(id)?;
         Ok(id)
+    }
+
+    /// Connect to `host:port` without blocking: a numeric host connects at once, a
+    /// name is looked up on a resolver thread and each address is tried in turn. The
+    /// id is valid at once (state `reserve` while resolving; sends queue). `Open` or
+    /// `Error` (with the resolver's or the last connect's error text) follows.
+    pub fn connect_host(&mut self, host: &str, port: u16, owner: u64) -> Result<SocketId> {
+        let id = self
+            .core
+            .connect_host(host, port, owner, &mut self.pending)?;
+        self.sync_id(id)?;
+        Ok(id)
+    }
+
+    /// Listen on `host:port`. A name is resolved synchronously: this call blocks for
+    /// the lookup (listen is a setup call). The first address that works is used.
+    pub fn listen_host(
+        &mut self,
+        host: &str,
+        port: u16,
+        opts: ListenOptions,
+        owner: u64,
+    ) -> Result<(SocketId, Option<Addr>)> {
+        self.core.listen_host(host, port, opts, owner)
+    }
+
+    /// Resolve a host name, blocking the caller (numeric addresses are parsed).
+    pub fn resolve(&self, host: &str) -> io::Result<Vec<std::net::IpAddr>> {
+        self.core.resolver.lookup(host)
+    }
+
+    /// Resolve in the background: returns a request id; a `MsgKind::Resolved` message
+    /// with that id in `ud` and `owner` follows.
+    pub fn resolve_async(&mut self, host: &str, owner: u64) -> u64 {
+        self.core.resolve_async(host, owner, &mut self.pending)
     }
 
     pub fn start(&mut self, id: SocketId, owner: u64) -> Result<()> {
@@ -201,7 +279,14 @@ impl Engine {
             free_socket(&core, &mut self.poller, &mut sock);
             return Ok(());
         }
-        sock.closing = true;
+        if !sock.closing {
+            sock.closing = true;
+            sock.close_since = core.fresh_cs();
+            if let Some(t) = core.config.close_timeout {
+                self.internal
+                    .push(Reverse((Instant::now() + t, Internal::CloseCheck(id))));
+            }
+        }
         sync_socket(&mut self.poller, &mut sock)?;
         Ok(())
     }
@@ -330,7 +415,13 @@ impl Engine {
     }
 
     fn wait_time(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        match self.timers.next_deadline() {
+        let user = self.timers.next_deadline();
+        let internal = self.internal.peek().map(|Reverse((at, _))| *at);
+        let next = match (user, internal) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             None => timeout,
             Some(at) => {
                 let until = at.saturating_duration_since(Instant::now());
@@ -340,9 +431,64 @@ impl Engine {
     }
 
     fn fire_timers(&mut self, batch: &mut Batch) {
-        self.timers.expire(Instant::now(), |t| {
-            batch.emit(MsgKind::Timer, 0, 0, t, b"", b"")
-        });
+        let now = Instant::now();
+        self.timers
+            .expire(now, |t| batch.emit(MsgKind::Timer, 0, 0, t, b"", b""));
+        while let Some(Reverse((at, what))) = self.internal.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.internal.pop();
+            match what {
+                Internal::AcceptResume(id) => self.accept_resume(id),
+                Internal::CloseCheck(id) => self.close_check(id, batch),
+            }
+        }
+    }
+
+    fn accept_resume(&mut self, id: SocketId) {
+        if self.reserve_fd.is_none() && self.core.config.reserve_fd {
+            self.reserve_fd = net::reserve_fd().ok();
+        }
+        let core = self.core.clone();
+        let Some(mut sock) = core.slots.lock(id) else {
+            return;
+        };
+        sock.accept_backoff = false;
+        if let Err(e) = sync_socket(&mut self.poller, &mut sock) {
+            fail(&core, &mut self.poller, &mut sock, &e, &mut self.pending);
+        }
+    }
+
+    /// Force a stalled flushing close once `close_timeout` passed without progress.
+    fn close_check(&mut self, id: SocketId, batch: &mut Batch) {
+        let core = self.core.clone();
+        let Some(timeout) = core.config.close_timeout else {
+            return;
+        };
+        let Some(mut sock) = core.slots.lock(id) else {
+            return; // closed meanwhile
+        };
+        if !sock.closing {
+            return;
+        }
+        let last = sock.close_since.max(sock.stats.wtime);
+        let idle = Duration::from_millis(core.fresh_cs().saturating_sub(last) * 10);
+        if idle + Duration::from_millis(10) >= timeout {
+            let note = format!(
+                "close timeout: peer read nothing for {} ms; {} queued bytes dropped",
+                timeout.as_millis(),
+                sock.wq.len_bytes()
+            );
+            if !sock.reported {
+                batch.emit(MsgKind::Close, id, sock.owner, 0, note.as_bytes(), b"");
+            }
+            free_socket(&core, &mut self.poller, &mut sock);
+        } else {
+            let rest = (timeout - idle).max(Duration::from_millis(10));
+            self.internal
+                .push(Reverse((Instant::now() + rest, Internal::CloseCheck(id))));
+        }
     }
 
     fn run_commands(&mut self, batch: &mut Batch) {
@@ -358,12 +504,45 @@ impl Engine {
                 }
                 Command::Abort { id, err } => self.abort(id, err),
                 Command::Report(m) => self.pending.push(m),
+                Command::Resolved { job, result } => self.resolved(job, result),
                 Command::Exit => self.pending.emit(MsgKind::Exit, 0, 0, 0, b"", b""),
             }
         }
         self.commands = cmds;
         for m in self.pending.drain(..) {
             batch.emit(m.kind, m.id, m.owner, m.ud, &m.data, &m.extra);
+        }
+    }
+
+    fn resolved(&mut self, job: Job, result: io::Result<Vec<std::net::IpAddr>>) {
+        self.core.resolver.done();
+        match job {
+            Job::Request { req, owner, host } => {
+                core::resolved_message(req, owner, &host, &result, &mut self.pending)
+            }
+            Job::Connect { id, host, port } => {
+                let core = self.core.clone();
+                let Some(mut sock) = core.slots.lock(id) else {
+                    return; // closed while resolving
+                };
+                if sock.state != State::Reserve || sock.fd.is_some() {
+                    return;
+                }
+                match result {
+                    Ok(ips) => {
+                        sock.connect_rest = Some(
+                            ips.into_iter()
+                                .map(|ip| std::net::SocketAddr::new(ip, port))
+                                .collect(),
+                        );
+                        connect_next(&core, &mut self.poller, &mut sock, &mut self.pending, None);
+                    }
+                    Err(e) => {
+                        let e = io::Error::new(e.kind(), format!("resolve {host}: {e}"));
+                        fail(&core, &mut self.poller, &mut sock, &e, &mut self.pending);
+                    }
+                }
+            }
         }
     }
 
@@ -375,8 +554,17 @@ impl Engine {
         let poller = &mut self.poller;
         match sock.state {
             State::Listen => {
-                if sock.wants_read() {
-                    accept_ready(&core, &mut self.reserve_fd, &mut sock, batch);
+                if sock.wants_read() && !accept_ready(&core, &mut self.reserve_fd, &mut sock, batch)
+                {
+                    // Out of descriptors with no spare to shed the connection: rest.
+                    sock.accept_backoff = true;
+                    if let Err(e) = sync_socket(poller, &mut sock) {
+                        fail(&core, poller, &mut sock, &e, batch);
+                        return;
+                    }
+                    let at = Instant::now() + core.config.accept_backoff;
+                    self.internal
+                        .push(Reverse((at, Internal::AcceptResume(sock.id))));
                 }
             }
             State::Connecting => connect_ready(&core, poller, &mut sock, batch),
@@ -405,6 +593,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        self.core.resolver.shutdown();
         // Close every socket (OwnedFd drops close the descriptors).
         for id in self.core.slots.live_ids() {
             if let Some(mut sock) = self.core.slots.lock(id) {
@@ -449,7 +638,11 @@ fn free_socket(core: &Core, poller: &mut Poller, sock: &mut Socket) {
         let _ = poller.delete(fd);
     }
     let id = sock.id;
+    let file = sock.unlink.take();
     *sock = Socket::default(); // drops the OwnedFd: the descriptor is closed here
+    if let Some(f) = file {
+        f.remove(); // after the close, so nobody can connect to a dead listener's file
+    }
     core.slots.release(id);
 }
 
@@ -468,12 +661,14 @@ fn fail(core: &Core, poller: &mut Poller, sock: &mut Socket, err: &io::Error, ou
     free_socket(core, poller, sock);
 }
 
+/// Accept what is pending. Returns false when the listener must back off: out of
+/// descriptors and the spare could not take the connection off the queue.
 fn accept_ready(
     core: &Core,
     reserve: &mut Option<OwnedFd>,
     listener: &mut Socket,
     out: &mut Batch,
-) {
+) -> bool {
     let lfd = listener.raw_fd().expect("listener has an fd");
     for _ in 0..core.config.accept_burst {
         match net::accept(lfd) {
@@ -489,7 +684,7 @@ fn accept_ready(
                         msg.as_bytes(),
                         b"",
                     );
-                    return;
+                    return true;
                 };
                 sock.fd = Some(fd);
                 sock.state = State::PAccept;
@@ -508,16 +703,36 @@ fn accept_ready(
                     b"",
                 );
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                 // Out of descriptors: free the spare, take the connection off the queue
-                // and close it, so the level-triggered listener does not spin on it.
-                *reserve = None;
-                if let Ok((fd, _)) = net::accept(lfd) {
-                    drop(fd);
-                }
-                *reserve = net::reserve_fd().ok();
-                let msg = format!("accept: {e}");
+                // and close it (the peer sees EOF), so the level-triggered listener does
+                // not spin on it. Without a spare, or if that fails, back off instead.
+                let shed = if reserve.take().is_some() {
+                    let shed = match net::accept(lfd) {
+                        Ok((fd, _)) => {
+                            drop(fd);
+                            true
+                        }
+                        Err(_) => false,
+                    };
+                    *reserve = if core.config.reserve_fd {
+                        net::reserve_fd().ok()
+                    } else {
+                        None
+                    };
+                    shed && reserve.is_some()
+                } else {
+                    false
+                };
+                let msg = if shed {
+                    format!("accept: {e}; the pending connection was closed")
+                } else {
+                    format!(
+                        "accept: {e}; not accepting for {} ms",
+                        core.config.accept_backoff.as_millis()
+                    )
+                };
                 out.emit(
                     MsgKind::Error,
                     listener.id,
@@ -526,7 +741,7 @@ fn accept_ready(
                     msg.as_bytes(),
                     b"",
                 );
-                return;
+                return shed;
             }
             // The peer gave up before we accepted: nothing to report.
             Err(e)
@@ -544,25 +759,80 @@ fn accept_ready(
                     msg.as_bytes(),
                     b"",
                 );
-                return;
+                return true;
             }
         }
+    }
+    true
+}
+
+/// `connect_host`: start a connect to the next address left, after `last` failed.
+/// With none left, report the last error and release the socket.
+fn connect_next(
+    core: &Core,
+    poller: &mut Poller,
+    sock: &mut Socket,
+    out: &mut impl Sink,
+    mut last: Option<io::Error>,
+) {
+    if let (Some(_), Some(fd)) = (sock.registered, sock.raw_fd()) {
+        let _ = poller.delete(fd);
+    }
+    sock.registered = None;
+    sock.fd = None;
+    sock.state = State::Reserve;
+    while let Some(addr) = sock.connect_rest.as_mut().and_then(|r| r.pop_front()) {
+        match net::connect(&Addr::Inet(addr)) {
+            Ok((fd, done)) => {
+                sock.fd = Some(fd);
+                sock.state = State::Connecting;
+                if done {
+                    connected(core, poller, sock, out);
+                } else if let Err(e) = sync_socket(poller, sock) {
+                    fail(core, poller, sock, &e, out);
+                }
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::other("no address to connect to"));
+    fail(core, poller, sock, &e, out);
+}
+
+/// A connect finished: report `Open`, send a FIN asked for meanwhile, watch the socket.
+fn connected(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut impl Sink) {
+    let fd = sock.raw_fd().expect("connected socket has an fd");
+    sock.state = State::Connected;
+    sock.connect_rest = None;
+    let peer = net::peer_addr(fd).ok().flatten();
+    let text = core::display_addr(peer.as_ref());
+    out.emit(MsgKind::Open, sock.id, sock.owner, 0, text.as_bytes(), b"");
+    // `shutdown_write` while connecting with nothing queued: send the FIN now
+    // (with data queued, the flush sends it once the queue drains).
+    if sock.shut_wr && sock.wq.is_empty() {
+        if let Err(e) = net::shutdown(fd, net::Shutdown::Write) {
+            fail(core, poller, sock, &e, out);
+            return;
+        }
+        sock.state = State::HalfCloseWrite;
+    }
+    if let Err(e) = sync_socket(poller, sock) {
+        fail(core, poller, sock, &e, out);
     }
 }
 
 fn connect_ready(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut Batch) {
     let fd = sock.raw_fd().expect("connecting socket has an fd");
     match net::take_error(fd) {
-        Ok(None) => {
-            sock.state = State::Connected;
-            let peer = net::peer_addr(fd).ok().flatten();
-            let text = core::display_addr(peer.as_ref());
-            out.emit(MsgKind::Open, sock.id, sock.owner, 0, text.as_bytes(), b"");
-            if let Err(e) = sync_socket(poller, sock) {
+        Ok(None) => connected(core, poller, sock, out),
+        Ok(Some(e)) | Err(e) => {
+            if sock.connect_rest.as_ref().is_some_and(|r| !r.is_empty()) {
+                connect_next(core, poller, sock, out, Some(e));
+            } else {
                 fail(core, poller, sock, &e, out);
             }
         }
-        Ok(Some(e)) | Err(e) => fail(core, poller, sock, &e, out),
     }
 }
 

@@ -135,3 +135,96 @@ impl Slots {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn take(slots: &Slots) -> SocketId {
+        slots.reserve().expect("a free slot").0
+    }
+
+    fn give_back(slots: &Slots, id: SocketId) {
+        let mut s = slots.lock(id).expect("live id");
+        *s = Socket::default();
+        drop(s);
+        slots.release(id);
+    }
+
+    #[test]
+    fn two_hundred_thousand_slots() {
+        let slots = Slots::new(200_000);
+        assert_eq!(slots.index_bits, 18);
+        let mut indexes = HashSet::new();
+        let mut ids = Vec::with_capacity(200_000);
+        for _ in 0..200_000 {
+            let id = take(&slots);
+            assert!(id < 1 << ID_BITS);
+            assert!(indexes.insert(slots.index_of(id)), "index handed out twice");
+            ids.push(id);
+        }
+        assert_eq!(slots.live(), 200_000);
+        assert!(slots.reserve().is_none(), "capacity is a hard limit");
+        assert!(ids.iter().any(|&id| slots.index_of(id) > 65_536));
+        // Every id still resolves to its own socket, including the high pages.
+        for &id in ids.iter().step_by(997).chain(ids.last()) {
+            assert_eq!(slots.lock(id).unwrap().id, id);
+        }
+        let last = *ids.last().unwrap();
+        give_back(&slots, last);
+        let again = take(&slots);
+        assert_eq!(slots.index_of(again), slots.index_of(last));
+        assert_ne!(again, last);
+        assert!(slots.lock(last).is_none());
+    }
+
+    #[test]
+    fn stale_ids_never_reach_a_new_owner_over_a_million_allocations() {
+        let slots = Slots::new(4);
+        let mut seen = HashSet::new();
+        let mut live: Vec<SocketId> = Vec::new();
+        let mut stale: Vec<SocketId> = Vec::new();
+        let mut x: u64 = 0x9e37_79b9;
+        for round in 0..1_200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if live.len() < 4 && (live.is_empty() || x % 2 == 0) {
+                let id = take(&slots);
+                assert!(seen.insert(id), "id {id:#x} issued twice (round {round})");
+                live.push(id);
+            } else {
+                let id = live.swap_remove((x % live.len() as u64) as usize);
+                give_back(&slots, id);
+                stale.push(id);
+                if stale.len() > 64 {
+                    stale.remove(0);
+                }
+            }
+            if round % 1000 == 0 {
+                for &old in &stale {
+                    assert!(slots.lock(old).is_none(), "stale id {old:#x} resolved");
+                }
+            }
+        }
+        assert!(seen.len() > 500_000, "only {} allocations", seen.len());
+        for &id in &live {
+            assert_eq!(slots.lock(id).unwrap().id, id);
+        }
+    }
+
+    #[test]
+    fn bogus_ids_are_rejected() {
+        let slots = Slots::new(16);
+        let id = take(&slots);
+        assert!(slots.lock(0).is_none());
+        assert!(slots.lock(u64::MAX).is_none());
+        assert!(slots.lock(1 << ID_BITS).is_none());
+        assert!(
+            slots.lock(id + (1 << slots.index_bits)).is_none(),
+            "wrong tag"
+        );
+        assert!(slots.lock(id).is_some());
+    }
+}

@@ -150,6 +150,10 @@ pub struct Socket {
     pub paused: bool,
     /// `close` asked for: flush, then close. Reading has stopped.
     pub closing: bool,
+    /// When `close` was asked for (centiseconds since engine start), for the close timeout.
+    pub close_since: u64,
+    /// A listener resting after an accept it could not serve (out of descriptors).
+    pub accept_backoff: bool,
     /// `shutdown_write` asked for: send FIN once the queue drains.
     pub shut_wr: bool,
     /// The owner has been told `Close`/`Error` already; never tell it twice.
@@ -163,6 +167,41 @@ pub struct Socket {
     pub stats: Stats,
     /// UDP: the default peer set by `udp_connect`, and queued datagrams.
     pub udp: Option<Box<UdpState>>,
+    /// `connect_host`: addresses still to try if the current connect fails.
+    pub connect_rest: Option<VecDeque<std::net::SocketAddr>>,
+    /// A Unix listener's socket file, removed when the listener is released (if the
+    /// path still names the very file this listener created).
+    pub unlink: Option<Box<SocketFile>>,
+}
+
+/// A filesystem socket created by `listen`, identified by device and inode so closing
+/// the listener never removes a file someone else put at the same path since.
+pub struct SocketFile {
+    pub path: std::path::PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl SocketFile {
+    pub fn new(path: &std::path::Path) -> Option<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(SocketFile {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Remove the file if it is still ours.
+    pub fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if m.dev() == self.dev && m.ino() == self.ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -180,6 +219,7 @@ impl Socket {
     pub fn wants_read(&self) -> bool {
         !self.paused
             && !self.closing
+            && !self.accept_backoff
             && matches!(
                 self.state,
                 State::Listen | State::Connected | State::HalfCloseWrite | State::Bind
@@ -206,7 +246,11 @@ impl Socket {
             && !self.shut_wr
             && matches!(
                 self.state,
-                State::Connected | State::Connecting | State::PAccept | State::HalfCloseRead
+                State::Connected
+                    | State::Connecting
+                    | State::PAccept
+                    | State::HalfCloseRead
+                    | State::Reserve
             )
     }
 

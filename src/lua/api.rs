@@ -160,7 +160,25 @@ fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
 }
 
 /// `connect(host, port)` → `id` (then `open` or `error` arrives) or `nil, message`.
+/// Host names are resolved off the poll thread: the id comes back at once.
 fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
+    if let Value::String(_) = a.get(1) {
+        let host = a.string(1)?;
+        let (name, port) = match (unix_path(&host), a.is_none(2), split_host_port(&host)) {
+            (Some(_), _, _) => (None, 0),
+            (None, true, Some((h, p))) => (Some(h), p),
+            (None, _, _) => (Some(host.clone()), a.port(2)?),
+        };
+        if let Some(name) = name {
+            if address::parse_numeric(&name, port).is_none() {
+                let r = st.engine.borrow_mut().connect_host(&name, port, 0);
+                return match r {
+                    Ok(id) => ret(lua, id as i64),
+                    Err(e) => nil_msg(lua, format!("connect {name}:{port}: {e}")),
+                };
+            }
+        }
+    }
     let (addr, _) = host_port_args(a, 1, "127.0.0.1")?;
     let addr = match addr {
         Ok(addr) => addr,
@@ -390,23 +408,28 @@ fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
     ret(lua, out)
 }
 
-/// `resolve(host)` → array of address strings, or `nil, message`.
-fn resolve(lua: &Lua, _st: &State, a: &Args) -> Ret {
-    use std::net::ToSocketAddrs;
+/// `resolve(host)` → array of address strings, or `nil, message` (blocks the caller
+/// for the lookup). `resolve(host, fn)` returns at once and later calls `fn(addresses)`
+/// or `fn(nil, message)` from the loop; the lookup runs on a resolver thread.
+fn resolve(lua: &Lua, st: &State, a: &Args) -> Ret {
     let host = a.string(1)?;
-    if let Some(sa) = address::parse_numeric(&host, 0) {
-        return ret(lua, vec![sa.ip().to_string()]);
+    if !a.is_none(2) {
+        let f = a.function(2)?;
+        let req = st.engine.borrow_mut().resolve_async(&host, 0);
+        st.resolves.raw_set(req as i64, f)?;
+        return ret(lua, true);
     }
-    match (host.as_str(), 0u16).to_socket_addrs() {
-        Ok(it) => {
-            let mut ips: Vec<String> = Vec::new();
-            for sa in it {
-                let ip = sa.ip().to_string();
-                if !ips.contains(&ip) {
-                    ips.push(ip);
+    let r = st.engine.borrow().resolve(&host);
+    match r {
+        Ok(ips) => {
+            let mut out: Vec<String> = Vec::new();
+            for ip in ips {
+                let s = ip.to_string();
+                if !out.contains(&s) {
+                    out.push(s);
                 }
             }
-            ret(lua, ips)
+            ret(lua, out)
         }
         Err(e) => nil_msg(lua, format!("cannot resolve '{host}': {e}")),
     }

@@ -19,6 +19,7 @@ fn callback_name(kind: MsgKind) -> &'static str {
         MsgKind::Warning => "warning",
         MsgKind::Timer => "timer",
         MsgKind::Exit => "exit",
+        MsgKind::Resolved => "resolved",
     }
 }
 
@@ -89,6 +90,21 @@ pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Resul
             st.exit.set(true);
             return Ok(());
         }
+        MsgKind::Resolved => {
+            // resolve(host, fn): fn(addresses) or fn(nil, message).
+            let f: Value = st.resolves.raw_get(m.ud as i64)?;
+            st.resolves.raw_set(m.ud as i64, Value::Nil)?;
+            if let Value::Function(f) = f {
+                let text = batch.data_str(m);
+                if batch.extra(m) == crate::engine::RESOLVE_FAILED {
+                    call(st, &f, (Value::Nil, text));
+                } else {
+                    let ips: Vec<String> = text.lines().map(str::to_string).collect();
+                    call(st, &f, ips);
+                }
+            }
+            return Ok(());
+        }
         MsgKind::Accept => {
             // The accepted socket inherits its listener's own handler, if it has one.
             let own: Value = st.socket_handlers.raw_get(id)?;
@@ -115,7 +131,7 @@ pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Resul
         MsgKind::Error => call(st, &f, (id, data()?)),
         MsgKind::Udp => call(st, &f, (id, data()?, lua.create_string(batch.extra(m))?)),
         MsgKind::Warning => call(st, &f, (id, m.ud as i64)),
-        MsgKind::Timer | MsgKind::Exit => {}
+        MsgKind::Timer | MsgKind::Exit | MsgKind::Resolved => {}
     }
     Ok(())
 }

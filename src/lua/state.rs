@@ -20,6 +20,8 @@ pub struct State {
     pub socket_handlers: Table,
     /// timer id -> function.
     pub timers: Table,
+    /// resolve request id -> function.
+    pub resolves: Table,
     /// Receives callback errors; `None` writes them to stderr.
     pub on_error: RefCell<Option<Function>>,
 }
@@ -37,6 +39,7 @@ impl State {
             default_handler: RefCell::new(Value::Nil),
             socket_handlers: lua.create_table()?,
             timers: lua.create_table()?,
+            resolves: lua.create_table()?,
             on_error: RefCell::new(None),
         })
     }

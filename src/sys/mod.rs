@@ -5,6 +5,7 @@
 //! where retrying is the only sensible answer.
 
 pub mod net;
+pub mod process;
 mod waker;
 
 #[cfg(all(target_os = "linux", not(feature = "poll-backend")))]

@@ -471,10 +471,11 @@ pub fn udp_socket(v6: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Bind a UDP socket. No `SO_REUSEADDR` here (unlike TCP, as in Skynet): for UDP it
+/// lets several sockets bind the very same address and port, and Linux then even hands
+/// the same ephemeral port to two sockets bound to port 0, so one would silently
+/// receive the other's datagrams.
 pub fn udp_bind(fd: RawFd, addr: &Addr) -> io::Result<()> {
-    if matches!(addr, Addr::Inet(_)) {
-        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    }
     bind(fd, addr)
 }
 

@@ -101,6 +101,21 @@ impl Harness {
         }
     }
 
+    /// Feed every message to `f` until it returns true; later messages stay queued.
+    pub fn pump(&mut self, what: &str, mut f: impl FnMut(&mut Engine, Msg) -> bool) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            while !self.backlog.is_empty() {
+                let m = self.backlog.remove(0);
+                if f(&mut self.engine, m) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < end, "timed out: {what}");
+            self.step(Duration::from_millis(10));
+        }
+    }
+
     pub fn listen(&mut self, host: &str) -> (SocketId, SocketAddr) {
         let addr: SocketAddr = if host.contains(':') {
             format!("[{host}]:0")
@@ -190,4 +205,39 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// A private directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "skysocket-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn opts() -> ListenOptions {
+    ListenOptions {
+        backlog: 128,
+        reuseport: false,
+    }
 }

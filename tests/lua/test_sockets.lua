@@ -297,6 +297,15 @@ function tests.options_and_reuseport()
   socket.close(u); socket.close(a); socket.close(b)
 end
 
+function tests.resolve_with_a_callback_does_not_block()
+  local ips, err, bad_err
+  T.truthy(socket.resolve("localhost", function(a, e) ips, err = a, e end), "request accepted")
+  socket.resolve("nonexistent.invalid", function(a, e) bad_err = e or "no error"; assert(a == nil) end)
+  T.wait("both lookups", function() return (ips or err) and bad_err end)
+  T.truthy(ips and #ips >= 1, "localhost addresses: " .. tostring(err))
+  T.truthy(type(bad_err) == "string", "error text for an unresolvable name")
+end
+
 function tests.host_names_and_host_port_strings()
   local ips = assert(socket.resolve("localhost"))
   T.truthy(#ips >= 1, "localhost resolves")

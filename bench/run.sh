@@ -1,0 +1,3 @@
+#!/bin/sh
+# Thin wrapper: see run.py --help and README.md.
+exec python3 "$(dirname "$0")/run.py" "$@"

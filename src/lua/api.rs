@@ -10,6 +10,7 @@ use mlua::{Lua, Table, Value};
 
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
+use super::buffer;
 use super::dispatch;
 use super::state::State;
 use crate::engine::{address, Error, Priority, SocketId};
@@ -55,6 +56,17 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("exit", exit),
     ("backend", backend),
     ("count", count),
+    ("buffered", buffer::buffered),
+    ("framed", buffer::framed),
+    ("unbuffer", buffer::unbuffer),
+    ("unread", buffer::unread),
+    ("readn", buffer::readn),
+    ("readline", buffer::readline),
+    ("readsome", buffer::readsome),
+    ("readframe", buffer::readframe),
+    ("sendframe", buffer::sendframe),
+    ("pack", buffer::pack),
+    ("buffers", buffer::buffers),
 ];
 
 fn engine_err(lua: &Lua, e: Error) -> Ret {
@@ -251,12 +263,18 @@ fn close_write(lua: &Lua, st: &State, a: &Args) -> Ret {
 fn pause(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let r = st.engine.borrow_mut().pause(id);
+    if r.is_ok() {
+        buffer::on_user_pause(st, id, true);
+    }
     ok_or_false(lua, r)
 }
 
 fn resume(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let r = st.engine.borrow_mut().resume(id);
+    if r.is_ok() {
+        buffer::on_user_pause(st, id, false);
+    }
     ok_or_false(lua, r)
 }
 

@@ -5,6 +5,7 @@
 
 use mlua::{Function, IntoLuaMulti, Lua, ObjectLike, Value};
 
+use super::buffer::{self, Routed};
 use super::state::State;
 use crate::engine::{Batch, Message, MsgKind};
 
@@ -118,6 +119,32 @@ pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Resul
     let terminal = m.kind == MsgKind::Close || (m.kind == MsgKind::Error && m.ud == 0);
     if terminal {
         st.socket_handlers.raw_set(id, Value::Nil)?;
+        // A socket closed for a framing error reports `error` instead of `close`.
+        if let Some(msg) = buffer::on_close(st, m.id) {
+            if let Some(f) = field(&handler, "error") {
+                call(st, &f, (id, msg));
+            }
+            return Ok(());
+        }
+    }
+    if m.kind == MsgKind::Data {
+        match buffer::on_data(st, m.id, batch.data(m)) {
+            Routed::Normal => {}
+            Routed::Readable(n) => {
+                if let Some(f) = field(&handler, "readable") {
+                    call(st, &f, (id, n as i64));
+                }
+                return Ok(());
+            }
+            Routed::Frames(frames) => {
+                if let Some(f) = field(&handler, "data") {
+                    for fr in frames {
+                        call(st, &f, (id, lua.create_string(&fr)?));
+                    }
+                }
+                return Ok(());
+            }
+        }
     }
     let Some(f) = field(&handler, callback_name(m.kind)) else {
         return Ok(());

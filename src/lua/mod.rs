@@ -7,6 +7,7 @@
 mod address;
 mod api;
 mod args;
+mod buffer;
 mod dispatch;
 mod state;
 

@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 
 use mlua::{Function, Lua, Table, Value};
 
+use super::buffer::Buffers;
 use crate::engine::{Batch, Config, Engine};
 
 pub struct State {
@@ -24,6 +25,8 @@ pub struct State {
     pub resolves: Table,
     /// Receives callback errors; `None` writes them to stderr.
     pub on_error: RefCell<Option<Function>>,
+    /// Read buffers of sockets in buffered or framed mode (see `buffer.rs`).
+    pub buffers: RefCell<Buffers>,
 }
 
 impl State {
@@ -41,6 +44,7 @@ impl State {
             timers: lua.create_table()?,
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
+            buffers: RefCell::new(Buffers::new()),
         })
     }
 }

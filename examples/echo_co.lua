@@ -1,0 +1,22 @@
+-- Coroutine echo server: lua5.4 examples/echo_co.lua [port]   (default 8888)
+-- Twin of examples/echo.lua (callbacks); one coroutine per client.
+package.path = package.path .. ";lua/?.lua"
+package.cpath = package.cpath .. ";target/lua/?.so"
+local socket = require "skysocket.socket"
+
+local port = tonumber(arg[1]) or 8888
+
+socket.run(function()
+  local lid, ip, p = assert(socket.listen("127.0.0.1", port))
+  print(string.format("echo_co listening on %s:%d", ip, p))
+  io.stdout:flush()
+  socket.start(lid, function(id, addr)
+    socket.start(id)
+    while true do
+      local data = socket.read(id)
+      if not data then break end
+      socket.write(id, data)
+    end
+    socket.close(id)
+  end)
+end)

@@ -1,0 +1,188 @@
+-- skysocket.sched: a small coroutine scheduler driving skysocket's engine.
+--
+--   sched.run(main, ...)  run main(...) in a coroutine and drive the engine
+--                         (socket.poll) until main and every forked coroutine have
+--                         finished, or sched.exit() is called. Returns true, main's
+--                         results -- or false, error if main raised one.
+--   sched.fork(fn, ...)   start fn(...) in a new coroutine (runs at the next turn).
+--   sched.sleep(ms)       suspend the calling coroutine for ms milliseconds.
+--   sched.wait([ms])      suspend until sched.wakeup(co, ...): returns true, ... ;
+--                         with ms, gives up after ms milliseconds: false, "timeout".
+--   sched.wakeup(co, ...) wake a coroutine suspended in wait(); false if it was not.
+--   sched.exit()          make run() return after the current turn.
+--   sched.on_error(fn)    where errors of coroutines go (default: stderr); fn(text).
+--   sched.self()          the running scheduled coroutine.
+--   sched.hold() / sched.release()
+--                         count something that can start coroutines later (the socket
+--                         layer holds one per listener with an accept callback and per
+--                         UDP socket with a callback): run() also goes on while the
+--                         count is positive, so a server's main may simply return.
+--
+-- Wakeups are queued and run after the current engine callback returns, so socket
+-- callbacks never resume coroutines themselves. An error in a coroutine is reported
+-- with its traceback and the others go on. Coroutines must suspend only through this
+-- module (or the socket layer built on it): a bare coroutine.yield() parks them.
+-- The scheduler is per Lua state; run() is not reentrant.
+local raw = require "skysocket"
+local compat = require "skysocket.compat"
+local pack, unpack = compat.pack, compat.unpack
+
+local S = {}
+
+local queue, qhead, qtail = {}, 1, 0
+local waiting = {}   -- co -> tag while suspended (a wait token, or "sleep")
+local threads = {}   -- co -> true for coroutines owned by the scheduler
+local live = 0
+local holds = 0
+local exiting = false
+local running = false
+local main_co, main_result
+local error_hook
+
+local TIMEOUT = {}
+
+local function report(text)
+  if error_hook then
+    local ok, err = pcall(error_hook, text)
+    if ok then return end
+    io.stderr:write("skysocket.sched: error hook failed: ", tostring(err), "\n")
+  end
+  io.stderr:write("skysocket.sched: error in coroutine: ", text, "\n")
+end
+
+local function push(co, args)
+  qtail = qtail + 1
+  queue[qtail] = { co, args }
+end
+
+local function step(co, args)
+  local r = pack(coroutine.resume(co, unpack(args, 1, args.n)))
+  if coroutine.status(co) == "dead" then
+    threads[co] = nil
+    waiting[co] = nil
+    live = live - 1
+    if co == main_co then
+      main_result = r
+    end
+    if not r[1] then
+      report(debug.traceback(co, tostring(r[2])))
+    end
+  end
+end
+
+function S.fork(fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'fork' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local co = coroutine.create(fn)
+  threads[co] = true
+  live = live + 1
+  push(co, pack(...))
+  return co
+end
+
+function S.self()
+  local co = compat.running()
+  if co and threads[co] then return co end
+  return nil
+end
+
+local function current(name)
+  local co = compat.running()
+  if not co or not threads[co] then
+    error(name .. ": not inside a coroutine started by sched.run/fork", 3)
+  end
+  return co
+end
+
+-- Internal: suspend with `tag`; wake(co, tag, ...) resumes it with ... .
+local function wake(co, tag, ...)
+  if waiting[co] ~= tag then return false end
+  waiting[co] = nil
+  push(co, pack(...))
+  return true
+end
+
+local function suspend(co, tag, ms)
+  waiting[co] = tag
+  local timer
+  if ms then
+    timer = raw.timeout(ms, function() wake(co, tag, TIMEOUT) end)
+  end
+  local r = pack(coroutine.yield())
+  if timer then raw.cancel_timeout(timer) end
+  if r[1] == TIMEOUT then return false, "timeout" end
+  return true, unpack(r, 1, r.n)
+end
+
+function S.wait(ms)
+  local co = current("wait")
+  return suspend(co, true, ms)
+end
+
+function S.wakeup(co, ...)
+  return wake(co, true, ...)
+end
+
+function S.sleep(ms)
+  local co = current("sleep")
+  local tag = {}
+  raw.timeout(ms, function() wake(co, tag) end)
+  suspend(co, tag)
+end
+
+function S.exit()
+  exiting = true
+end
+
+function S.on_error(fn)
+  local old = error_hook
+  error_hook = fn
+  return old
+end
+
+function S.running() return running end
+
+function S.hold() holds = holds + 1 end
+
+function S.release() if holds > 0 then holds = holds - 1 end end
+
+function S.run(main, ...)
+  if running then error("sched.run: already running", 2) end
+  running, exiting, main_result = true, false, nil
+  main_co = S.fork(main, ...)
+  local idle = 0
+  while true do
+    while qhead <= qtail and not exiting do
+      local item = queue[qhead]
+      queue[qhead] = nil
+      qhead = qhead + 1
+      step(item[1], item[2])
+    end
+    if qhead > qtail then queue, qhead, qtail = {}, 1, 0 end
+    if exiting or (live == 0 and holds == 0) then break end
+    local n = raw.poll()
+    if n == 0 and qhead > qtail then
+      idle = idle + 1
+      if idle >= 2 then
+        if live > 0 then
+          report(string.format("sched.run: %d coroutine(s) wait for nothing; giving up", live))
+        end
+        break
+      end
+    else
+      idle = 0
+    end
+  end
+  -- Forget whatever is left (after exit()): a later run() starts clean.
+  queue, qhead, qtail = {}, 1, 0
+  waiting, threads, live, holds = {}, {}, 0, 0
+  running, exiting = false, false
+  main_co = nil
+  local r = main_result
+  main_result = nil
+  if r == nil then return false, "exited before main finished" end
+  return unpack(r, 1, r.n)
+end
+
+return S

@@ -1,0 +1,557 @@
+//! Per-socket read buffers and length-prefixed framing, kept in Rust.
+//!
+//! A socket put in *buffered mode* (`buffered(id [, limit])`) no longer gets `data`
+//! callbacks: its bytes are appended to a buffer here and its handler's
+//! `readable(id, unread)` is called instead. Lua takes bytes out with `readn`,
+//! `readline`, `readsome` and `readframe`; each returns one Lua string made straight
+//! from the buffer (no intermediate strings), or `nil` when not enough is there.
+//!
+//! Back-pressure: once more than `limit` bytes (default 128 KiB) are unread, reading
+//! is paused in the engine; it resumes when a read brings the unread size back under
+//! the limit (unless the user paused the socket explicitly).
+//!
+//! *Framed mode* (`framed(id [, opts])`) parses big-endian length prefixes (2 bytes by
+//! default, 4 on request). Unbuffered, each complete packet is delivered as one
+//! `data(id, packet)` callback; buffered, `readframe(id)` returns one packet. A length
+//! prefix above the maximum closes the socket at once: the size it claims is never
+//! allocated, and the handler gets `error(id, message)` instead of `close`.
+//!
+//! Lifetime: when the socket's `close` is delivered, an empty buffer is freed at once;
+//! a buffer still holding data stays (flagged closed) until a read drains it or
+//! `unbuffer(id)` drops it, so a reader can still take what arrived before EOF.
+
+use std::collections::HashMap;
+
+use mlua::{Lua, Table, Value};
+
+use super::args::{false_msg, ret, Args, Fail, Ret};
+use super::state::State;
+use crate::engine::{Priority, SocketId};
+
+/// Default unread size above which reading pauses.
+pub const DEFAULT_LIMIT: usize = 128 * 1024;
+/// Default maximum frame for a 2-byte header, and for a 4-byte one.
+pub const MAX_FRAME_2: usize = 65535;
+pub const DEFAULT_MAX_FRAME_4: usize = 16 * 1024 * 1024;
+
+#[derive(Clone, Copy)]
+pub struct Framing {
+    header: usize,
+    max: usize,
+}
+
+impl Framing {
+    fn encode(&self, len: usize, out: &mut Vec<u8>) {
+        if self.header == 2 {
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
+
+    fn decode(&self, b: &[u8]) -> usize {
+        if self.header == 2 {
+            u16::from_be_bytes([b[0], b[1]]) as usize
+        } else {
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ReadBuf {
+    data: Vec<u8>,
+    /// Bytes before `pos` were consumed.
+    pos: usize,
+    /// Pause threshold (0 = never pause).
+    limit: usize,
+    /// Data stays here and `readable` is called (false: framed callback mode).
+    buffered: bool,
+    framing: Option<Framing>,
+    /// We paused the engine's reading for back-pressure.
+    auto_paused: bool,
+    /// The user paused the socket: never resume it on their behalf.
+    user_paused: bool,
+    /// The `close`/`error` message was delivered (no more data will come).
+    closed: bool,
+    /// Set when we closed the socket for a protocol error (oversized frame).
+    error: Option<String>,
+    /// readline: the separator last searched for and where the search can resume.
+    scan: Option<(Vec<u8>, usize)>,
+}
+
+impl ReadBuf {
+    fn unread(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        self.scan = None;
+        if self.pos == self.data.len() {
+            self.data.clear();
+            self.pos = 0;
+        } else if self.pos >= 64 * 1024 && self.pos * 2 >= self.data.len() {
+            self.data.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos * 2 >= self.data.len() {
+            // Most of the vector is consumed: compact before growing.
+            if let Some((_, scanned)) = self.scan.as_mut() {
+                *scanned -= self.pos;
+            }
+            self.data.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// The effective pause threshold: in framed mode at least one whole frame fits.
+    fn pause_limit(&self) -> usize {
+        match self.framing {
+            _ if self.limit == 0 => usize::MAX,
+            Some(f) => self.limit.max(f.max + f.header),
+            None => self.limit,
+        }
+    }
+
+    /// Length of the next complete frame's payload, `Ok(None)` if incomplete,
+    /// `Err(len)` if the prefix claims more than the maximum.
+    fn next_frame(&self) -> Result<Option<usize>, usize> {
+        let f = self.framing.expect("framed");
+        let b = self.bytes();
+        if b.len() < f.header {
+            return Ok(None);
+        }
+        let len = f.decode(b);
+        if len > f.max {
+            return Err(len);
+        }
+        Ok((b.len() - f.header >= len).then_some(len))
+    }
+
+    /// Position of `sep` in the unread bytes, resuming the previous search.
+    fn find(&mut self, sep: &[u8]) -> Option<usize> {
+        let from = match &self.scan {
+            Some((s, at)) if s.as_slice() == sep => *at,
+            _ => self.pos,
+        };
+        let hay = &self.data[from..];
+        let hit = if sep.len() == 1 {
+            hay.iter().position(|&c| c == sep[0])
+        } else {
+            hay.windows(sep.len()).position(|w| w == sep)
+        };
+        match hit {
+            Some(i) => Some(from + i - self.pos),
+            None => {
+                // The separator may straddle the end: rescan its last len-1 bytes.
+                let next = (self.data.len() + 1)
+                    .saturating_sub(sep.len())
+                    .max(self.pos);
+                self.scan = Some((sep.to_vec(), next));
+                None
+            }
+        }
+    }
+}
+
+pub type Buffers = HashMap<SocketId, ReadBuf>;
+
+/// What `deliver` should do with a socket's message after the buffer saw it.
+pub enum Routed {
+    /// Not a buffered socket: deliver normally.
+    Normal,
+    /// Appended: call `readable(id, unread)`.
+    Readable(usize),
+    /// Framed callback mode: call `data` with each of these packets (then maybe error).
+    Frames(Vec<Vec<u8>>),
+}
+
+fn pause_engine(st: &State, id: SocketId, on: bool) {
+    let mut eng = st.engine.borrow_mut();
+    let _ = if on { eng.pause(id) } else { eng.resume(id) };
+}
+
+/// Protocol error: force-close the socket and remember the message so that the
+/// `close` that follows is delivered as `error`.
+fn protocol_error(st: &State, id: SocketId, b: &mut ReadBuf, msg: String) {
+    b.error = Some(msg);
+    b.data.clear();
+    b.pos = 0;
+    let _ = st.engine.borrow_mut().close(id, true);
+}
+
+/// A `data` message for `id`.
+pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
+    let mut bufs = st.buffers.borrow_mut();
+    let Some(b) = bufs.get_mut(&id) else {
+        return Routed::Normal;
+    };
+    if b.error.is_some() {
+        return Routed::Frames(Vec::new()); // closing: drop
+    }
+    b.append(bytes);
+    if b.buffered {
+        if let Some(f) = b.framing {
+            if let Err(len) = b.next_frame() {
+                let msg = format!("frame of {len} bytes exceeds the maximum of {}", f.max);
+                protocol_error(st, id, b, msg);
+                return Routed::Frames(Vec::new());
+            }
+        }
+        if !b.auto_paused && !b.user_paused && b.unread() > b.pause_limit() {
+            b.auto_paused = true;
+            pause_engine(st, id, true);
+        }
+        return Routed::Readable(b.unread());
+    }
+    // Framed callback mode: cut out every complete packet.
+    let f = b.framing.expect("unbuffered buffers are framed");
+    let mut frames = Vec::new();
+    loop {
+        match b.next_frame() {
+            Ok(Some(len)) => {
+                frames.push(b.bytes()[f.header..f.header + len].to_vec());
+                b.consume(f.header + len);
+            }
+            Ok(None) => break,
+            Err(len) => {
+                let msg = format!("frame of {len} bytes exceeds the maximum of {}", f.max);
+                protocol_error(st, id, b, msg);
+                break;
+            }
+        }
+    }
+    Routed::Frames(frames)
+}
+
+/// The socket's final message is being delivered. Returns the protocol error text if
+/// the socket was closed for one (the `close` is then delivered as `error`).
+pub fn on_close(st: &State, id: SocketId) -> Option<String> {
+    let mut bufs = st.buffers.borrow_mut();
+    let b = bufs.get_mut(&id)?;
+    b.closed = true;
+    let err = b.error.clone();
+    if !b.buffered || b.unread() == 0 {
+        bufs.remove(&id);
+    }
+    err
+}
+
+/// The user paused or resumed the socket.
+pub fn on_user_pause(st: &State, id: SocketId, paused: bool) {
+    if let Some(b) = st.buffers.borrow_mut().get_mut(&id) {
+        b.user_paused = paused;
+        if !paused {
+            b.auto_paused = false;
+        }
+    }
+}
+
+/// After a read: resume reading below the limit; free a drained closed buffer.
+fn after_read(st: &State, bufs: &mut Buffers, id: SocketId) {
+    let Some(b) = bufs.get_mut(&id) else { return };
+    if b.closed && b.unread() == 0 {
+        bufs.remove(&id);
+        return;
+    }
+    if b.auto_paused && b.unread() <= b.pause_limit() {
+        b.auto_paused = false;
+        if !b.user_paused && !b.closed {
+            pause_engine(st, id, false);
+        }
+    }
+}
+
+fn limit_arg(a: &Args, pos: usize) -> Result<Option<usize>, Fail> {
+    if a.is_none(pos) {
+        return Ok(None);
+    }
+    let v = a.integer(pos)?;
+    usize::try_from(v)
+        .map(Some)
+        .map_err(|_| a.error(pos, "limit must be >= 0"))
+}
+
+/// `buffered(id [, limit])`: put the socket in buffered mode (or change its limit).
+/// Bytes already delivered are not affected. → `true`.
+pub fn buffered(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let limit = limit_arg(a, 2)?;
+    let mut bufs = st.buffers.borrow_mut();
+    let b = bufs.entry(id).or_default();
+    if !b.buffered {
+        b.buffered = true;
+        b.limit = DEFAULT_LIMIT;
+    }
+    if let Some(l) = limit {
+        b.limit = l;
+    }
+    after_read(st, &mut bufs, id);
+    ret(lua, true)
+}
+
+/// `framed(id [, opts])`: length-prefixed framing. `opts`: `{ header = 2|4, max = n,
+/// buffered = bool, limit = n }`. → `true`.
+pub fn framed(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let (mut header, mut max, mut buffered, mut limit) = (2usize, None, false, None);
+    match a.get(2) {
+        Value::Nil => {}
+        Value::Table(t) => {
+            let t: &Table = t;
+            let get = |k: &str| -> Result<Option<i64>, Fail> {
+                t.get::<Option<i64>>(k)
+                    .map_err(|_| a.error(2, format!("field '{k}' must be an integer")))
+            };
+            if let Some(h) = get("header")? {
+                if h != 2 && h != 4 {
+                    return Err(a.error(2, "header must be 2 or 4"));
+                }
+                header = h as usize;
+            }
+            if let Some(m) = get("max")? {
+                if m < 0 {
+                    return Err(a.error(2, "max must be >= 0"));
+                }
+                max = Some(m as usize);
+            }
+            if let Some(l) = get("limit")? {
+                if l < 0 {
+                    return Err(a.error(2, "limit must be >= 0"));
+                }
+                limit = Some(l as usize);
+            }
+            buffered = t
+                .get::<Option<bool>>("buffered")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+        }
+        _ => return Err(a.error(2, "options table expected")),
+    }
+    let cap = if header == 2 {
+        MAX_FRAME_2
+    } else {
+        u32::MAX as usize
+    };
+    let default = if header == 2 {
+        MAX_FRAME_2
+    } else {
+        DEFAULT_MAX_FRAME_4
+    };
+    let max = max.unwrap_or(default);
+    if max > cap {
+        return Err(a.error(2, format!("max {max} does not fit a {header}-byte header")));
+    }
+    let mut bufs = st.buffers.borrow_mut();
+    let b = bufs.entry(id).or_default();
+    b.framing = Some(Framing { header, max });
+    if buffered && !b.buffered {
+        b.buffered = true;
+        b.limit = DEFAULT_LIMIT;
+    }
+    if let Some(l) = limit {
+        b.limit = l;
+    }
+    ret(lua, true)
+}
+
+/// `unbuffer(id)`: leave buffered/framed mode and drop unread bytes. → bytes dropped,
+/// or `false` if the socket had no buffer.
+pub fn unbuffer(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let removed = st.buffers.borrow_mut().remove(&id);
+    match removed {
+        Some(b) => {
+            if b.auto_paused && !b.user_paused && !b.closed {
+                pause_engine(st, id, false);
+            }
+            ret(lua, b.unread() as i64)
+        }
+        None => ret(lua, false),
+    }
+}
+
+/// `unread(id)` → `bytes, closed, error` for a buffered socket, or `nil`.
+pub fn unread(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let bufs = st.buffers.borrow();
+    match bufs.get(&id) {
+        Some(b) => ret(lua, (b.unread() as i64, b.closed, b.error.clone())),
+        None => ret(lua, Value::Nil),
+    }
+}
+
+/// Run `take` on the socket's buffer; it returns how many bytes to hand out as one
+/// string (`start` offset into the unread bytes, `len`) and how many to consume.
+fn take(
+    lua: &Lua,
+    st: &State,
+    id: SocketId,
+    pick: impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)>,
+) -> Ret {
+    let mut bufs = st.buffers.borrow_mut();
+    let Some(b) = bufs.get_mut(&id) else {
+        return ret(lua, Value::Nil);
+    };
+    let Some((start, len, used)) = pick(b) else {
+        return ret(lua, Value::Nil);
+    };
+    let s = lua.create_string(&b.bytes()[start..start + len])?;
+    b.consume(used);
+    after_read(st, &mut bufs, id);
+    ret(lua, s)
+}
+
+/// `readn(id, n)` → exactly `n` bytes, or `nil` if fewer are buffered.
+pub fn readn(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let n = a.integer(2)?;
+    let n = usize::try_from(n).map_err(|_| a.error(2, "size must be >= 0"))?;
+    take(lua, st, id, |b| (b.unread() >= n).then_some((0, n, n)))
+}
+
+/// `readline(id [, sep])` → the bytes before the next `sep` (default "\n"; any
+/// non-empty string), consuming the separator; `nil` if no separator is buffered.
+pub fn readline(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let sep = if a.is_none(2) {
+        b"\n".to_vec()
+    } else {
+        a.bytes(2)?
+    };
+    if sep.is_empty() {
+        return Err(a.error(2, "separator must not be empty"));
+    }
+    take(lua, st, id, |b| b.find(&sep).map(|i| (0, i, i + sep.len())))
+}
+
+/// `readsome(id [, max])` → every buffered byte (at most `max`), or `nil` if none.
+pub fn readsome(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let max = limit_arg(a, 2)?.unwrap_or(usize::MAX);
+    take(lua, st, id, |b| {
+        let n = b.unread().min(max);
+        (n > 0).then_some((0, n, n))
+    })
+}
+
+/// `readframe(id)` → one packet's payload (may be ""), or `nil` if incomplete.
+pub fn readframe(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let mut bad = None;
+    let r = take(lua, st, id, |b| {
+        let f = b.framing?;
+        match b.next_frame() {
+            Ok(Some(len)) => Some((f.header, len, f.header + len)),
+            Ok(None) => None,
+            Err(len) => {
+                bad = Some((len, f.max));
+                None
+            }
+        }
+    });
+    if let Some((len, max)) = bad {
+        let mut bufs = st.buffers.borrow_mut();
+        if let Some(b) = bufs.get_mut(&id) {
+            let msg = format!("frame of {len} bytes exceeds the maximum of {max}");
+            protocol_error(st, id, b, msg);
+        }
+        return ret(lua, Value::Nil);
+    }
+    r
+}
+
+fn frame_of(st: &State, id: SocketId) -> Framing {
+    st.buffers
+        .borrow()
+        .get(&id)
+        .and_then(|b| b.framing)
+        .unwrap_or(Framing {
+            header: 2,
+            max: MAX_FRAME_2,
+        })
+}
+
+/// `sendframe(id, data)`: send `data` with the socket's length prefix (2-byte by
+/// default). An oversized payload is not sent: the socket is closed with an error
+/// and `false, message` is returned.
+pub fn sendframe(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let data = match a.get(2) {
+        Value::String(s) => s.as_bytes().to_vec(),
+        _ => a.bytes(2)?,
+    };
+    let f = frame_of(st, id);
+    if data.len() > f.max {
+        let msg = format!(
+            "frame of {} bytes exceeds the maximum of {}",
+            data.len(),
+            f.max
+        );
+        let mut bufs = st.buffers.borrow_mut();
+        match bufs.get_mut(&id) {
+            Some(b) => protocol_error(st, id, b, msg.clone()),
+            None => {
+                let _ = st.engine.borrow_mut().close(id, true);
+            }
+        }
+        return false_msg(lua, msg);
+    }
+    let mut out = Vec::with_capacity(f.header + data.len());
+    f.encode(data.len(), &mut out);
+    out.extend_from_slice(&data);
+    let r = st.engine.borrow_mut().send(id, &out, Priority::High);
+    match r {
+        Ok(()) => ret(lua, true),
+        Err(e) => false_msg(lua, e),
+    }
+}
+
+/// `pack(data [, header])` → `data` with a 2-byte (or `header`-byte) length prefix.
+pub fn pack(lua: &Lua, _st: &State, a: &Args) -> Ret {
+    let header = a.opt_integer(2, 2)?;
+    if header != 2 && header != 4 {
+        return Err(a.error(2, "header must be 2 or 4"));
+    }
+    let f = Framing {
+        header: header as usize,
+        max: if header == 2 {
+            MAX_FRAME_2
+        } else {
+            u32::MAX as usize
+        },
+    };
+    let data = match a.get(1) {
+        Value::String(s) => s.as_bytes().to_vec(),
+        _ => a.bytes(1)?,
+    };
+    if data.len() > f.max {
+        return Err(a.error(
+            1,
+            format!(
+                "frame of {} bytes exceeds the maximum of {}",
+                data.len(),
+                f.max
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(f.header + data.len());
+    f.encode(data.len(), &mut out);
+    out.extend_from_slice(&data);
+    ret(lua, lua.create_string(&out)?)
+}
+
+/// `buffers()` → number of live read buffers (for leak checks).
+pub fn buffers(lua: &Lua, st: &State, _a: &Args) -> Ret {
+    ret(lua, st.buffers.borrow().len() as i64)
+}

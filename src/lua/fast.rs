@@ -1,0 +1,222 @@
+//! The hot path in raw Lua-stack code (the only `unsafe` module of the binding).
+//!
+//! Two things are done here without mlua's high-level wrappers, which cost several
+//! thousand instructions per echoed message (see PERF-NOTES and BENCHMARKS.md):
+//! - `send`/`write`/`lwrite` are plain C closures: arguments are read in place from the
+//!   stack (no copy of the Lua string unless the engine must queue it), errors are raised
+//!   with `lua_error` after every Rust value with a destructor has been dropped.
+//! - runs of `data` messages are delivered inside one `exec_raw` entry: for each message
+//!   the handler's `data` function is found with raw table reads and called with
+//!   `lua_pcall` (per-message error isolation, traceback from a message handler).
+//!
+//! Anything unusual (a handler with a metatable, a userdata handler, a socket whose
+//! data goes to a read buffer, any other message kind) is left to the high-level
+//! dispatcher, so behaviour is the same on both paths.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use mlua::{ffi, AnyUserData, Function, Lua, Value};
+
+use super::state::State;
+use crate::engine::{Batch, Error, Message, MsgKind, Priority};
+
+/// `lua_typename` of argument `i`, or "no value" past the top.
+///
+/// SAFETY (for callers): `l` must be a valid state inside a C function call.
+unsafe fn arg_typename(l: *mut ffi::lua_State, i: c_int) -> *const c_char {
+    if i > ffi::lua_gettop(l) {
+        c"no value".as_ptr()
+    } else {
+        ffi::lua_typename(l, ffi::lua_type(l, i))
+    }
+}
+
+/// Raise `bad argument #i to 'name' (msg)` at the caller's line, like `luaL_argerror`.
+///
+/// SAFETY (for callers): no Rust value with a destructor may be alive in the frames
+/// this error unwinds through (it longjmps on PUC Lua).
+unsafe fn arg_error(l: *mut ffi::lua_State, i: c_int, msg: *const c_char) -> ! {
+    let name = ffi::lua_tostring(l, ffi::lua_upvalueindex(2));
+    ffi::luaL_where(l, 1);
+    ffi::lua_pushfstring(l, c"bad argument #%d to '%s' (%s)".as_ptr(), i, name, msg);
+    ffi::lua_concat(l, 2);
+    ffi::lua_error(l)
+}
+
+/// Check argument `i` as a socket id (a positive integer).
+unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
+    let mut isnum: c_int = 0;
+    let v = ffi::lua_tointegerx(l, i, &mut isnum);
+    if isnum == 0 {
+        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
+            arg_error(l, i, c"number has no integer representation".as_ptr());
+        }
+        let got = arg_typename(l, i);
+        let msg = ffi::lua_pushfstring(l, c"number expected, got %s".as_ptr(), got);
+        arg_error(l, i, msg);
+    }
+    if v <= 0 {
+        arg_error(l, i, c"socket id must be a positive integer".as_ptr());
+    }
+    v as u64
+}
+
+/// The engine call behind `send`; returns the failure text, if any.
+fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String> {
+    let Ok(mut eng) = st.engine.try_borrow_mut() else {
+        return Some("engine busy".into());
+    };
+    match eng.send(id, data, prio) {
+        Ok(()) => None,
+        Err(Error::UnknownId) => Some(Error::UnknownId.to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// `send(id, data)` as a C closure. Upvalues: 1 = `*const State`, 2 = the function's
+/// name for errors, 3 = true for low priority, 4 = the userdata keeping State alive.
+unsafe extern "C-unwind" fn send_closure(l: *mut ffi::lua_State) -> c_int {
+    let id = check_id(l, 1);
+    let t = ffi::lua_type(l, 2);
+    if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
+        let got = arg_typename(l, 2);
+        let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
+        arg_error(l, 2, msg);
+    }
+    let mut len: usize = 0;
+    let ptr = ffi::lua_tolstring(l, 2, &mut len);
+    let prio = if ffi::lua_toboolean(l, ffi::lua_upvalueindex(3)) != 0 {
+        Priority::Low
+    } else {
+        Priority::High
+    };
+    // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 4.
+    let st = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State);
+    // SAFETY: the string stays on the stack (argument 2) for the whole call.
+    let data = std::slice::from_raw_parts(ptr as *const u8, len);
+    match send_bytes(st, id, data, prio) {
+        None => {
+            ffi::lua_pushboolean(l, 1);
+            1
+        }
+        Some(text) => {
+            ffi::lua_pushboolean(l, 0);
+            // Only a memory error can raise here; `text` would then leak, nothing worse.
+            ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
+            drop(text);
+            2
+        }
+    }
+}
+
+/// Build the C closure for `name` (`send`, `write` or `lwrite`).
+pub fn send_function(lua: &Lua, st: &std::rc::Rc<State>, name: &'static CStr, low: bool) -> mlua::Result<Function> {
+    let keep: AnyUserData = lua.create_any_userdata(st.clone())?;
+    let ptr = std::rc::Rc::as_ptr(st) as *mut c_void;
+    // SAFETY: the closure pushes exactly one function on top of the argument it got,
+    // which it removes, so mlua reads one result.
+    unsafe {
+        lua.exec_raw::<Function>(keep, |l| {
+            ffi::lua_pushlightuserdata(l, ptr);
+            ffi::lua_pushstring(l, name.as_ptr());
+            ffi::lua_pushboolean(l, low as c_int);
+            ffi::lua_pushvalue(l, -4);
+            ffi::lua_pushcclosure(l, send_closure, 4);
+            ffi::lua_remove(l, -2);
+        })
+    }
+}
+
+/// Message handler for the per-message `lua_pcall`: append a traceback.
+unsafe extern "C-unwind" fn traceback(l: *mut ffi::lua_State) -> c_int {
+    let msg = ffi::lua_tostring(l, 1);
+    if msg.is_null() {
+        ffi::lua_pushstring(l, c"(error object is not a string)".as_ptr());
+        return 1;
+    }
+    ffi::luaL_traceback(l, l, msg, 1);
+    1
+}
+
+/// Deliver messages from `start` on while they are plain `data` messages for sockets
+/// whose data goes to a callback (`is_plain(id)`) and whose handler is a table without
+/// metatable. Returns the index of the first message not delivered and the texts of
+/// callback errors, in order.
+pub fn deliver_data_run(
+    lua: &Lua,
+    st: &State,
+    batch: &Batch,
+    start: usize,
+    is_plain: &dyn Fn(u64) -> bool,
+) -> mlua::Result<(usize, Vec<String>)> {
+    let msgs: &[Message] = batch.messages();
+    if start >= msgs.len() || msgs[start].kind != MsgKind::Data || !is_plain(msgs[start].id) {
+        return Ok((start, Vec::new()));
+    }
+    let handlers = st.socket_handlers.clone();
+    let default = st.default_handler.borrow().clone();
+    let mut next = start;
+    let mut errors = Vec::new();
+    // SAFETY: the closure keeps the stack balanced (every push is popped) apart from the
+    // three arguments, which exec_raw's guard removes; only raw reads touch tables, and
+    // callbacks run under lua_pcall, so nothing it does can raise past it.
+    unsafe {
+        lua.exec_raw::<()>((handlers, default, Value::Nil), |l| {
+            let top = ffi::lua_gettop(l);
+            let (h_idx, d_idx, key_idx) = (top - 2, top - 1, top);
+            ffi::lua_pushstring(l, c"data".as_ptr());
+            ffi::lua_replace(l, key_idx);
+            ffi::lua_pushcfunction(l, traceback);
+            let msgh = ffi::lua_gettop(l);
+            while next < msgs.len() {
+                let m = &msgs[next];
+                if m.kind != MsgKind::Data || !is_plain(m.id) {
+                    break;
+                }
+                ffi::lua_rawgeti(l, h_idx, m.id as ffi::lua_Integer);
+                if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
+                    ffi::lua_pop(l, 1);
+                    ffi::lua_pushvalue(l, d_idx);
+                }
+                let t = ffi::lua_type(l, -1);
+                if t == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, -1) != 0 {
+                    ffi::lua_pop(l, 2); // handler and its metatable: the slow path decides
+                    break;
+                }
+                if t != ffi::LUA_TTABLE {
+                    ffi::lua_pop(l, 1);
+                    if t == ffi::LUA_TNIL {
+                        next += 1; // no handler at all: skipped, as the dispatcher does
+                        continue;
+                    }
+                    break; // a userdata handler: slow path
+                }
+                ffi::lua_pushvalue(l, key_idx);
+                ffi::lua_rawget(l, -2);
+                ffi::lua_remove(l, -2);
+                if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
+                    ffi::lua_pop(l, 1);
+                    next += 1;
+                    continue;
+                }
+                let data = batch.data(m);
+                ffi::lua_pushinteger(l, m.id as ffi::lua_Integer);
+                ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+                next += 1;
+                if ffi::lua_pcall(l, 2, 0, msgh) != 0 {
+                    let mut len = 0usize;
+                    let p = ffi::lua_tolstring(l, -1, &mut len);
+                    let text = if p.is_null() {
+                        "(error object is not a string)".to_string()
+                    } else {
+                        String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len)).into_owned()
+                    };
+                    errors.push(text);
+                    ffi::lua_pop(l, 1);
+                }
+            }
+            ffi::lua_pop(l, 1); // the message handler
+        })?;
+    }
+    Ok((next, errors))
+}

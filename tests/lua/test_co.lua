@@ -1,0 +1,339 @@
+-- The coroutine layer (skysocket.socket) and its scheduler (skysocket.sched).
+local raw = require "skysocket"
+local socket = require "skysocket.socket"
+local sched = require "skysocket.sched"
+local compat = require "skysocket.compat"
+local T = require "testlib"
+local tests = {}
+
+-- Run main under the scheduler with a watchdog; errors in any coroutine fail the test.
+local function run(main, ms)
+  local timed_out, errors = false, {}
+  sched.on_error(function(e) errors[#errors + 1] = e end)
+  local wd = raw.timeout(ms or 8000, function() timed_out = true; sched.exit() end)
+  local r = compat.pack(sched.run(main))
+  raw.cancel_timeout(wd)
+  sched.on_error(nil)
+  if timed_out then error("test timed out", 2) end
+  if #errors > 0 then error(errors[1], 2) end
+  if not r[1] then error(tostring(r[2]), 2) end
+  return compat.unpack(r, 2, r.n)
+end
+
+-- Echo-ish server: handler(id, addr) runs per client. Returns listener id, port.
+local function server(handler)
+  local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+  socket.start(lid, function(id, addr)
+    socket.start(id)
+    handler(id, addr)
+  end)
+  return lid, port
+end
+
+local function queued(id)
+  for _, s in ipairs(socket.netstat()) do if s.id == id then return s.wbuffer, s.paused end end
+end
+
+function tests.echo_and_read_n_across_small_arrivals()
+  run(function()
+    local lid, port = server(function(id)
+      while true do
+        local d = socket.read(id)
+        if not d then break end
+        socket.write(id, d)
+      end
+      socket.close(id)
+    end)
+    local c = assert(socket.open("127.0.0.1", port))
+    local msg = T.bytes(200, 5)
+    sched.fork(function()
+      for i = 1, #msg, 3 do socket.write(c, msg:sub(i, i + 2)); sched.sleep(1) end
+    end)
+    T.eq(socket.read(c, 150), msg:sub(1, 150), "read 150")
+    T.eq(socket.read(c, 50), msg:sub(151), "read 50")
+    local c2 = assert(socket.open("127.0.0.1:" .. port)) -- "host:port" form
+    socket.close(c2)
+    socket.close(c)
+    socket.close(lid)
+  end)
+end
+
+function tests.readline_with_a_split_separator_and_false_rest_on_close()
+  run(function()
+    local lid, port = server(function(id)
+      for _, p in ipairs { "alpha\r", "\nbe", "ta\r\n", "\r", "\ngamma" } do
+        socket.write(id, p); sched.sleep(5)
+      end
+      socket.close(id)
+    end)
+    local c = assert(socket.open("127.0.0.1", port))
+    T.eq(socket.readline(c, "\r\n"), "alpha", "1")
+    T.eq(socket.readline(c, "\r\n"), "beta", "2")
+    T.eq(socket.readline(c, "\r\n"), "", "3")
+    local ok, rest = socket.readline(c, "\r\n")
+    T.eq(ok, false, "closed"); T.eq(rest, "gamma", "rest")
+    local r1, r2 = socket.read(c, 10)
+    T.eq(r1, false, "read after close"); T.eq(r2, "", "no rest")
+    T.eq(socket.disconnected(c), true, "disconnected")
+    socket.close(c)
+    T.eq(socket.invalid(c), true, "invalid after close")
+    socket.close(lid)
+  end)
+end
+
+function tests.readall_on_half_close()
+  run(function()
+    local payload = string.rep("0123456789", 30000) -- 300 KB: beyond the pause limit
+    local server_saw
+    local lid, port = server(function(id)
+      socket.write(id, payload)
+      socket.close_write(id) -- FIN after the data; we can still read
+      server_saw = { socket.read(id) }
+      socket.close(id)
+    end)
+    local c = assert(socket.open("127.0.0.1", port))
+    sched.sleep(20)
+    socket.write(c, "still open")
+    local all = socket.readall(c)
+    T.eq(#all, #payload, "readall length")
+    T.eq(all == payload, true, "readall bytes")
+    socket.close(c)
+    T.eq(server_saw[1], "still open", "writing after the peer's half-close")
+    socket.close(lid)
+  end)
+end
+
+function tests.reads_and_close_time_out()
+  run(function()
+    local hold = {}
+    local lid, port = server(function(id) hold[#hold + 1] = id end)
+    local c = assert(socket.open("127.0.0.1", port))
+    socket.settimeout(c, 50)
+    local r, e = socket.read(c, 1)
+    T.eq(r, nil, "read"); T.eq(e, "timeout", "read msg")
+    r, e = socket.readline(c)
+    T.eq(r, nil, "readline"); T.eq(e, "timeout", "readline msg")
+    r, e = socket.read(c)
+    T.eq(e, "timeout", "read some")
+    T.eq(select(2, socket.readall(c)), "timeout", "readall")
+    -- data that arrives later is still there
+    socket.write(hold[1], "late")
+    T.eq(socket.read(c, 4), "late", "read after timeouts")
+    local ok, why = sched.wait(20)
+    T.eq(ok, false, "wait"); T.eq(why, "timeout", "wait msg")
+    socket.close(c)
+    socket.close(hold[1])
+    socket.close(lid)
+  end)
+end
+
+function tests.an_error_in_a_forked_coroutine_does_not_stop_the_others()
+  local errors, finished = {}, 0
+  local ok = sched.run(function()
+    sched.on_error(function(e) errors[#errors + 1] = e end)
+    sched.fork(function() sched.sleep(5); error("boom in fork") end)
+    for _ = 1, 3 do
+      sched.fork(function() sched.sleep(20); finished = finished + 1 end)
+    end
+    sched.sleep(40)
+    return true
+  end)
+  sched.on_error(nil)
+  T.eq(ok, true, "main finished")
+  T.eq(finished, 3, "others finished")
+  T.eq(#errors, 1, "one error")
+  assert(errors[1]:find("boom in fork", 1, true), errors[1])
+  assert(errors[1]:find("traceback", 1, true), errors[1])
+  -- An error in main is returned by run.
+  sched.on_error(function() end)
+  local ok2, err = sched.run(function() error("main fails") end)
+  sched.on_error(nil)
+  T.eq(ok2, false, "main error"); assert(err:find("main fails"), err)
+end
+
+function tests.auto_pause_at_128k_holds_the_sender_back()
+  run(function()
+    local sid
+    local lid, port = server(function(id) sid = id end)
+    local c = assert(socket.open("127.0.0.1", port))
+    local chunk = string.rep("x", 64 * 1024)
+    for _ = 1, 64 do socket.write(c, chunk) end -- 4 MiB
+    socket.warning(c, function() end)
+    while not sid do sched.sleep(5) end
+    local paused
+    for _ = 1, 100 do
+      sched.sleep(10)
+      local _; _, paused = queued(sid)
+      if paused then break end
+    end
+    T.eq(paused, true, "reader paused")
+    sched.sleep(50)
+    local unread = raw.unread(sid)
+    assert(unread <= 1024 * 1024, "buffer bounded: " .. unread)
+    assert(queued(c) > 0, "sender's queue holds the rest")
+    local got = 0
+    while got < 4 * 1024 * 1024 do got = got + #socket.read(sid) end
+    T.eq(got, 4 * 1024 * 1024, "everything arrives")
+    local _, p2 = queued(sid)
+    T.eq(p2, false, "resumed")
+    socket.close(c); socket.close(sid); socket.close(lid)
+  end)
+end
+
+function tests.close_waits_for_the_reader()
+  run(function()
+    local lid, port = server(function(id)
+      socket.write(id, "partial")
+      sched.sleep(500)
+      socket.close(id)
+    end)
+    local c = assert(socket.open("127.0.0.1", port))
+    local result
+    sched.fork(function() result = { socket.readline(c) } end)
+    sched.sleep(30)
+    socket.close(c)
+    T.eq(result and result[1], false, "reader finished first")
+    T.eq(result[2], "partial", "reader got the rest")
+    T.eq(raw.buffers(), 0, "buffer freed")
+    socket.close(lid)
+  end)
+end
+
+function tests.open_failure_and_misc()
+  run(function()
+    local lid, port = server(function(id) socket.close(id) end)
+    socket.close(lid)
+    local id, err = socket.open("127.0.0.1", port)
+    T.eq(id, nil, "refused"); assert(err:lower():find("refused"), err)
+    T.eq(socket.header("\1\2"), 258, "header 2")
+    T.eq(socket.header("\1\0\0\0"), 16777216, "header 4")
+    T.eq(socket.header("\255"), 255, "header 1")
+    T.raises("Invalid read", socket.header, "12345")
+    T.eq(socket.invalid(12345), true, "invalid unknown")
+    T.eq(socket.disconnected(12345), nil, "disconnected unknown")
+    T.truthy(type(socket.resolve("localhost")) == "table", "resolve")
+  end)
+end
+
+function tests.block_onclose_pause_start_abandon_limit_shutdown()
+  run(function()
+    local sid
+    local lid, port = server(function(id) sid = id end)
+    local c = assert(socket.open("127.0.0.1", port))
+    socket.nodelay(c)
+    while not sid do sched.sleep(2) end
+    local closed_cb
+    socket.onclose(sid, function(id) closed_cb = id end)
+    sched.fork(function() sched.sleep(10); socket.lwrite(c, "hi") end)
+    T.eq(socket.block(sid), true, "block until data")
+    T.eq(socket.read(sid), "hi", "data after block")
+    -- pause / start resumes
+    socket.pause(sid)
+    socket.write(c, "p")
+    sched.sleep(30)
+    T.eq(raw.unread(sid), 0, "paused: nothing read")
+    socket.start(sid)
+    T.eq(socket.read(sid, 1), "p", "after start")
+    -- limit: small read buffer still serves a larger read(n)
+    socket.limit(sid, 4)
+    socket.write(c, "0123456789")
+    T.eq(socket.read(sid, 10), "0123456789", "read beyond limit")
+    -- abandon then start again
+    socket.abandon(sid)
+    T.eq(socket.invalid(sid), true, "abandoned")
+    socket.write(c, "again")
+    sched.sleep(20)
+    socket.start(sid)
+    T.eq(socket.read(sid, 5), "again", "after re-start")
+    socket.onclose(sid, function(id) closed_cb = id end)
+    -- shutdown: forced close, reader sees false
+    socket.shutdown(c)
+    local r = socket.read(sid)
+    T.eq(r, false, "peer shut down")
+    socket.close(c)
+    socket.close(sid)
+    T.eq(closed_cb, sid, "onclose called")
+    socket.close(lid)
+  end)
+end
+
+function tests.framed_rpc_with_readframe()
+  local server_err
+  run(function()
+    local lid, port = server(function(id)
+      socket.framed(id, { header = 4, max = 100 })
+      while true do
+        local req, err = socket.readframe(id)
+        if not req then server_err = err; break end
+        socket.sendframe(id, req:upper())
+      end
+      socket.close(id)
+    end)
+    local c = assert(socket.open("127.0.0.1", port))
+    socket.framed(c, { header = 4 })
+    socket.sendframe(c, "ping"); socket.sendframe(c, "")
+    T.eq(socket.readframe(c), "PING", "1"); T.eq(socket.readframe(c), "", "2")
+    -- a hostile prefix: the server closes, and we see the close
+    local c2 = assert(socket.open("127.0.0.1", port))
+    socket.write(c2, "\0\0\1\0" .. string.rep("z", 10))
+    local ok, err = socket.readframe(c2)
+    T.eq(ok, false, "server closed"); T.eq(err, "closed", "close seen by the client")
+    T.eq(server_err and server_err:find("exceeds the maximum of 100", 1, true) ~= nil, true, tostring(server_err))
+    socket.close(c2)
+    socket.close(c)
+    socket.close(lid)
+  end)
+end
+
+function tests.udp_ipv4_and_ipv6()
+  run(function()
+    for _, host in ipairs { "127.0.0.1", "::1" } do
+      local got
+      local srv = assert(socket.udp(function(data, from)
+        socket.sendto(srv_id, from, data:upper())
+      end, host, 0))
+      srv_id = srv
+      local port
+      for _, s in ipairs(socket.netstat()) do
+        if s.id == srv then port = tonumber(s.sock:match(":(%d+)$")) end
+      end
+      local c = assert(socket.udp_dial(host, port, function(data, from)
+        got = data
+        local ip = socket.udp_address(from)
+        T.eq(ip, host, "reply address")
+      end))
+      socket.sendto(c, nil, "hello")
+      for _ = 1, 100 do if got then break end sched.sleep(5) end
+      T.eq(got, "HELLO", "udp echo " .. host)
+      socket.close(c); socket.close(srv)
+    end
+    srv_id = nil
+  end)
+end
+
+function tests.sleep_wait_wakeup_and_exit()
+  local order = {}
+  run(function()
+    local waiter = sched.fork(function()
+      local ok, v = sched.wait()
+      order[#order + 1] = "woke " .. tostring(v)
+    end)
+    sched.sleep(10)
+    T.eq(sched.wakeup(waiter, 7), true, "wakeup")
+    T.eq(sched.wakeup(waiter, 8), false, "second wakeup ignored")
+    sched.sleep(1)
+    order[#order + 1] = "main"
+  end)
+  T.eq(order[1], "woke 7", "first"); T.eq(order[2], "main", "second")
+  -- exit() ends run even with coroutines still sleeping
+  local ok, err = sched.run(function()
+    sched.fork(function() sched.sleep(100000) end)
+    sched.exit()
+    sched.sleep(100000)
+  end)
+  T.eq(ok, false, "main did not finish"); T.eq(err, "exited before main finished", "msg")
+  T.raises("not inside a coroutine", sched.sleep, 1)
+  T.settle(5)
+end
+
+return tests

@@ -79,7 +79,12 @@ fn burst() {
     let fds_before = open_fds();
     set_nofile_soft(64).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "emfile_client_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "emfile_client_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SKYSOCKET_EMFILE_CLIENT", addr.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -124,7 +129,11 @@ fn burst() {
         line.clear();
     }
     assert!(error_text.contains("Too many open files"), "{error_text}");
-    assert!(accepted.len() < 64, "accepted {} under a limit of 64", accepted.len());
+    assert!(
+        accepted.len() < 64,
+        "accepted {} under a limit of 64",
+        accepted.len()
+    );
 
     // Idle while exhausted: the loop must sleep.
     let cpu0 = cpu_time().unwrap();

@@ -103,7 +103,10 @@ fn dead_reader_with_limit_keeps_the_queue_at_the_limit() {
     }
     let rss1 = rss_kib();
     assert!(peak <= LIMIT, "peak {peak} over the limit");
-    assert!(peak > LIMIT - CHUNK, "queue should fill up to the limit: {peak}");
+    assert!(
+        peak > LIMIT - CHUNK,
+        "queue should fill up to the limit: {peak}"
+    );
     assert!(refused > 0);
     assert!(
         rss1 < rss0 + 3 * (LIMIT as u64 / 1024) + 8 * 1024,
@@ -120,4 +123,27 @@ fn dead_reader_with_limit_keeps_the_queue_at_the_limit() {
         peak / 1024
     );
     h.engine.close(lid, true).unwrap();
+}
+
+/// Regression: `add_timer` with a duration past what `Instant` holds used to panic
+/// ("overflow when adding duration to instant"), reachable from Lua's `timeout`.
+#[test]
+fn huge_timer_and_poll_timeouts_saturate() {
+    let mut h = harness();
+    let far = h.engine.add_timer(Duration::MAX);
+    let near = h.engine.add_timer(Duration::from_millis(5));
+    let mut batch = skysocket::engine::Batch::new();
+    let t0 = Instant::now();
+    // A huge poll timeout returns when the near timer fires.
+    while h.engine.timer_count() > 1 {
+        h.engine.poll(&mut batch, Some(Duration::MAX)).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+    assert!(h.engine.cancel_timer(far));
+    assert!(!h.engine.cancel_timer(near));
+    println!(
+        "fault_slow: add_timer(Duration::MAX) accepted, poll(Duration::MAX) returned after \
+         {} ms",
+        t0.elapsed().as_millis()
+    );
 }

@@ -101,6 +101,12 @@ enum Internal {
     CloseCheck(SocketId),
 }
 
+/// `now + after`, capped at `MAX_DELAY` from now so it can never overflow `Instant`.
+fn deadline_after(after: Duration) -> Instant {
+    const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    Instant::now() + after.min(MAX_DELAY)
+}
+
 /// Token of the waker in the poller; socket ids stay below 2^53.
 const WAKER_TOKEN: u64 = u64::MAX;
 /// Largest UDP payload we receive (IPv6 jumbograms aside).
@@ -284,7 +290,7 @@ impl Engine {
             sock.close_since = core.fresh_cs();
             if let Some(t) = core.config.close_timeout {
                 self.internal
-                    .push(Reverse((Instant::now() + t, Internal::CloseCheck(id))));
+                    .push(Reverse((deadline_after(t), Internal::CloseCheck(id))));
             }
         }
         sync_socket(&mut self.poller, &mut sock)?;
@@ -341,8 +347,10 @@ impl Engine {
     }
 
     /// A timer firing `after` from now as a `Timer` message whose `ud` is the returned id.
+    /// A timer `after` from now. Durations past what `Instant` can hold (e.g. from a
+    /// huge Lua number) are capped at about a century instead of panicking.
     pub fn add_timer(&mut self, after: Duration) -> u64 {
-        self.timers.add(Instant::now() + after)
+        self.timers.add(deadline_after(after))
     }
 
     pub fn cancel_timer(&mut self, timer: u64) -> bool {
@@ -487,7 +495,7 @@ impl Engine {
         } else {
             let rest = (timeout - idle).max(Duration::from_millis(10));
             self.internal
-                .push(Reverse((Instant::now() + rest, Internal::CloseCheck(id))));
+                .push(Reverse((deadline_after(rest), Internal::CloseCheck(id))));
         }
     }
 
@@ -562,7 +570,7 @@ impl Engine {
                         fail(&core, poller, &mut sock, &e, batch);
                         return;
                     }
-                    let at = Instant::now() + core.config.accept_backoff;
+                    let at = deadline_after(core.config.accept_backoff);
                     self.internal
                         .push(Reverse((at, Internal::AcceptResume(sock.id))));
                 }

@@ -460,12 +460,15 @@ fn timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
         return Err(a.error(1, "timeout must be a finite number >= 0"));
     }
     let f = a.function(2)?;
-    let tid = st
-        .engine
-        .borrow_mut()
-        .add_timer(Duration::from_secs_f64(ms / 1000.0));
+    let tid = st.engine.borrow_mut().add_timer(millis(ms));
     st.timers.raw_set(tid as i64, f)?;
     ret(lua, tid as i64)
+}
+
+/// A finite, non-negative number of milliseconds as a `Duration`, saturating at
+/// `Duration::MAX` (`from_secs_f64` would panic past `u64::MAX` seconds).
+fn millis(ms: f64) -> Duration {
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
 }
 
 /// `cancel_timeout(timer)` → true if it was pending.
@@ -545,7 +548,7 @@ fn poll(lua: &Lua, st: &State, a: &Args) -> Ret {
         if ms < 0.0 || ms.is_infinite() {
             None
         } else {
-            Some(Duration::from_secs_f64(ms / 1000.0))
+            Some(millis(ms))
         }
     };
     let n = step(lua, st, timeout)?;

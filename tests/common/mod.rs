@@ -241,3 +241,55 @@ pub fn opts() -> ListenOptions {
         reuseport: false,
     }
 }
+
+/// Resident set size of this process in KiB (VmRSS from /proc/self/status).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Whether the long soak variants were asked for (`SKYSOCKET_SOAK=1`).
+pub fn soak() -> bool {
+    std::env::var("SKYSOCKET_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A repeating pseudo-random byte pattern: connection `c`'s stream byte `i` is
+/// `pattern[(i + offset(c)) % len]`, so writers and checkers slice it without
+/// generating bytes one by one.
+pub struct Pattern(pub Vec<u8>);
+
+impl Pattern {
+    pub fn new(len: usize, seed: u64) -> Pattern {
+        Pattern(Rng(seed).bytes(len))
+    }
+
+    pub fn offset(&self, conn: usize) -> usize {
+        (conn * 7919) % self.0.len()
+    }
+
+    /// The longest slice (at most `max`) of connection `conn`'s stream from `pos`.
+    pub fn slice(&self, conn: usize, pos: u64, max: usize) -> &[u8] {
+        let start = ((pos as usize % self.0.len()) + self.offset(conn)) % self.0.len();
+        let end = (start + max).min(self.0.len());
+        &self.0[start..end]
+    }
+
+    /// Check `got` against the stream of `conn` at `pos`.
+    pub fn verify(&self, conn: usize, mut pos: u64, mut got: &[u8]) -> bool {
+        while !got.is_empty() {
+            let want = self.slice(conn, pos, got.len());
+            if &got[..want.len()] != want {
+                return false;
+            }
+            pos += want.len() as u64;
+            got = &got[want.len()..];
+        }
+        true
+    }
+}

@@ -34,4 +34,20 @@ function tests.every_documented_function_exists()
   if #unknown > 0 then error("documented but missing: " .. table.concat(unknown, ", ")) end
 end
 
+function tests.every_coroutine_function_is_documented()
+  local co = require "skysocket.socket"
+  local text = readme()
+  local section = text:match("## Coroutine API(.-)\n## ")
+  assert(section, "Coroutine API section not found")
+  local missing = {}
+  for name, v in pairs(co) do
+    if type(v) == "function" and not section:find("`" .. name .. "(", 1, true)
+      and not section:find(" `" .. name .. "(", 1, true) and not section:find("`" .. name .. "`", 1, true) then
+      missing[#missing + 1] = name
+    end
+  end
+  table.sort(missing)
+  if #missing > 0 then error("skysocket.socket functions not in README.md: " .. table.concat(missing, ", ")) end
+end
+
 return tests

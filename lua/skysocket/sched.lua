@@ -40,6 +40,9 @@ local main_co, main_result
 local error_hook
 
 local TIMEOUT = {}
+-- debug may be absent (a sandboxed state): then errors go without a traceback.
+local traceback = debug and debug.traceback or function(_, msg) return msg end
+local timers = {}    -- engine timer id -> true, for the sleeps and timed waits pending
 
 local function report(text)
   if error_hook then
@@ -65,7 +68,7 @@ local function step(co, args)
       main_result = r
     end
     if not r[1] then
-      report(debug.traceback(co, tostring(r[2])))
+      report(traceback(co, tostring(r[2])))
     end
   end
 end
@@ -107,10 +110,14 @@ local function suspend(co, tag, ms)
   waiting[co] = tag
   local timer
   if ms then
-    timer = raw.timeout(ms, function() wake(co, tag, TIMEOUT) end)
+    timer = raw.timeout(ms, function() timers[timer] = nil; wake(co, tag, TIMEOUT) end)
+    timers[timer] = true
   end
   local r = pack(coroutine.yield())
-  if timer then raw.cancel_timeout(timer) end
+  if timer then
+    timers[timer] = nil
+    raw.cancel_timeout(timer)
+  end
   if r[1] == TIMEOUT then return false, "timeout" end
   return true, unpack(r, 1, r.n)
 end
@@ -127,7 +134,9 @@ end
 function S.sleep(ms)
   local co = current("sleep")
   local tag = {}
-  raw.timeout(ms, function() wake(co, tag) end)
+  local timer
+  timer = raw.timeout(ms, function() timers[timer] = nil; wake(co, tag) end)
+  timers[timer] = true
   suspend(co, tag)
 end
 
@@ -174,7 +183,10 @@ function S.run(main, ...)
       idle = 0
     end
   end
-  -- Forget whatever is left (after exit()): a later run() starts clean.
+  -- Forget whatever is left (after exit()): a later run() starts clean, and the
+  -- timers of abandoned sleeps do not keep the engine busy.
+  for t in pairs(timers) do raw.cancel_timeout(t) end
+  timers = {}
   queue, qhead, qtail = {}, 1, 0
   waiting, threads, live, holds = {}, {}, 0, 0
   running, exiting = false, false

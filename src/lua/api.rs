@@ -12,8 +12,9 @@ use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::buffer;
 use super::dispatch;
+use super::fast;
 use super::state::State;
-use crate::engine::{address, Error, Priority, SocketId};
+use crate::engine::{address, Error, SocketId};
 use crate::sys::net::{Addr, ListenOptions};
 
 /// Default listen backlog (Skynet's Lua default of 32 is too small under bursts).
@@ -27,9 +28,6 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("connect", connect),
     ("open", connect),
     ("start", start),
-    ("send", send),
-    ("write", send),
-    ("lwrite", lwrite),
     ("close", close),
     ("shutdown", shutdown),
     ("close_write", close_write),
@@ -215,27 +213,6 @@ fn start(lua: &Lua, st: &State, a: &Args) -> Ret {
         }
     }
     ok_or_false(lua, r)
-}
-
-fn send_with(lua: &Lua, st: &State, a: &Args, prio: Priority) -> Ret {
-    let id = a.id(1)?;
-    let r = match a.get(2) {
-        // Borrow the Lua string's bytes: no copy unless the data has to be queued.
-        Value::String(s) => st.engine.borrow_mut().send(id, &s.as_bytes(), prio),
-        Value::Integer(_) | Value::Number(_) => st.engine.borrow_mut().send(id, &a.bytes(2)?, prio),
-        _ => return Err(a.error(2, format!("string expected, got {}", type_of(a, 2)))),
-    };
-    ok_or_false(lua, r)
-}
-
-/// `send(id, data)` / `write(id, data)`: high priority. → `true` or `false, message`.
-fn send(lua: &Lua, st: &State, a: &Args) -> Ret {
-    send_with(lua, st, a, Priority::High)
-}
-
-/// `lwrite(id, data)`: low priority (after every queued high-priority buffer).
-fn lwrite(lua: &Lua, st: &State, a: &Args) -> Ret {
-    send_with(lua, st, a, Priority::Low)
 }
 
 /// `close(id [, force])`: flush then close (`force`: drop unsent data).
@@ -483,6 +460,7 @@ fn cancel_timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
 fn dispatch_handler(lua: &Lua, st: &State, a: &Args) -> Ret {
     let h = a.opt_handler(1)?.unwrap_or(Value::Nil);
     let old = st.default_handler.replace(h);
+    st.handler_epoch.set(st.handler_epoch.get() + 1);
     ret(lua, old)
 }
 
@@ -512,16 +490,31 @@ fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail>
         })?;
     }
     st.dispatching.set(true);
-    let mut result = Ok(());
-    for m in batch.messages() {
-        if let Err(e) = dispatch::deliver(lua, st, &batch, m) {
-            result = Err(e);
-            break;
-        }
-    }
+    let result = deliver_batch(lua, st, &batch);
     st.dispatching.set(false);
     result?;
     Ok(batch.len())
+}
+
+/// Deliver a batch in order: runs of plain `data` messages through the raw fast path,
+/// everything else through the high-level dispatcher.
+fn deliver_batch(lua: &Lua, st: &State, batch: &crate::engine::Batch) -> mlua::Result<()> {
+    let msgs = batch.messages();
+    let plain = |id: u64| !st.buffers.borrow().contains_key(&id);
+    let mut i = 0;
+    while i < msgs.len() {
+        let (next, errors) = fast::deliver_data_run(lua, st, batch, i, &plain)?;
+        for e in errors {
+            dispatch::report(st, e);
+        }
+        if next > i {
+            i = next;
+            continue;
+        }
+        dispatch::deliver(lua, st, batch, &msgs[i])?;
+        i += 1;
+    }
+    Ok(())
 }
 
 fn not_in_callback(st: &State, a: &Args) -> Result<(), Fail> {

@@ -155,6 +155,7 @@ pub fn deliver_data_run(
     }
     let handlers = st.socket_handlers.clone();
     let default = st.default_handler.borrow().clone();
+    let epoch = st.handler_epoch.get();
     let mut next = start;
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced (every push is popped) apart from the
@@ -170,7 +171,7 @@ pub fn deliver_data_run(
             let msgh = ffi::lua_gettop(l);
             while next < msgs.len() {
                 let m = &msgs[next];
-                if m.kind != MsgKind::Data || !is_plain(m.id) {
+                if m.kind != MsgKind::Data || !is_plain(m.id) || st.handler_epoch.get() != epoch {
                     break;
                 }
                 ffi::lua_rawgeti(l, h_idx, m.id as ffi::lua_Integer);

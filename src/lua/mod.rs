@@ -9,6 +9,7 @@ mod api;
 mod args;
 mod buffer;
 mod dispatch;
+mod fast;
 mod state;
 
 use std::rc::Rc;
@@ -65,6 +66,10 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         .load(SHIM)
         .set_name("=skysocket")
         .call((raw, sentinel))?;
+    // The hot path: send/write/lwrite are raw C closures (see fast.rs).
+    module.raw_set("send", fast::send_function(lua, &st, c"send", false)?)?;
+    module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
+    module.raw_set("lwrite", fast::send_function(lua, &st, c"lwrite", true)?)?;
     module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(module)
 }

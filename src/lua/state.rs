@@ -16,6 +16,9 @@ pub struct State {
     pub exit: Cell<bool>,
     /// The module-wide handler set by `dispatch(handler)`.
     pub default_handler: RefCell<Value>,
+    /// Bumped by every `dispatch(handler)`, so the fast path notices a change made by
+    /// a callback in the middle of a batch.
+    pub handler_epoch: Cell<u64>,
     /// id -> handler, for sockets given one by `start(id, handler)` or inherited from
     /// their listener. Entries go when the socket's final message is delivered.
     pub socket_handlers: Table,
@@ -40,6 +43,7 @@ impl State {
             dispatching: Cell::new(false),
             exit: Cell::new(false),
             default_handler: RefCell::new(Value::Nil),
+            handler_epoch: Cell::new(0),
             socket_handlers: lua.create_table()?,
             timers: lua.create_table()?,
             resolves: lua.create_table()?,

@@ -21,6 +21,8 @@ fn stats_count_bytes_and_times() {
     assert_eq!((fresh.read, fresh.written, fresh.queued), (0, 0, 0));
     assert_eq!((fresh.rtime, fresh.wtime), (0, 0));
     thread::sleep(Duration::from_millis(250));
+    // The poll thread stamps sends with the clock of its last poll (as Skynet does).
+    h.step(Duration::ZERO);
     h.engine.send(id, &[1u8; 1000], Priority::High).unwrap();
     assert_eq!(read_exact_n(&mut p, 1000).len(), 1000);
     write_all(&mut p, &[2u8; 500]);

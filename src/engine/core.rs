@@ -355,11 +355,14 @@ impl Core {
 
     /// Queue or directly write `data`. Direct write happens only when nothing is queued,
     /// under the socket's lock, so bytes from any number of threads never reorder.
+    /// `now_cs` stamps `wtime` on a direct write: the poll thread passes its cached
+    /// clock (refreshed every poll, as Skynet's), other threads read the clock.
     pub fn send(
         &self,
         id: SocketId,
         data: &[u8],
         prio: Priority,
+        now_cs: u64,
         out: &mut impl Sink,
     ) -> Result<Sent> {
         let mut sock = self.slots.lock(id).ok_or(Error::UnknownId)?;
@@ -381,7 +384,7 @@ impl Core {
             match net::write(fd, data) {
                 Ok(n) => {
                     sock.stats.written += n as u64;
-                    sock.stats.wtime = self.fresh_cs();
+                    sock.stats.wtime = now_cs;
                     rest = &data[n..];
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -107,7 +107,9 @@ impl Handle {
 
     pub fn send_with(&self, id: SocketId, data: &[u8], prio: Priority) -> Result<()> {
         let mut reports: Vec<Command> = Vec::new();
-        let sent = self.core.send(id, data, prio, &mut reports);
+        let sent = self
+            .core
+            .send(id, data, prio, self.core.fresh_cs(), &mut reports);
         for r in reports {
             self.core.command(r);
         }

@@ -257,7 +257,8 @@ impl Engine {
     }
 
     pub fn send(&mut self, id: SocketId, data: &[u8], prio: Priority) -> Result<()> {
-        match self.core.send(id, data, prio, &mut self.pending)? {
+        let now = self.core.now_cs();
+        match self.core.send(id, data, prio, now, &mut self.pending)? {
             Sent::Done => Ok(()),
             Sent::NeedSync => self.sync_id(id),
             Sent::Broken(err) => {
@@ -555,19 +556,21 @@ impl Engine {
     }
 
     fn handle_event(&mut self, ev: Event, batch: &mut Batch) {
-        let core = self.core.clone();
+        // A plain borrow (no Arc clone: two atomic operations per event saved); the
+        // fields used below are disjoint from `core`.
+        let core = &*self.core;
         let Some(mut sock) = core.slots.lock(ev.token) else {
             return; // the socket closed after the kernel reported it
         };
         let poller = &mut self.poller;
         match sock.state {
             State::Listen => {
-                if sock.wants_read() && !accept_ready(&core, &mut self.reserve_fd, &mut sock, batch)
+                if sock.wants_read() && !accept_ready(core, &mut self.reserve_fd, &mut sock, batch)
                 {
                     // Out of descriptors with no spare to shed the connection: rest.
                     sock.accept_backoff = true;
                     if let Err(e) = sync_socket(poller, &mut sock) {
-                        fail(&core, poller, &mut sock, &e, batch);
+                        fail(core, poller, &mut sock, &e, batch);
                         return;
                     }
                     let at = deadline_after(core.config.accept_backoff);
@@ -575,24 +578,24 @@ impl Engine {
                         .push(Reverse((at, Internal::AcceptResume(sock.id))));
                 }
             }
-            State::Connecting => connect_ready(&core, poller, &mut sock, batch),
+            State::Connecting => connect_ready(core, poller, &mut sock, batch),
             State::Bind => {
                 if (ev.readable || ev.error) && sock.wants_read() {
-                    udp_read(&core, &mut sock, batch);
+                    udp_read(core, &mut sock, batch);
                 }
                 if ev.writable {
-                    udp_flush(&core, poller, &mut sock, batch);
+                    udp_flush(core, poller, &mut sock, batch);
                 }
             }
             _ => {
                 if (ev.readable || ev.error)
                     && sock.wants_read()
-                    && !stream_read(&core, poller, &mut sock, batch)
+                    && !stream_read(core, poller, &mut sock, batch)
                 {
                     return;
                 }
                 if (ev.writable || ev.error) && !sock.wq.is_empty() {
-                    stream_flush(&core, poller, &mut sock, batch);
+                    stream_flush(core, poller, &mut sock, batch);
                 }
             }
         }

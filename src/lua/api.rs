@@ -500,7 +500,10 @@ fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail>
 /// everything else through the high-level dispatcher.
 fn deliver_batch(lua: &Lua, st: &State, batch: &crate::engine::Batch) -> mlua::Result<()> {
     let msgs = batch.messages();
-    let plain = |id: u64| !st.buffers.borrow().contains_key(&id);
+    let plain = |id: u64| {
+        let b = st.buffers.borrow();
+        b.is_empty() || !b.contains_key(&id)
+    };
     let mut i = 0;
     while i < msgs.len() {
         let (next, errors) = fast::deliver_data_run(lua, st, batch, i, &plain)?;

@@ -73,9 +73,9 @@ fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String
     }
 }
 
-/// `send(id, data)` as a C closure. Upvalues: 1 = `*const State`, 2 = the function's
-/// name for errors, 3 = true for low priority, 4 = the userdata keeping State alive.
-unsafe extern "C-unwind" fn send_closure(l: *mut ffi::lua_State) -> c_int {
+/// `send(id, data)` as a C closure (`LOW`: `lwrite`). Upvalues: 1 = `*const State`,
+/// 2 = the function's name for errors, 3 = the userdata keeping State alive.
+unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State) -> c_int {
     let id = check_id(l, 1);
     let t = ffi::lua_type(l, 2);
     if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
@@ -85,11 +85,7 @@ unsafe extern "C-unwind" fn send_closure(l: *mut ffi::lua_State) -> c_int {
     }
     let mut len: usize = 0;
     let ptr = ffi::lua_tolstring(l, 2, &mut len);
-    let prio = if ffi::lua_toboolean(l, ffi::lua_upvalueindex(3)) != 0 {
-        Priority::Low
-    } else {
-        Priority::High
-    };
+    let prio = if LOW { Priority::Low } else { Priority::High };
     // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 4.
     let st = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State);
     // SAFETY: the string stays on the stack (argument 2) for the whole call.
@@ -109,8 +105,13 @@ unsafe extern "C-unwind" fn send_closure(l: *mut ffi::lua_State) -> c_int {
     }
 }
 
-/// Build the C closure for `name` (`send`, `write` or `lwrite`).
-pub fn send_function(lua: &Lua, st: &std::rc::Rc<State>, name: &'static CStr, low: bool) -> mlua::Result<Function> {
+/// Build the C closure for `name` (`send`, `write` or `lwrite`, which is `low`).
+pub fn send_function(
+    lua: &Lua,
+    st: &std::rc::Rc<State>,
+    name: &'static CStr,
+    low: bool,
+) -> mlua::Result<Function> {
     let keep: AnyUserData = lua.create_any_userdata(st.clone())?;
     let ptr = std::rc::Rc::as_ptr(st) as *mut c_void;
     // SAFETY: the closure pushes exactly one function on top of the argument it got,
@@ -119,9 +120,13 @@ pub fn send_function(lua: &Lua, st: &std::rc::Rc<State>, name: &'static CStr, lo
         lua.exec_raw::<Function>(keep, |l| {
             ffi::lua_pushlightuserdata(l, ptr);
             ffi::lua_pushstring(l, name.as_ptr());
-            ffi::lua_pushboolean(l, low as c_int);
-            ffi::lua_pushvalue(l, -4);
-            ffi::lua_pushcclosure(l, send_closure, 4);
+            ffi::lua_pushvalue(l, -3);
+            let f: ffi::lua_CFunction = if low {
+                send_closure::<true>
+            } else {
+                send_closure::<false>
+            };
+            ffi::lua_pushcclosure(l, f, 3);
             ffi::lua_remove(l, -2);
         })
     }
@@ -192,11 +197,12 @@ pub fn deliver_data_run(
                     }
                     break; // a userdata handler: slow path
                 }
+                // The handler stays below the function until the call returns (cheaper
+                // than removing it from the middle of the stack).
                 ffi::lua_pushvalue(l, key_idx);
                 ffi::lua_rawget(l, -2);
-                ffi::lua_remove(l, -2);
                 if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
-                    ffi::lua_pop(l, 1);
+                    ffi::lua_settop(l, msgh);
                     next += 1;
                     continue;
                 }
@@ -204,17 +210,19 @@ pub fn deliver_data_run(
                 ffi::lua_pushinteger(l, m.id as ffi::lua_Integer);
                 ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
                 next += 1;
-                if ffi::lua_pcall(l, 2, 0, msgh) != 0 {
+                let failed = ffi::lua_pcall(l, 2, 0, msgh) != 0;
+                if failed {
                     let mut len = 0usize;
                     let p = ffi::lua_tolstring(l, -1, &mut len);
                     let text = if p.is_null() {
                         "(error object is not a string)".to_string()
                     } else {
-                        String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len)).into_owned()
+                        String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len))
+                            .into_owned()
                     };
                     errors.push(text);
-                    ffi::lua_pop(l, 1);
                 }
+                ffi::lua_settop(l, msgh); // drops the handler (and an error message)
             }
             ffi::lua_pop(l, 1); // the message handler
         })?;

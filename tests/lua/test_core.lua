@@ -230,6 +230,43 @@ function tests.timeouts_fire_in_order_and_cancel()
   T.eq(order[2], 30, "second")
 end
 
+function tests.handlers_with_metatables_and_handler_changes_mid_stream()
+  -- A class-style handler (fields through __index) takes the general dispatcher path.
+  local Echo = {}
+  Echo.__index = Echo
+  function Echo.accept(_, id) socket.start(id) end
+  function Echo.data(id, s) socket.send(id, s) end
+  local lid, port = T.listen(setmetatable({}, Echo))
+  local got = {}
+  local cid = socket.connect("127.0.0.1", port)
+  socket.start(cid, { open = function(id) socket.send(id, "one") end,
+    data = function(_, s) got[#got + 1] = s end })
+  T.wait("echo through a metatable handler", function() return table.concat(got) == "one" end)
+  -- Replacing the module-wide handler from inside a callback takes effect for the next
+  -- message, even within the same batch.
+  local first, second = 0, 0
+  socket.dispatch { data = function() first = first + 1; socket.dispatch { data = function() second = second + 1 end } end }
+  local ids = {}
+  for i = 1, 4 do
+    ids[i] = socket.connect("127.0.0.1", port)
+    socket.start(ids[i], { open = function(id) socket.start(id, {}) end })
+  end
+  T.settle(30)
+  -- Sockets started without a handler use the module-wide one.
+  for i = 1, 4 do
+    socket.close(ids[i])
+    ids[i] = socket.connect("127.0.0.1", port)
+  end
+  T.settle(30)
+  for i = 1, 4 do socket.send(ids[i], "x") end
+  T.wait("echoes", function() return first + second >= 4 end)
+  T.eq(first, 1, "the first handler ran once")
+  socket.dispatch(nil)
+  for i = 1, 4 do socket.close(ids[i]) end
+  socket.close(cid)
+  socket.close(lid)
+end
+
 function tests.peer_close_reports_close_once()
   local closes = 0
   local lid, port = T.listen {

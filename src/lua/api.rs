@@ -10,7 +10,7 @@ use mlua::{Lua, Table, Value};
 
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
-use super::buffer;
+use super::buffer::{self, Routed};
 use super::dispatch;
 use super::fast;
 use super::state::State;
@@ -500,13 +500,16 @@ fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail>
 /// everything else through the high-level dispatcher.
 fn deliver_batch(lua: &Lua, st: &State, batch: &crate::engine::Batch) -> mlua::Result<()> {
     let msgs = batch.messages();
-    let plain = |id: u64| {
-        let b = st.buffers.borrow();
-        b.is_empty() || !b.contains_key(&id)
+    let route = |id: u64, data: &[u8]| {
+        if st.buffers.borrow().is_empty() {
+            Routed::Normal
+        } else {
+            buffer::on_data(st, id, data)
+        }
     };
     let mut i = 0;
     while i < msgs.len() {
-        let (next, errors) = fast::deliver_data_run(lua, st, batch, i, &plain)?;
+        let (next, errors) = fast::deliver_data_run(lua, st, batch, i, &route)?;
         for e in errors {
             dispatch::report(st, e);
         }

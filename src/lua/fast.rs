@@ -6,17 +6,18 @@
 //!   stack (no copy of the Lua string unless the engine must queue it), errors are raised
 //!   with `lua_error` after every Rust value with a destructor has been dropped.
 //! - runs of `data` messages are delivered inside one `exec_raw` entry: for each message
-//!   the handler's `data` function is found with raw table reads and called with
-//!   `lua_pcall` (per-message error isolation, traceback from a message handler).
+//!   the handler's `data` (or, for a buffered socket, `readable`) function is found with
+//!   raw table reads and called with `lua_pcall` (per-message error isolation,
+//!   traceback from a message handler).
 //!
-//! Anything unusual (a handler with a metatable, a userdata handler, a socket whose
-//! data goes to a read buffer, any other message kind) is left to the high-level
-//! dispatcher, so behaviour is the same on both paths.
+//! Anything unusual (a handler with a metatable, a userdata handler, any other message
+//! kind) is left to the high-level dispatcher, so behaviour is the same on both paths.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 use mlua::{ffi, AnyUserData, Function, Lua, Value};
 
+use super::buffer::Routed;
 use super::state::State;
 use crate::engine::{Batch, Error, Message, MsgKind, Priority};
 
@@ -143,19 +144,21 @@ unsafe extern "C-unwind" fn traceback(l: *mut ffi::lua_State) -> c_int {
     1
 }
 
-/// Deliver messages from `start` on while they are plain `data` messages for sockets
-/// whose data goes to a callback (`is_plain(id)`) and whose handler is a table without
-/// metatable. Returns the index of the first message not delivered and the texts of
-/// callback errors, in order.
+/// Deliver messages from `start` on while they are `data` messages whose socket's
+/// handler is a table without metatable. `route(id, data)` passes the bytes through the
+/// socket's read buffer, if it has one (so it must run exactly once per message): the
+/// handler then gets `data(id, s)`, `readable(id, unread)` or one `data` per frame.
+/// Returns the index of the first message not delivered and the texts of callback
+/// errors, in order.
 pub fn deliver_data_run(
     lua: &Lua,
     st: &State,
     batch: &Batch,
     start: usize,
-    is_plain: &dyn Fn(u64) -> bool,
+    route: &dyn Fn(u64, &[u8]) -> Routed,
 ) -> mlua::Result<(usize, Vec<String>)> {
     let msgs: &[Message] = batch.messages();
-    if start >= msgs.len() || msgs[start].kind != MsgKind::Data || !is_plain(msgs[start].id) {
+    if start >= msgs.len() || msgs[start].kind != MsgKind::Data {
         return Ok((start, Vec::new()));
     }
     let handlers = st.socket_handlers.clone();
@@ -167,16 +170,44 @@ pub fn deliver_data_run(
     // three arguments, which exec_raw's guard removes; only raw reads touch tables, and
     // callbacks run under lua_pcall, so nothing it does can raise past it.
     unsafe {
-        lua.exec_raw::<()>((handlers, default, Value::Nil), |l| {
+        lua.exec_raw::<()>((handlers, default, Value::Nil, Value::Nil), |l| {
             let top = ffi::lua_gettop(l);
-            let (h_idx, d_idx, key_idx) = (top - 2, top - 1, top);
+            let (h_idx, d_idx, data_key, readable_key) = (top - 3, top - 2, top - 1, top);
             ffi::lua_pushstring(l, c"data".as_ptr());
-            ffi::lua_replace(l, key_idx);
+            ffi::lua_replace(l, data_key);
+            ffi::lua_pushstring(l, c"readable".as_ptr());
+            ffi::lua_replace(l, readable_key);
             ffi::lua_pushcfunction(l, traceback);
             let msgh = ffi::lua_gettop(l);
+            // Call handler[key](id, <pushed by `args`>) under lua_pcall; the handler
+            // is at the top of the stack and stays there.
+            let mut call =
+                |l: *mut ffi::lua_State,
+                 key: c_int,
+                 args: &dyn Fn(*mut ffi::lua_State) -> c_int| {
+                    ffi::lua_pushvalue(l, key);
+                    ffi::lua_rawget(l, -2);
+                    if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
+                        ffi::lua_pop(l, 1);
+                        return;
+                    }
+                    let n = args(l);
+                    if ffi::lua_pcall(l, n, 0, msgh) != 0 {
+                        let mut len = 0usize;
+                        let p = ffi::lua_tolstring(l, -1, &mut len);
+                        let text = if p.is_null() {
+                            "(error object is not a string)".to_string()
+                        } else {
+                            String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len))
+                                .into_owned()
+                        };
+                        errors.push(text);
+                        ffi::lua_pop(l, 1);
+                    }
+                };
             while next < msgs.len() {
                 let m = &msgs[next];
-                if m.kind != MsgKind::Data || !is_plain(m.id) || st.handler_epoch.get() != epoch {
+                if m.kind != MsgKind::Data || st.handler_epoch.get() != epoch {
                     break;
                 }
                 ffi::lua_rawgeti(l, h_idx, m.id as ffi::lua_Integer);
@@ -186,43 +217,39 @@ pub fn deliver_data_run(
                 }
                 let t = ffi::lua_type(l, -1);
                 if t == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, -1) != 0 {
-                    ffi::lua_pop(l, 2); // handler and its metatable: the slow path decides
+                    ffi::lua_settop(l, msgh); // handler and its metatable: the slow path decides
                     break;
                 }
-                if t != ffi::LUA_TTABLE {
-                    ffi::lua_pop(l, 1);
-                    if t == ffi::LUA_TNIL {
-                        next += 1; // no handler at all: skipped, as the dispatcher does
-                        continue;
-                    }
-                    break; // a userdata handler: slow path
+                if t != ffi::LUA_TTABLE && t != ffi::LUA_TNIL {
+                    ffi::lua_settop(l, msgh); // a userdata handler: slow path
+                    break;
                 }
-                // The handler stays below the function until the call returns (cheaper
-                // than removing it from the middle of the stack).
-                ffi::lua_pushvalue(l, key_idx);
-                ffi::lua_rawget(l, -2);
-                if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
-                    ffi::lua_settop(l, msgh);
-                    next += 1;
-                    continue;
-                }
+                let id = m.id as ffi::lua_Integer;
                 let data = batch.data(m);
-                ffi::lua_pushinteger(l, m.id as ffi::lua_Integer);
-                ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
                 next += 1;
-                let failed = ffi::lua_pcall(l, 2, 0, msgh) != 0;
-                if failed {
-                    let mut len = 0usize;
-                    let p = ffi::lua_tolstring(l, -1, &mut len);
-                    let text = if p.is_null() {
-                        "(error object is not a string)".to_string()
-                    } else {
-                        String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len))
-                            .into_owned()
-                    };
-                    errors.push(text);
+                match route(m.id, data) {
+                    _ if t == ffi::LUA_TNIL => {} // no handler at all: skipped
+                    Routed::Normal => call(l, data_key, &|l| {
+                        ffi::lua_pushinteger(l, id);
+                        ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+                        2
+                    }),
+                    Routed::Readable(n) => call(l, readable_key, &|l| {
+                        ffi::lua_pushinteger(l, id);
+                        ffi::lua_pushinteger(l, n as ffi::lua_Integer);
+                        2
+                    }),
+                    Routed::Frames(frames) => {
+                        for f in &frames {
+                            call(l, data_key, &|l| {
+                                ffi::lua_pushinteger(l, id);
+                                ffi::lua_pushlstring(l, f.as_ptr() as *const c_char, f.len());
+                                2
+                            });
+                        }
+                    }
                 }
-                ffi::lua_settop(l, msgh); // drops the handler (and an error message)
+                ffi::lua_settop(l, msgh); // drops the handler
             }
             ffi::lua_pop(l, 1); // the message handler
         })?;

@@ -53,14 +53,9 @@ impl Sink for Vec<Command> {
         data: &[u8],
         extra: &[u8],
     ) {
-        self.push(Command::Report(OwnedMessage {
-            kind,
-            id,
-            owner,
-            ud,
-            data: data.to_vec(),
-            extra: extra.to_vec(),
-        }));
+        self.push(Command::Report(OwnedMessage::new(
+            kind, id, owner, ud, data, extra,
+        )));
     }
 }
 
@@ -155,7 +150,9 @@ impl Core {
         }
     }
 
-    fn init_socket(
+    /// Fill a freshly reserved slot: descriptor, state, owner and the configured
+    /// read size, warning threshold and write limit.
+    pub(crate) fn init_socket(
         &self,
         sock: &mut Socket,
         fd: std::os::fd::OwnedFd,

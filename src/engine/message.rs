@@ -166,6 +166,26 @@ pub(crate) struct OwnedMessage {
     pub extra: Vec<u8>,
 }
 
+impl OwnedMessage {
+    pub fn new(
+        kind: MsgKind,
+        id: SocketId,
+        owner: u64,
+        ud: u64,
+        data: &[u8],
+        extra: &[u8],
+    ) -> Self {
+        OwnedMessage {
+            kind,
+            id,
+            owner,
+            ud,
+            data: data.to_vec(),
+            extra: extra.to_vec(),
+        }
+    }
+}
+
 impl Sink for Vec<OwnedMessage> {
     fn emit(
         &mut self,
@@ -176,13 +196,6 @@ impl Sink for Vec<OwnedMessage> {
         data: &[u8],
         extra: &[u8],
     ) {
-        self.push(OwnedMessage {
-            kind,
-            id,
-            owner,
-            ud,
-            data: data.to_vec(),
-            extra: extra.to_vec(),
-        });
+        self.push(OwnedMessage::new(kind, id, owner, ud, data, extra));
     }
 }

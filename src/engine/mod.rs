@@ -697,13 +697,13 @@ fn accept_ready(
                     );
                     return true;
                 };
-                sock.fd = Some(fd);
-                sock.state = State::PAccept;
-                sock.proto = listener.proto;
-                sock.owner = listener.owner;
-                sock.read_size = core.config.min_read as u32;
-                sock.warn_at = core.config.warn_size;
-                sock.limit = core.config.default_write_limit;
+                core.init_socket(
+                    &mut sock,
+                    fd,
+                    State::PAccept,
+                    listener.proto,
+                    listener.owner,
+                );
                 let text = core::display_addr(peer.as_ref());
                 out.emit(
                     MsgKind::Accept,

@@ -267,6 +267,34 @@ function tests.handlers_with_metatables_and_handler_changes_mid_stream()
   socket.close(lid)
 end
 
+function tests.configure_settings()
+  local c = socket.configure()
+  T.eq(c.max_sockets, 65536, "default max_sockets")
+  T.eq(c.max_read, 131072, "default max_read")
+  T.eq(c.warn_size, 1048576, "default warn_size")
+  T.eq(c.write_limit, 0, "default write_limit")
+  T.eq(c.close_timeout, 60000, "default close_timeout")
+  T.raises("unknown setting 'nope'", socket.configure, { nope = 1 })
+  T.raises("setting 'max_sockets' must be > 0", socket.configure, { max_sockets = 0 })
+  T.raises("setting 'warn_size' must be an integer", socket.configure, { warn_size = "x" })
+  -- Refused while something is open; applied when idle.
+  local lid = T.listen({})
+  local ok, msg = socket.configure { max_sockets = 4 }
+  T.eq(ok, false, "configure with an open socket")
+  assert(msg:find("close every socket", 1, true), msg)
+  socket.close(lid)
+  T.settle(10)
+  T.eq(socket.configure({ max_sockets = 2, write_limit = 1000 }).max_sockets, 2, "applied")
+  local a = assert(socket.udp())
+  local b = assert(socket.udp())
+  local none, err = socket.udp()
+  T.eq(none, nil, "third socket over max_sockets = 2")
+  assert(err:find("too many sockets", 1, true), err)
+  socket.close(a); socket.close(b)
+  T.settle(10)
+  socket.configure { max_sockets = 65536, write_limit = 0 }
+end
+
 function tests.peer_close_reports_close_once()
   local closes = 0
   local lid, port = T.listen {

@@ -53,23 +53,35 @@ local function report(text)
   io.stderr:write("skysocket.sched: error in coroutine: ", text, "\n")
 end
 
+-- The queue holds coroutines and their resume arguments in two parallel arrays;
+-- NOARGS avoids a table per wake-up in the common case (no values passed).
+local NOARGS = { n = 0 }
+local qargs = {}
+
 local function push(co, args)
   qtail = qtail + 1
-  queue[qtail] = { co, args }
+  queue[qtail] = co
+  qargs[qtail] = args
+end
+
+local function finished(co, ok, ...)
+  if coroutine.status(co) ~= "dead" then return end
+  threads[co] = nil
+  waiting[co] = nil
+  live = live - 1
+  if co == main_co then
+    main_result = pack(ok, ...)
+  end
+  if not ok then
+    report(traceback(co, tostring((...))))
+  end
 end
 
 local function step(co, args)
-  local r = pack(coroutine.resume(co, unpack(args, 1, args.n)))
-  if coroutine.status(co) == "dead" then
-    threads[co] = nil
-    waiting[co] = nil
-    live = live - 1
-    if co == main_co then
-      main_result = r
-    end
-    if not r[1] then
-      report(traceback(co, tostring(r[2])))
-    end
+  if args.n == 0 then
+    finished(co, coroutine.resume(co))
+  else
+    finished(co, coroutine.resume(co, unpack(args, 1, args.n)))
   end
 end
 
@@ -80,7 +92,7 @@ function S.fork(fn, ...)
   local co = coroutine.create(fn)
   threads[co] = true
   live = live + 1
-  push(co, pack(...))
+  push(co, select("#", ...) == 0 and NOARGS or pack(...))
   return co
 end
 
@@ -102,8 +114,17 @@ end
 local function wake(co, tag, ...)
   if waiting[co] ~= tag then return false end
   waiting[co] = nil
-  push(co, pack(...))
+  push(co, select("#", ...) == 0 and NOARGS or pack(...))
   return true
+end
+
+local function resumed(timer, first, ...)
+  if timer then
+    timers[timer] = nil
+    raw.cancel_timeout(timer)
+  end
+  if first == TIMEOUT then return false, "timeout" end
+  return true, first, ...
 end
 
 local function suspend(co, tag, ms)
@@ -113,13 +134,7 @@ local function suspend(co, tag, ms)
     timer = raw.timeout(ms, function() timers[timer] = nil; wake(co, tag, TIMEOUT) end)
     timers[timer] = true
   end
-  local r = pack(coroutine.yield())
-  if timer then
-    timers[timer] = nil
-    raw.cancel_timeout(timer)
-  end
-  if r[1] == TIMEOUT then return false, "timeout" end
-  return true, unpack(r, 1, r.n)
+  return resumed(timer, coroutine.yield())
 end
 
 function S.wait(ms)
@@ -163,12 +178,12 @@ function S.run(main, ...)
   local idle = 0
   while true do
     while qhead <= qtail and not exiting do
-      local item = queue[qhead]
-      queue[qhead] = nil
+      local co, args = queue[qhead], qargs[qhead]
+      queue[qhead], qargs[qhead] = nil, nil
       qhead = qhead + 1
-      step(item[1], item[2])
+      step(co, args)
     end
-    if qhead > qtail then queue, qhead, qtail = {}, 1, 0 end
+    if qhead > qtail then qhead, qtail = 1, 0 end
     if exiting or (live == 0 and holds == 0) then break end
     local n = raw.poll()
     if n == 0 and qhead > qtail then
@@ -187,7 +202,7 @@ function S.run(main, ...)
   -- timers of abandoned sleeps do not keep the engine busy.
   for t in pairs(timers) do raw.cancel_timeout(t) end
   timers = {}
-  queue, qhead, qtail = {}, 1, 0
+  queue, qargs, qhead, qtail = {}, {}, 1, 0
   waiting, threads, live, holds = {}, {}, 0, 0
   running, exiting = false, false
   main_co = nil

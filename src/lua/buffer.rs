@@ -391,58 +391,50 @@ pub fn unread(lua: &Lua, st: &State, a: &Args) -> Ret {
     }
 }
 
-/// Run `take` on the socket's buffer; it returns how many bytes to hand out as one
-/// string (`start` offset into the unread bytes, `len`) and how many to consume.
+/// Run `pick` on the socket's buffer; it returns which bytes to hand out as one string
+/// (`start` offset into the unread bytes, `len`) and how many to consume. `emit` turns
+/// those bytes into the result. `None` when the socket has no buffer or `pick` declines.
+pub fn take_with<R>(
+    st: &State,
+    id: SocketId,
+    pick: impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)>,
+    emit: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
+    let mut bufs = st.buffers.borrow_mut();
+    let b = bufs.get_mut(&id)?;
+    let (start, len, used) = pick(b)?;
+    let r = emit(&b.bytes()[start..start + len]);
+    b.consume(used);
+    after_read(st, &mut bufs, id);
+    Some(r)
+}
+
 fn take(
     lua: &Lua,
     st: &State,
     id: SocketId,
     pick: impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)>,
 ) -> Ret {
-    let mut bufs = st.buffers.borrow_mut();
-    let Some(b) = bufs.get_mut(&id) else {
-        return ret(lua, Value::Nil);
-    };
-    let Some((start, len, used)) = pick(b) else {
-        return ret(lua, Value::Nil);
-    };
-    let s = lua.create_string(&b.bytes()[start..start + len])?;
-    b.consume(used);
-    after_read(st, &mut bufs, id);
-    ret(lua, s)
-}
-
-/// `readn(id, n)` → exactly `n` bytes, or `nil` if fewer are buffered.
-pub fn readn(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let id = a.id(1)?;
-    let n = a.integer(2)?;
-    let n = usize::try_from(n).map_err(|_| a.error(2, "size must be >= 0"))?;
-    take(lua, st, id, |b| (b.unread() >= n).then_some((0, n, n)))
-}
-
-/// `readline(id [, sep])` → the bytes before the next `sep` (default "\n"; any
-/// non-empty string), consuming the separator; `nil` if no separator is buffered.
-pub fn readline(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let id = a.id(1)?;
-    let sep = if a.is_none(2) {
-        b"\n".to_vec()
-    } else {
-        a.bytes(2)?
-    };
-    if sep.is_empty() {
-        return Err(a.error(2, "separator must not be empty"));
+    match take_with(st, id, pick, |bytes| lua.create_string(bytes)) {
+        Some(s) => ret(lua, s?),
+        None => ret(lua, Value::Nil),
     }
-    take(lua, st, id, |b| b.find(&sep).map(|i| (0, i, i + sep.len())))
 }
 
-/// `readsome(id [, max])` → every buffered byte (at most `max`), or `nil` if none.
-pub fn readsome(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let id = a.id(1)?;
-    let max = limit_arg(a, 2)?.unwrap_or(usize::MAX);
-    take(lua, st, id, |b| {
+/// What `readn`, `readline` and `readsome` take out of a buffer.
+pub fn pick_n(n: usize) -> impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)> {
+    move |b| (b.unread() >= n).then_some((0, n, n))
+}
+
+pub fn pick_line(sep: &[u8]) -> impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)> + '_ {
+    move |b| b.find(sep).map(|i| (0, i, i + sep.len()))
+}
+
+pub fn pick_some(max: usize) -> impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)> {
+    move |b| {
         let n = b.unread().min(max);
         (n > 0).then_some((0, n, n))
-    })
+    }
 }
 
 /// `readframe(id)` → one packet's payload (may be ""), or `nil` if incomplete.

@@ -5,6 +5,8 @@
 //! - `send`/`write`/`lwrite` are plain C closures: arguments are read in place from the
 //!   stack (no copy of the Lua string unless the engine must queue it), errors are raised
 //!   with `lua_error` after every Rust value with a destructor has been dropped.
+//! - `readn`/`readline`/`readsome` likewise push one string straight from the socket's
+//!   Rust read buffer (the coroutine layer calls them for every read).
 //! - runs of `data` messages are delivered inside one `exec_raw` entry: for each message
 //!   the handler's `data` (or, for a buffered socket, `readable`) function is found with
 //!   raw table reads and called with `lua_pcall` (per-message error isolation,
@@ -17,7 +19,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use mlua::{ffi, AnyUserData, Function, Lua, Value};
 
-use super::buffer::Routed;
+use super::buffer::{self, Routed};
 use super::state::State;
 use crate::engine::{Batch, Error, Message, MsgKind, Priority};
 
@@ -106,12 +108,14 @@ unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State
     }
 }
 
-/// Build the C closure for `name` (`send`, `write` or `lwrite`, which is `low`).
-pub fn send_function(
+/// Wrap `f` as a C closure with the upvalues every closure here expects: 1 = the
+/// `*const State`, 2 = the function's name for errors, 3 = a userdata holding an `Rc`
+/// of the State, which keeps the pointer valid for as long as the closure exists.
+fn c_closure(
     lua: &Lua,
     st: &std::rc::Rc<State>,
     name: &'static CStr,
-    low: bool,
+    f: ffi::lua_CFunction,
 ) -> mlua::Result<Function> {
     let keep: AnyUserData = lua.create_any_userdata(st.clone())?;
     let ptr = std::rc::Rc::as_ptr(st) as *mut c_void;
@@ -122,15 +126,126 @@ pub fn send_function(
             ffi::lua_pushlightuserdata(l, ptr);
             ffi::lua_pushstring(l, name.as_ptr());
             ffi::lua_pushvalue(l, -3);
-            let f: ffi::lua_CFunction = if low {
-                send_closure::<true>
-            } else {
-                send_closure::<false>
-            };
             ffi::lua_pushcclosure(l, f, 3);
             ffi::lua_remove(l, -2);
         })
     }
+}
+
+/// `send`, `write` or `lwrite` (which is `low`).
+pub fn send_function(
+    lua: &Lua,
+    st: &std::rc::Rc<State>,
+    name: &'static CStr,
+    low: bool,
+) -> mlua::Result<Function> {
+    c_closure(
+        lua,
+        st,
+        name,
+        if low {
+            send_closure::<true>
+        } else {
+            send_closure::<false>
+        },
+    )
+}
+
+const READN: u8 = 0;
+const READLINE: u8 = 1;
+const READSOME: u8 = 2;
+
+/// Check argument `i` as a byte count >= 0; `None` when it is absent and optional.
+unsafe fn check_size(
+    l: *mut ffi::lua_State,
+    i: c_int,
+    optional: bool,
+    what: &CStr,
+) -> Option<usize> {
+    if optional && ffi::lua_type(l, i) <= ffi::LUA_TNIL {
+        return None;
+    }
+    let mut isnum: c_int = 0;
+    let v = ffi::lua_tointegerx(l, i, &mut isnum);
+    if isnum == 0 {
+        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
+            arg_error(l, i, c"number has no integer representation".as_ptr());
+        }
+        let got = arg_typename(l, i);
+        let msg = ffi::lua_pushfstring(l, c"number expected, got %s".as_ptr(), got);
+        arg_error(l, i, msg);
+    }
+    if v < 0 {
+        arg_error(l, i, what.as_ptr());
+    }
+    Some(v as usize)
+}
+
+/// `readn(id, n)`, `readline(id [, sep])`, `readsome(id [, max])` as C closures: one
+/// Lua string pushed straight from the socket's Rust buffer, or nil.
+unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State) -> c_int {
+    let id = check_id(l, 1);
+    let push = |bytes: &[u8]| ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
+    let sep: &[u8] = if KIND == READLINE {
+        match ffi::lua_type(l, 2) {
+            t if t <= ffi::LUA_TNIL => b"\n",
+            ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, 2, &mut len);
+                if len == 0 {
+                    arg_error(l, 2, c"separator must not be empty".as_ptr());
+                }
+                // SAFETY: the string stays on the stack (argument 2) for the whole call.
+                std::slice::from_raw_parts(p as *const u8, len)
+            }
+            _ => {
+                let got = arg_typename(l, 2);
+                let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
+                arg_error(l, 2, msg)
+            }
+        }
+    } else {
+        b""
+    };
+    let n = match KIND {
+        READN => check_size(l, 2, false, c"size must be >= 0").unwrap_or(0),
+        READSOME => check_size(l, 2, true, c"limit must be >= 0").unwrap_or(usize::MAX),
+        _ => 0,
+    };
+    // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 3.
+    let st = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State);
+    // Arguments are checked: from here on nothing raises except a memory error while
+    // pushing the string (which would leave the buffer table borrowed; fatal anyway).
+    let pushed = match KIND {
+        READN => buffer::take_with(st, id, buffer::pick_n(n), push),
+        READLINE => buffer::take_with(st, id, buffer::pick_line(sep), push),
+        _ => buffer::take_with(st, id, buffer::pick_some(n), push),
+    };
+    if pushed.is_none() {
+        ffi::lua_pushnil(l);
+    }
+    1
+}
+
+/// `readn`, `readline` and `readsome` for the module table.
+pub fn read_functions(
+    lua: &Lua,
+    st: &std::rc::Rc<State>,
+) -> mlua::Result<[(&'static str, Function); 3]> {
+    Ok([
+        (
+            "readn",
+            c_closure(lua, st, c"readn", read_closure::<READN>)?,
+        ),
+        (
+            "readline",
+            c_closure(lua, st, c"readline", read_closure::<READLINE>)?,
+        ),
+        (
+            "readsome",
+            c_closure(lua, st, c"readsome", read_closure::<READSOME>)?,
+        ),
+    ])
 }
 
 /// Message handler for the per-message `lua_pcall`: append a traceback.

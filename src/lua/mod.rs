@@ -70,6 +70,9 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     module.raw_set("send", fast::send_function(lua, &st, c"send", false)?)?;
     module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
     module.raw_set("lwrite", fast::send_function(lua, &st, c"lwrite", true)?)?;
+    for (name, f) in fast::read_functions(lua, &st)? {
+        module.raw_set(name, f)?;
+    }
     module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(module)
 }

@@ -153,3 +153,33 @@ fn resume_on_closing_or_closed_socket_fails() {
     assert!(matches!(h.engine.shutdown_write(id), Err(Error::UnknownId)));
     drop(p);
 }
+
+#[test]
+fn keep_open_lets_us_answer_after_the_peers_fin() {
+    let mut h = Harness::new();
+    let (lid, addr) = h.listen("127.0.0.1");
+    let mut p = peer(addr);
+    let id = h.accept(lid);
+    h.engine.set_keep_open(id, true).unwrap();
+    p.write_all(b"request").unwrap();
+    p.shutdown(Shutdown::Write).unwrap();
+    h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == id);
+    // Nothing was queued at EOF, yet the socket is still there for the reply.
+    h.engine.send(id, b"reply", Priority::High).unwrap();
+    h.engine.close(id, false).unwrap();
+    let mut got = Vec::new();
+    p.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"reply");
+    h.step(Duration::from_millis(20));
+    assert!(
+        h.backlog
+            .iter()
+            .all(|m| !(m.id == id && m.kind == MsgKind::Close)),
+        "close reported twice"
+    );
+    assert!(h.engine.info(id).is_none(), "released by close");
+    assert!(matches!(
+        h.engine.set_keep_open(id, true),
+        Err(Error::UnknownId)
+    ));
+}

@@ -17,6 +17,9 @@
 --   * limit(id, bytes) sets the read-buffer pause threshold (back-pressure) instead
 --     of closing the socket on overflow; read(id, n) / readall lift it as needed.
 --   * close_write(id) is a true half-close (FIN after queued data); Skynet has none.
+--   * keepopen(id): after the peer's FIN (read returns false) the socket stays open for
+--     writing until close(id), so a reply to a half-closed request still goes out
+--     (without it, as in Skynet, the socket closes once nothing is queued).
 --   * shutdown(id) is a forced close (drops unsent data), as in Skynet; call close(id)
 --     afterwards to release the id here.
 --   * udp callbacks run as plain engine callbacks (they must not wait).
@@ -119,6 +122,11 @@ local function new_socket(id)
   local s = { id = id, connected = false, limit = DEFAULT_LIMIT, timeout = default_timeout }
   pool[id] = s
   return s
+end
+
+-- Argument checks in the style of luaL_argerror, raised at the caller's line.
+local function argcheck(ok, n, fname, msg)
+  if not ok then error(string.format("bad argument #%d to '%s' (%s)", n, fname, msg), 3) end
 end
 
 local function check(id)
@@ -277,6 +285,7 @@ end
 M.write = raw.send
 M.lwrite = raw.lwrite
 M.close_write = raw.close_write
+M.keepopen = raw.keepopen
 M.nodelay = raw.nodelay
 
 -- close(id): flush and close; waits for the close and for a reader of this socket to
@@ -305,6 +314,8 @@ function M.close(id)
       end
       s.closer = nil
     end
+  else
+    raw.close(id) -- the peer closed first: release a socket kept open by keepopen
   end
   s.connected = false
   raw.unbuffer(id)
@@ -369,6 +380,7 @@ end
 
 -- header(s): big-endian integer of a 1-4 byte string (Skynet's socket.header).
 function M.header(str)
+  argcheck(type(str) == "string", 1, "header", "string expected, got " .. type(str))
   local n = #str
   if n < 1 or n > 4 then error("Invalid read " .. str, 2) end
   local v = 0

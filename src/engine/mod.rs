@@ -305,6 +305,18 @@ impl Engine {
         Ok(())
     }
 
+    /// After the peer's EOF keep the socket open for replies until `close` (`on`), or
+    /// close it as soon as nothing is queued (the default, as Skynet).
+    pub fn set_keep_open(&mut self, id: SocketId, on: bool) -> Result<()> {
+        let core = self.core.clone();
+        let mut sock = core.slots.lock(id).ok_or(Error::UnknownId)?;
+        sock.keep_open = on;
+        if !on && sock.state == State::HalfCloseRead && sock.wq.is_empty() {
+            free_socket(&core, &mut self.poller, &mut sock);
+        }
+        Ok(())
+    }
+
     pub fn set_limit(&mut self, id: SocketId, limit: usize) -> Result<()> {
         self.core.set_limit(id, limit)
     }
@@ -855,13 +867,14 @@ fn stream_read(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut Ba
     match net::read_append(fd, out.arena_mut(), size) {
         Ok(0) => {
             // Peer EOF. With nothing left to send (or our FIN already sent) the socket
-            // is done; otherwise keep it half-closed until the queue drains.
+            // is done, unless its owner asked to answer after EOF (`keep_open`);
+            // otherwise keep it half-closed until the queue drains.
             let owner = sock.owner;
             let id = sock.id;
             if !sock.reported {
                 out.emit(MsgKind::Close, id, owner, 0, b"", b"");
             }
-            if sock.wq.is_empty() || sock.state == State::HalfCloseWrite {
+            if (sock.wq.is_empty() && !sock.keep_open) || sock.state == State::HalfCloseWrite {
                 free_socket(core, poller, sock);
                 return false;
             }
@@ -933,7 +946,7 @@ fn stream_flush(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut B
         sock.warn_at = core.config.warn_size;
         out.emit(MsgKind::Warning, sock.id, sock.owner, 0, b"", b"");
     }
-    if sock.closing || sock.state == State::HalfCloseRead {
+    if sock.closing || (sock.state == State::HalfCloseRead && !sock.keep_open) {
         if !sock.reported {
             out.emit(MsgKind::Close, sock.id, sock.owner, 0, b"", b"");
         }

@@ -158,6 +158,9 @@ pub struct Socket {
     pub shut_wr: bool,
     /// The owner has been told `Close`/`Error` already; never tell it twice.
     pub reported: bool,
+    /// After the peer's EOF, stay open (half-closed) for our replies until `close`,
+    /// instead of closing as soon as nothing is queued (`set_keep_open`).
+    pub keep_open: bool,
     pub read_size: u32,
     pub wq: WriteQueue,
     /// The next queue size that triggers a `Warning`.

@@ -36,6 +36,7 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("nodelay", nodelay),
     ("keepalive", keepalive),
     ("sendlimit", sendlimit),
+    ("keepopen", keepopen),
     ("udp", udp),
     ("udp_listen", udp_listen),
     ("udp_dial", udp_dial),
@@ -273,6 +274,15 @@ fn sendlimit(lua: &Lua, st: &State, a: &Args) -> Ret {
     let limit = a.integer(2)?;
     let limit = usize::try_from(limit).map_err(|_| a.error(2, "limit must be >= 0"))?;
     let r = st.engine.borrow_mut().set_limit(id, limit);
+    ok_or_false(lua, r)
+}
+
+/// `keepopen(id [, on])`: after the peer's EOF keep the socket open for replies until
+/// `close(id)` (default: it closes as soon as nothing is queued).
+fn keepopen(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let on = a.opt_bool(2, true);
+    let r = st.engine.borrow_mut().set_keep_open(id, on);
     ok_or_false(lua, r)
 }
 

@@ -35,14 +35,17 @@ local function is_arg_error(err)
   return err:find("^bad argument") ~= nil or err:find("^[^\n]-:%d+: bad argument") ~= nil
 end
 
+-- The first failure seen inside a callback (errors there would only reach the hook).
+local cb_failure
+
 local function checked(name, f, args, n, in_callback)
   calls = calls + 1
   local ok, r = pcall(f, unpack_args(args, n))
   if not ok then
     raised = raised + 1
     local allowed = is_arg_error(r)
-      -- Documented: poll cannot run inside a callback.
-      or (in_callback and name == "poll" and type(r) == "string"
+      -- Documented: poll and configure cannot run inside a callback.
+      or (in_callback and (name == "poll" or name == "configure") and type(r) == "string"
           and r:find("cannot be called from inside a callback", 1, true))
     if not allowed then
       local shown = {}
@@ -165,7 +168,11 @@ function tests.fuzz_every_function_with_bad_input()
   local fl, fport = T.listen {
     accept = function(_, id) fuzz_server = id; socket.start(id) end,
     data = function()
-      for _ = 1, 5 do fuzz_call(names, pool, npool, true); cb_calls = cb_calls + 1 end
+      for _ = 1, 5 do
+        local ok, e = pcall(fuzz_call, names, pool, npool, true)
+        if not ok then cb_failure = cb_failure or e end
+        cb_calls = cb_calls + 1
+      end
     end,
   }
   local fc = assert(socket.connect("127.0.0.1", fport))
@@ -175,7 +182,11 @@ function tests.fuzz_every_function_with_bad_input()
   local stop_timer, tick_id = false, nil
   local function tick()
     protected[tick_id] = nil
-    for _ = 1, 5 do fuzz_call(names, pool, npool, true); cb_calls = cb_calls + 1 end
+    for _ = 1, 5 do
+      local ok, e = pcall(fuzz_call, names, pool, npool, true)
+      if not ok then cb_failure = cb_failure or e end
+      cb_calls = cb_calls + 1
+    end
     if not stop_timer then
       tick_id = socket.timeout(1, tick)
       protected[tick_id] = true
@@ -210,6 +221,7 @@ function tests.fuzz_every_function_with_bad_input()
     .. "'bad argument', %d control echoes, %d functions", calls, ITERS, cb_calls, raised,
     echoes(), #names))
   assert(cb_calls > 0, "callback fuzz ran")
+  if cb_failure then error("inside a callback: " .. tostring(cb_failure)) end
   socket.dispatch(nil)
   socket.on_error(nil)
   for _, s in ipairs(socket.info()) do socket.close(s.id, true) end

@@ -164,6 +164,39 @@ function tests.peer_half_close_still_delivers_our_queued_data()
   socket.close(lid)
 end
 
+function tests.keepopen_answers_after_the_peers_fin()
+  local replied = false
+  local lid, port = T.listen {
+    accept = function(_, id) socket.start(id); socket.keepopen(id) end,
+    close = function(id)
+      -- The request is complete (the peer sent FIN): answer, then close.
+      replied = socket.send(id, "reply after FIN")
+      socket.close(id)
+    end,
+  }
+  local id, st = client(port)
+  T.wait("open", function() return st.opened end)
+  socket.send(id, "request")
+  socket.close_write(id)
+  T.wait("reply", function() return st.closed end)
+  T.eq(replied, true, "send after the peer's FIN")
+  T.eq(table.concat(st.data), "reply after FIN", "reply")
+  -- Without keepopen the same send fails: the socket is already gone.
+  local failed
+  socket.start(lid, {
+    accept = function(_, sid) socket.start(sid) end,
+    close = function(sid) failed = not socket.send(sid, "x") end,
+  })
+  local id2, st2 = client(port)
+  T.wait("open", function() return st2.opened end)
+  socket.close_write(id2)
+  T.wait("server close", function() return failed ~= nil end)
+  T.eq(failed, true, "send after FIN without keepopen")
+  socket.close(id2)
+  socket.close(lid)
+  socket.close(id)
+end
+
 function tests.pause_and_resume()
   local lid, port = T.listen(echo_handler())
   local id, st = client(port)

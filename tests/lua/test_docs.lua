@@ -50,4 +50,71 @@ function tests.every_coroutine_function_is_documented()
   if #missing > 0 then error("skysocket.socket functions not in README.md: " .. table.concat(missing, ", ")) end
 end
 
+-- docs/API.md: every function of skysocket, skysocket.socket and skysocket.sched has a
+-- `### name(` heading in that module's section.
+local function api_doc()
+  local dir = arg[0]:match("^(.*)/tests/lua/[^/]*$") or "."
+  local f = assert(io.open(dir .. "/docs/API.md", "rb"))
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+-- The text of the `## ...` section whose heading names `require "<module>"`, up to the
+-- next level-2 heading.
+local function api_section(text, module)
+  local marker = '`require "' .. module .. '"`'
+  local pos = 1
+  while true do
+    local s, e = text:find("\n## [^\n]*", pos)
+    assert(s, "docs/API.md has no section for " .. module)
+    if text:sub(s, e):find(marker, 1, true) then
+      local stop = text:find("\n## ", e, true)
+      return text:sub(e + 1, stop or #text)
+    end
+    pos = e + 1
+  end
+end
+
+local function check_headings(module)
+  local mod = require(module)
+  local section = api_section(api_doc(), module)
+  local missing = {}
+  for name, v in pairs(mod) do
+    if type(v) == "function" and not section:find("\n### " .. name .. "(", 1, true) then
+      missing[#missing + 1] = name
+    end
+  end
+  table.sort(missing)
+  if #missing > 0 then
+    error(module .. " functions without a '### name(' heading in docs/API.md: " .. table.concat(missing, ", "))
+  end
+end
+
+function tests.api_md_documents_every_skysocket_function()
+  check_headings("skysocket")
+end
+
+function tests.api_md_documents_every_coroutine_function()
+  check_headings("skysocket.socket")
+end
+
+function tests.api_md_documents_every_sched_function()
+  check_headings("skysocket.sched")
+end
+
+function tests.api_md_headings_name_existing_functions()
+  local text = api_doc()
+  for module in pairs({ ["skysocket"] = 1, ["skysocket.socket"] = 1, ["skysocket.sched"] = 1 }) do
+    local mod = require(module)
+    local unknown = {}
+    for name in api_section(text, module):gmatch("\n### ([%w_]+)%(") do
+      if type(mod[name]) ~= "function" then unknown[#unknown + 1] = name end
+    end
+    if #unknown > 0 then
+      error("docs/API.md documents missing " .. module .. " functions: " .. table.concat(unknown, ", "))
+    end
+  end
+end
+
 return tests

@@ -346,6 +346,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `id` names an open socket (a cheap check: no syscall).
+    pub fn is_open(&self, id: SocketId) -> bool {
+        self.core.slots.lock(id).is_some()
+    }
+
     pub fn info(&self, id: SocketId) -> Option<SocketInfo> {
         self.core.info(id)
     }

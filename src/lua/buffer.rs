@@ -286,6 +286,9 @@ fn limit_arg(a: &Args, pos: usize) -> Result<Option<usize>, Fail> {
 pub fn buffered(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let limit = limit_arg(a, 2)?;
+    if !known(st, id) {
+        return false_msg(lua, crate::engine::Error::UnknownId);
+    }
     let mut bufs = st.buffers.borrow_mut();
     let b = bufs.entry(id).or_default();
     if !b.buffered {
@@ -297,6 +300,11 @@ pub fn buffered(lua: &Lua, st: &State, a: &Args) -> Ret {
     }
     after_read(st, &mut bufs, id);
     ret(lua, true)
+}
+
+/// An open socket, or a closed one whose buffer still holds unread bytes.
+fn known(st: &State, id: SocketId) -> bool {
+    st.buffers.borrow().contains_key(&id) || st.engine.borrow().is_open(id)
 }
 
 /// `framed(id [, opts])`: length-prefixed framing. `opts`: `{ header = 2|4, max = n,
@@ -351,6 +359,9 @@ pub fn framed(lua: &Lua, st: &State, a: &Args) -> Ret {
     let max = max.unwrap_or(default);
     if max > cap {
         return Err(a.error(2, format!("max {max} does not fit a {header}-byte header")));
+    }
+    if !known(st, id) {
+        return false_msg(lua, crate::engine::Error::UnknownId);
     }
     let mut bufs = st.buffers.borrow_mut();
     let b = bufs.entry(id).or_default();

@@ -1,10 +1,11 @@
 //! Host/port arguments of the Lua API: `"unix:/path"`, numeric IPv4/IPv6, `"host:port"`
 //! strings, and host names.
 
-use std::net::ToSocketAddrs;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::engine::address::parse_numeric;
+use crate::engine::resolver::system_resolve;
 use crate::sys::net::Addr;
 
 /// Split `"host:port"` / `"[v6]:port"`; `None` when there is no port part.
@@ -33,15 +34,8 @@ pub fn resolve_one(host: &str, port: u16) -> Result<Addr, String> {
     if let Some(a) = parse_numeric(host, port) {
         return Ok(Addr::Inet(a));
     }
-    if host.is_empty() {
-        return Err("empty host".into());
-    }
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .next()
-        .map(Addr::Inet)
-        .ok_or_else(|| format!("cannot resolve '{host}': no addresses"))
+    let ips = system_resolve(host).map_err(|e| format!("cannot resolve '{host}': {e}"))?;
+    Ok(Addr::Inet(SocketAddr::new(ips[0], port)))
 }
 
 #[cfg(test)]

@@ -691,6 +691,18 @@ fn fail(core: &Core, poller: &mut Poller, sock: &mut Socket, err: &io::Error, ou
 
 /// Accept what is pending. Returns false when the listener must back off: out of
 /// descriptors and the spare could not take the connection off the queue.
+/// Report a failed accept to the listener's owner; the listener stays open (`ud == 1`).
+fn listener_error(listener: &Socket, msg: &str, out: &mut Batch) {
+    out.emit(
+        MsgKind::Error,
+        listener.id,
+        listener.owner,
+        1,
+        msg.as_bytes(),
+        b"",
+    );
+}
+
 fn accept_ready(
     core: &Core,
     reserve: &mut Option<OwnedFd>,
@@ -704,14 +716,7 @@ fn accept_ready(
                 let Some((id, mut sock)) = core.slots.reserve() else {
                     drop(fd); // closing it tells the peer at once
                     let msg = "accept: too many sockets (max_sockets reached)";
-                    out.emit(
-                        MsgKind::Error,
-                        listener.id,
-                        listener.owner,
-                        1,
-                        msg.as_bytes(),
-                        b"",
-                    );
+                    listener_error(listener, msg, out);
                     return true;
                 };
                 core.init_socket(
@@ -761,14 +766,7 @@ fn accept_ready(
                         core.config.accept_backoff.as_millis()
                     )
                 };
-                out.emit(
-                    MsgKind::Error,
-                    listener.id,
-                    listener.owner,
-                    1,
-                    msg.as_bytes(),
-                    b"",
-                );
+                listener_error(listener, &msg, out);
                 return shed;
             }
             // The peer gave up before we accepted: nothing to report.
@@ -779,14 +777,7 @@ fn accept_ready(
                 ) => {}
             Err(e) => {
                 let msg = format!("accept: {e}");
-                out.emit(
-                    MsgKind::Error,
-                    listener.id,
-                    listener.owner,
-                    1,
-                    msg.as_bytes(),
-                    b"",
-                );
+                listener_error(listener, &msg, out);
                 return true;
             }
         }

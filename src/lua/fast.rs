@@ -21,7 +21,7 @@ use mlua::{ffi, AnyUserData, Function, Lua, Value};
 
 use super::buffer::{self, Routed};
 use super::state::State;
-use crate::engine::{Batch, Error, Message, MsgKind, Priority};
+use crate::engine::{Batch, Message, MsgKind, Priority};
 
 /// `lua_typename` of argument `i`, or "no value" past the top.
 ///
@@ -69,11 +69,7 @@ fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String
     let Ok(mut eng) = st.engine.try_borrow_mut() else {
         return Some("engine busy".into());
     };
-    match eng.send(id, data, prio) {
-        Ok(()) => None,
-        Err(Error::UnknownId) => Some(Error::UnknownId.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
+    eng.send(id, data, prio).err().map(|e| e.to_string())
 }
 
 /// `send(id, data)` as a C closure (`LOW`: `lwrite`). Upvalues: 1 = `*const State`,

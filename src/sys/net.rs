@@ -161,38 +161,66 @@ pub fn set_nonblocking_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Platform socket flags, decided once: where socket(2)/accept4(2) take
+/// SOCK_NONBLOCK|SOCK_CLOEXEC and send(2) takes MSG_NOSIGNAL, and where they do not
+/// (then fcntl and SO_NOSIGPIPE do the same job).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+mod flags {
+    pub const SOCK: libc::c_int = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    pub const SEND: libc::c_int = libc::MSG_NOSIGNAL;
+
+    /// # Safety
+    /// `addr`/`len` must describe writable storage for a socket address.
+    pub unsafe fn accept(
+        fd: libc::c_int,
+        addr: *mut libc::sockaddr,
+        len: *mut libc::socklen_t,
+    ) -> libc::c_int {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { libc::accept4(fd, addr, len, SOCK) }
+    }
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+mod flags {
+    pub const SOCK: libc::c_int = 0;
+    pub const SEND: libc::c_int = 0;
+
+    /// # Safety
+    /// `addr`/`len` must describe writable storage for a socket address.
+    pub unsafe fn accept(
+        fd: libc::c_int,
+        addr: *mut libc::sockaddr,
+        len: *mut libc::socklen_t,
+    ) -> libc::c_int {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { libc::accept(fd, addr, len) }
+    }
+}
+
 fn new_socket(domain: libc::c_int, ty: libc::c_int) -> io::Result<OwnedFd> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
-    {
-        // SAFETY: no pointers; the new fd is ours alone.
-        let fd =
-            cvt(unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
-        // SAFETY: fresh descriptor.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
-    {
-        // SAFETY: no pointers; the new fd is ours alone.
-        let fd = cvt(unsafe { libc::socket(domain, ty, 0) })?;
-        // SAFETY: fresh descriptor.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: no pointers; the new fd is ours alone.
+    let fd = cvt(unsafe { libc::socket(domain, ty | flags::SOCK, 0) })?;
+    // SAFETY: fresh descriptor.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if flags::SOCK == 0 {
         set_nonblocking_cloexec(fd)?;
-        #[cfg(any(target_os = "macos", target_os = "ios"))]
-        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1)?;
-        Ok(owned)
     }
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1)?;
+    Ok(owned)
 }
 
 fn set_int_opt(
@@ -289,43 +317,14 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<Addr>)> {
     let mut raw = RawAddr::empty();
     let fd = retry_eintr(|| {
         raw.len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        ))]
         // SAFETY: `raw` provides storage and length for the peer address.
-        let fd = unsafe {
-            libc::accept4(
-                listener,
-                raw.mut_ptr(),
-                &mut raw.len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
-        #[cfg(not(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        )))]
-        // SAFETY: `raw` provides storage and length for the peer address.
-        let fd = unsafe { libc::accept(listener, raw.mut_ptr(), &mut raw.len) };
-        cvt(fd)
+        cvt(unsafe { flags::accept(listener, raw.mut_ptr(), &mut raw.len) })
     })?;
     // SAFETY: accept returned a fresh descriptor.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
-    set_nonblocking_cloexec(fd)?;
+    if flags::SOCK == 0 {
+        set_nonblocking_cloexec(fd)?;
+    }
     Ok((owned, raw.to_addr()))
 }
 
@@ -347,24 +346,8 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// Send on a stream socket with `EINTR` retried; never raises SIGPIPE.
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     retry_eintr(|| {
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        ))]
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-        #[cfg(not(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        )))]
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), 0) };
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags::SEND) };
         cvt(n).map(|n| n as usize)
     })
 }
@@ -387,24 +370,8 @@ pub fn write_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
         let mut msg: libc::msghdr = unsafe { zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = n as _;
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        ))]
-        let flags = libc::MSG_NOSIGNAL;
-        #[cfg(not(any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        )))]
-        let flags = 0;
         // SAFETY: `msg` describes valid buffers as above.
-        let r = unsafe { libc::sendmsg(fd, &msg, flags) };
+        let r = unsafe { libc::sendmsg(fd, &msg, flags::SEND) };
         cvt(r).map(|r| r as usize)
     })
 }

@@ -9,11 +9,7 @@ local tests = {}
 local CONNS = 20
 local TOTAL = (tonumber(os.getenv("SKYSOCKET_FAULT_MIB") or "") or 16) * 1024 * 1024
 
-local seed = 4242
-local function rand(n)
-  seed = (seed * 16807) % 2147483647
-  return seed % n + 1
-end
+local rand = T.rng(4242)
 
 function tests.no_loss_no_reorder_through_the_dispatcher()
   local per_conn = math.floor(TOTAL / CONNS)

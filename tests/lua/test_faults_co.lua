@@ -12,11 +12,7 @@ local tests = {}
 local CONNS = 10
 local TOTAL = (tonumber(os.getenv("SKYSOCKET_FAULT_MIB") or "") or 8) * 1024 * 1024
 
-local seed = 777
-local function rand(n)
-  seed = (seed * 16807) % 2147483647
-  return seed % n + 1
-end
+local rand = T.rng(777)
 
 local function run(main, ms)
   local timed_out, errors = false, {}

@@ -14,11 +14,7 @@ local ITERS = tonumber(os.getenv("SKYSOCKET_FUZZ_ITERS") or "") or 20000
 local ECHO_EVERY = 500
 
 -- Deterministic PRNG (Lua 5.1 compatible: floats only).
-local seed = 12345
-local function rand(n)
-  seed = (seed * 16807) % 2147483647
-  return seed % n + 1
-end
+local rand = T.rng(12345)
 
 local BIG = string.rep("\0\255x", 349526) -- ~1 MiB, binary
 local BINARY = "\0\1\2\255\254:[]unix:\n"

@@ -73,6 +73,15 @@ function T.cleanup()
   T.settle(10)
 end
 
+-- A seeded pseudo-random generator: rand(n) gives an integer in 1..n (Park-Miller,
+-- exact in doubles, so the same sequence on every Lua version).
+function T.rng(seed)
+  return function(n)
+    seed = (seed * 16807) % 2147483647
+    return seed % n + 1
+  end
+end
+
 -- Deterministic pseudo-random bytes (works without integer ops on 5.1).
 function T.bytes(n, seed)
   local t, x = {}, seed or 1

@@ -17,7 +17,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use mlua::{ffi, AnyUserData, Function, Lua, Value};
+use mlua::{ffi, AnyUserData, Function, Lua};
 
 use super::buffer::{self, Routed};
 use super::state::State;
@@ -255,12 +255,157 @@ unsafe extern "C-unwind" fn traceback(l: *mut ffi::lua_State) -> c_int {
     1
 }
 
+/// State of one delivery run, kept in the frame that makes the protected calls: a
+/// callback error unwinds `deliver_loop`'s frame, never this one, so delivery resumes
+/// after the failing message with nothing lost.
+struct Run<'a> {
+    st: &'a State,
+    batch: &'a Batch,
+    route: &'a dyn Fn(u64, &[u8]) -> Routed,
+    epoch: u64,
+    /// Index of the next message to deliver.
+    next: usize,
+    /// Framed-mode packets of one message not yet delivered (from `frame_pos` on).
+    frames: Vec<Vec<u8>>,
+    frame_pos: usize,
+    frame_id: ffi::lua_Integer,
+}
+
+// Stack slots of `deliver_loop`: its arguments, then the handler whose functions are
+// cached (a handler table's fields are read once per run, not once per message).
+const A_RUN: c_int = 1;
+const A_HANDLERS: c_int = 2;
+const A_DEFAULT: c_int = 3;
+const A_DATA_KEY: c_int = 4;
+const A_READABLE_KEY: c_int = 5;
+const S_HANDLER: c_int = 6;
+const S_DATA: c_int = 7;
+const S_READABLE: c_int = 8;
+
+/// Make the handler of socket `id` the cached one (slots `S_*`). `false` when the
+/// handler needs the high-level dispatcher (a metatable, or not a table); `force_raw`
+/// reads a table's fields raw even if it has a metatable (pending packets must go on).
+///
+/// SAFETY (for callers): `l` is inside `deliver_loop`, whose slots are set up.
+unsafe fn select_handler(l: *mut ffi::lua_State, id: ffi::lua_Integer, force_raw: bool) -> bool {
+    ffi::lua_rawgeti(l, A_HANDLERS, id);
+    if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
+        ffi::lua_pop(l, 1);
+        ffi::lua_pushvalue(l, A_DEFAULT);
+    }
+    if ffi::lua_rawequal(l, -1, S_HANDLER) != 0 {
+        ffi::lua_pop(l, 1);
+        return true;
+    }
+    match ffi::lua_type(l, -1) {
+        ffi::LUA_TNIL => {
+            // No handler at all: messages are dropped.
+            ffi::lua_pushnil(l);
+            ffi::lua_replace(l, S_DATA);
+            ffi::lua_pushnil(l);
+            ffi::lua_replace(l, S_READABLE);
+            ffi::lua_replace(l, S_HANDLER);
+            return true;
+        }
+        ffi::LUA_TTABLE => {
+            if !force_raw && ffi::lua_getmetatable(l, -1) != 0 {
+                ffi::lua_pop(l, 2);
+                return false;
+            }
+        }
+        _ => {
+            ffi::lua_pop(l, 1);
+            return false;
+        }
+    }
+    ffi::lua_pushvalue(l, A_DATA_KEY);
+    ffi::lua_rawget(l, -2);
+    ffi::lua_replace(l, S_DATA);
+    ffi::lua_pushvalue(l, A_READABLE_KEY);
+    ffi::lua_rawget(l, -2);
+    ffi::lua_replace(l, S_READABLE);
+    ffi::lua_replace(l, S_HANDLER);
+    true
+}
+
+/// Push the cached function in `slot` and return true, or push nothing (not a function).
+unsafe fn push_callback(l: *mut ffi::lua_State, slot: c_int) -> bool {
+    if ffi::lua_type(l, slot) != ffi::LUA_TFUNCTION {
+        return false;
+    }
+    ffi::lua_pushvalue(l, slot);
+    true
+}
+
+/// Deliver the pending framed-mode packets of `run`.
+unsafe fn deliver_frames(l: *mut ffi::lua_State, run: &mut Run) {
+    while run.frame_pos < run.frames.len() {
+        let f = &run.frames[run.frame_pos];
+        run.frame_pos += 1;
+        if push_callback(l, S_DATA) {
+            ffi::lua_pushinteger(l, run.frame_id);
+            ffi::lua_pushlstring(l, f.as_ptr() as *const c_char, f.len());
+            ffi::lua_call(l, 2, 0);
+        }
+    }
+}
+
+/// The delivery loop, entered through `lua_pcall` by `deliver_data_run` and re-entered
+/// after each callback error. Callbacks run with `lua_call`: one protected call covers
+/// the whole run instead of one per message. Nothing in this frame has a destructor, so
+/// an error unwinding it leaves no Rust state behind (progress lives in `Run`).
+unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: argument 1 is the `Run` of the caller's frame, alive during this call.
+    let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
+    ffi::lua_settop(l, S_READABLE);
+    if run.frame_pos < run.frames.len() {
+        select_handler(l, run.frame_id, true);
+        deliver_frames(l, run);
+    }
+    let msgs: &[Message] = run.batch.messages();
+    while run.next < msgs.len() {
+        let m = &msgs[run.next];
+        if m.kind != MsgKind::Data || run.st.handler_epoch.get() != run.epoch {
+            break;
+        }
+        let id = m.id as ffi::lua_Integer;
+        if !select_handler(l, id, false) {
+            break; // the high-level dispatcher takes it from here
+        }
+        run.next += 1;
+        let data = run.batch.data(m);
+        match (run.route)(m.id, data) {
+            Routed::Normal => {
+                if push_callback(l, S_DATA) {
+                    ffi::lua_pushinteger(l, id);
+                    ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+                    ffi::lua_call(l, 2, 0);
+                }
+            }
+            Routed::Readable(n) => {
+                if push_callback(l, S_READABLE) {
+                    ffi::lua_pushinteger(l, id);
+                    ffi::lua_pushinteger(l, n as ffi::lua_Integer);
+                    ffi::lua_call(l, 2, 0);
+                }
+            }
+            Routed::Frames(frames) => {
+                run.frames = frames;
+                run.frame_pos = 0;
+                run.frame_id = id;
+                deliver_frames(l, run);
+            }
+        }
+    }
+    0
+}
+
 /// Deliver messages from `start` on while they are `data` messages whose socket's
-/// handler is a table without metatable. `route(id, data)` passes the bytes through the
-/// socket's read buffer, if it has one (so it must run exactly once per message): the
-/// handler then gets `data(id, s)`, `readable(id, unread)` or one `data` per frame.
-/// Returns the index of the first message not delivered and the texts of callback
-/// errors, in order.
+/// handler is a table without metatable (or no handler at all). `route(id, data)` passes
+/// the bytes through the socket's read buffer, if it has one (so it must run exactly
+/// once per message): the handler then gets `data(id, s)`, `readable(id, unread)` or
+/// one `data` per frame. Returns the index of the first message not delivered and the
+/// texts of callback errors, in order.
 pub fn deliver_data_run(
     lua: &Lua,
     st: &State,
@@ -274,96 +419,48 @@ pub fn deliver_data_run(
     }
     let handlers = st.socket_handlers.clone();
     let default = st.default_handler.borrow().clone();
-    let epoch = st.handler_epoch.get();
-    let mut next = start;
+    let mut run = Run {
+        st,
+        batch,
+        route,
+        epoch: st.handler_epoch.get(),
+        next: start,
+        frames: Vec::new(),
+        frame_pos: 0,
+        frame_id: 0,
+    };
     let mut errors = Vec::new();
-    // SAFETY: the closure keeps the stack balanced (every push is popped) apart from the
-    // three arguments, which exec_raw's guard removes; only raw reads touch tables, and
-    // callbacks run under lua_pcall, so nothing it does can raise past it.
+    // SAFETY: the closure keeps the stack balanced apart from the two arguments, which
+    // exec_raw's guard removes; callbacks run under the lua_pcall of `deliver_loop`, so
+    // nothing raises past it, and `run` outlives every call that points to it.
     unsafe {
-        lua.exec_raw::<()>((handlers, default, Value::Nil, Value::Nil), |l| {
+        lua.exec_raw::<()>((handlers, default), |l| {
             let top = ffi::lua_gettop(l);
-            let (h_idx, d_idx, data_key, readable_key) = (top - 3, top - 2, top - 1, top);
-            ffi::lua_pushstring(l, c"data".as_ptr());
-            ffi::lua_replace(l, data_key);
-            ffi::lua_pushstring(l, c"readable".as_ptr());
-            ffi::lua_replace(l, readable_key);
+            let (h_idx, d_idx) = (top - 1, top);
             ffi::lua_pushcfunction(l, traceback);
             let msgh = ffi::lua_gettop(l);
-            // Call handler[key](id, <pushed by `args`>) under lua_pcall; the handler
-            // is at the top of the stack and stays there.
-            let mut call =
-                |l: *mut ffi::lua_State,
-                 key: c_int,
-                 args: &dyn Fn(*mut ffi::lua_State) -> c_int| {
-                    ffi::lua_pushvalue(l, key);
-                    ffi::lua_rawget(l, -2);
-                    if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
-                        ffi::lua_pop(l, 1);
-                        return;
-                    }
-                    let n = args(l);
-                    if ffi::lua_pcall(l, n, 0, msgh) != 0 {
-                        let mut len = 0usize;
-                        let p = ffi::lua_tolstring(l, -1, &mut len);
-                        let text = if p.is_null() {
-                            "(error object is not a string)".to_string()
-                        } else {
-                            String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len))
-                                .into_owned()
-                        };
-                        errors.push(text);
-                        ffi::lua_pop(l, 1);
-                    }
-                };
-            while next < msgs.len() {
-                let m = &msgs[next];
-                if m.kind != MsgKind::Data || st.handler_epoch.get() != epoch {
+            loop {
+                ffi::lua_pushcfunction(l, deliver_loop);
+                ffi::lua_pushlightuserdata(l, &mut run as *mut Run as *mut c_void);
+                ffi::lua_pushvalue(l, h_idx);
+                ffi::lua_pushvalue(l, d_idx);
+                ffi::lua_pushstring(l, c"data".as_ptr());
+                ffi::lua_pushstring(l, c"readable".as_ptr());
+                if ffi::lua_pcall(l, 5, 0, msgh) == 0 {
                     break;
                 }
-                ffi::lua_rawgeti(l, h_idx, m.id as ffi::lua_Integer);
-                if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
-                    ffi::lua_pop(l, 1);
-                    ffi::lua_pushvalue(l, d_idx);
-                }
-                let t = ffi::lua_type(l, -1);
-                if t == ffi::LUA_TTABLE && ffi::lua_getmetatable(l, -1) != 0 {
-                    ffi::lua_settop(l, msgh); // handler and its metatable: the slow path decides
-                    break;
-                }
-                if t != ffi::LUA_TTABLE && t != ffi::LUA_TNIL {
-                    ffi::lua_settop(l, msgh); // a userdata handler: slow path
-                    break;
-                }
-                let id = m.id as ffi::lua_Integer;
-                let data = batch.data(m);
-                next += 1;
-                match route(m.id, data) {
-                    _ if t == ffi::LUA_TNIL => {} // no handler at all: skipped
-                    Routed::Normal => call(l, data_key, &|l| {
-                        ffi::lua_pushinteger(l, id);
-                        ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
-                        2
-                    }),
-                    Routed::Readable(n) => call(l, readable_key, &|l| {
-                        ffi::lua_pushinteger(l, id);
-                        ffi::lua_pushinteger(l, n as ffi::lua_Integer);
-                        2
-                    }),
-                    Routed::Frames(frames) => {
-                        for f in &frames {
-                            call(l, data_key, &|l| {
-                                ffi::lua_pushinteger(l, id);
-                                ffi::lua_pushlstring(l, f.as_ptr() as *const c_char, f.len());
-                                2
-                            });
-                        }
-                    }
-                }
-                ffi::lua_settop(l, msgh); // drops the handler
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, -1, &mut len);
+                errors.push(if p.is_null() {
+                    "(error object is not a string)".to_string()
+                } else {
+                    String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len))
+                        .into_owned()
+                });
+                ffi::lua_pop(l, 1);
             }
             ffi::lua_pop(l, 1); // the message handler
         })?;
     }
-    Ok((next, errors))
+    Ok((run.next, errors))
 }

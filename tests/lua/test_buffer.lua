@@ -121,6 +121,24 @@ function tests.auto_pause_at_limit_and_resume_when_drained()
   T.eq(socket.unbuffer(sid), false, "gone")
 end
 
+function tests.an_error_on_one_frame_does_not_lose_the_next_frames()
+  local frames, errors = {}, {}
+  socket.on_error(function(m) errors[#errors + 1] = m end)
+  local sid, cid, lid = pair({ data = function(_, f)
+    frames[#frames + 1] = f
+    if f == "b" or f == "d" then error("bad frame " .. f) end
+  end })
+  socket.framed(sid)
+  -- One send, so the five packets arrive together and are cut out of one read.
+  socket.send(cid, socket.pack("a") .. socket.pack("b") .. socket.pack("c") .. socket.pack("d") .. socket.pack("e"))
+  T.wait("frames", function() return #frames == 5 end)
+  T.eq(table.concat(frames, ","), "a,b,c,d,e", "every frame once, in order")
+  T.eq(#errors, 2, "errors")
+  assert(errors[1]:find("bad frame b", 1, true), errors[1])
+  assert(errors[2]:find("bad frame d", 1, true), errors[2])
+  socket.close(cid); socket.close(lid); socket.close(sid)
+end
+
 function tests.framed_callback_mode_delivers_whole_packets()
   local frames = {}
   local sid, cid, lid = pair({ data = function(_, f) frames[#frames + 1] = f end })

@@ -88,6 +88,37 @@ function tests.error_in_a_callback_does_not_stop_the_loop()
   socket.close(lid)
 end
 
+function tests.errors_in_one_batch_are_each_reported_and_the_rest_delivered()
+  local errors = {}
+  socket.on_error(function(msg) errors[#errors + 1] = msg end)
+  local seen, accepted = {}, 0
+  local lid, port = T.listen {
+    accept = function(_, id) accepted = accepted + 1; socket.start(id) end,
+    data = function(_, s)
+      seen[#seen + 1] = s
+      if tonumber(s) % 2 == 0 then error("even " .. s) end
+    end,
+  }
+  local N, ids, opened = 20, {}, 0
+  for i = 1, N do
+    ids[i] = socket.connect("127.0.0.1", port)
+    socket.start(ids[i], { open = function() opened = opened + 1 end })
+  end
+  T.wait("all connected", function() return opened == N and accepted == N end)
+  -- All sent before the next poll: the server's reads land in one batch.
+  for i = 1, N do socket.send(ids[i], tostring(i)) end
+  T.wait("all delivered", function() return #seen == N end)
+  T.settle(20)
+  T.eq(#seen, N, "each message delivered once")
+  T.eq(#errors, math.floor(N / 2), "one error per even message")
+  local got = {}
+  for _, s in ipairs(seen) do got[tonumber(s)] = true end
+  for i = 1, N do T.truthy(got[i], "message " .. i) end
+  for _, e in ipairs(errors) do assert(e:find("even %d+"), e) end
+  for i = 1, N do socket.close(ids[i]) end
+  socket.close(lid)
+end
+
 function tests.error_in_the_error_hook_still_keeps_going()
   socket.on_error(function() error("hook fails too") end)
   local fired = 0

@@ -208,7 +208,7 @@ fn start(lua: &Lua, st: &State, a: &Args) -> Ret {
     let r = st.engine.borrow_mut().start(id, 0);
     if r.is_ok() {
         if let Some(h) = handler {
-            st.socket_handlers.raw_set(id as i64, h)?;
+            st.set_handler(id as i64, h)?;
         }
     }
     ok_or_false(lua, r)

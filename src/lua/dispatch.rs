@@ -110,7 +110,7 @@ pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Resul
             // The accepted socket inherits its listener's own handler, if it has one.
             let own: Value = st.socket_handlers.raw_get(id)?;
             if !own.is_nil() {
-                st.socket_handlers.raw_set(m.ud as i64, own)?;
+                st.set_handler(m.ud as i64, own)?;
             }
         }
         _ => {}
@@ -118,7 +118,7 @@ pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Resul
     let handler = handler_of(st, m.id);
     let terminal = m.kind == MsgKind::Close || (m.kind == MsgKind::Error && m.ud == 0);
     if terminal {
-        st.socket_handlers.raw_set(id, Value::Nil)?;
+        st.set_handler(id, Value::Nil)?;
         // A socket closed for a framing error reports `error` instead of `close`.
         if let Some(msg) = buffer::on_close(st, m.id) {
             if let Some(f) = field(&handler, "error") {

@@ -269,6 +269,19 @@ struct Run<'a> {
     frames: Vec<Vec<u8>>,
     frame_pos: usize,
     frame_id: ffi::lua_Integer,
+    /// Which handler the `S_*` slots hold, and whether its callbacks are functions.
+    cached: Cached,
+    has_data: bool,
+    has_readable: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Cached {
+    Nothing,
+    /// The module-wide handler (`dispatch`).
+    Default,
+    /// The table in `S_HANDLER`, a socket's own handler.
+    Own,
 }
 
 // Stack slots of `deliver_loop`: its arguments, then the handler whose functions are
@@ -287,13 +300,27 @@ const S_READABLE: c_int = 8;
 /// reads a table's fields raw even if it has a metatable (pending packets must go on).
 ///
 /// SAFETY (for callers): `l` is inside `deliver_loop`, whose slots are set up.
-unsafe fn select_handler(l: *mut ffi::lua_State, id: ffi::lua_Integer, force_raw: bool) -> bool {
-    ffi::lua_rawgeti(l, A_HANDLERS, id);
-    if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
-        ffi::lua_pop(l, 1);
+unsafe fn select_handler(
+    l: *mut ffi::lua_State,
+    run: &mut Run,
+    id: ffi::lua_Integer,
+    force_raw: bool,
+) -> bool {
+    // Most servers give no socket its own handler: then the table lookup is skipped.
+    let own = run.st.own_handlers.get() > 0 && {
+        ffi::lua_rawgeti(l, A_HANDLERS, id);
+        let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
+        if !found {
+            ffi::lua_pop(l, 1);
+        }
+        found
+    };
+    if !own {
+        if run.cached == Cached::Default {
+            return true;
+        }
         ffi::lua_pushvalue(l, A_DEFAULT);
-    }
-    if ffi::lua_rawequal(l, -1, S_HANDLER) != 0 {
+    } else if run.cached == Cached::Own && ffi::lua_rawequal(l, -1, S_HANDLER) != 0 {
         ffi::lua_pop(l, 1);
         return true;
     }
@@ -304,36 +331,28 @@ unsafe fn select_handler(l: *mut ffi::lua_State, id: ffi::lua_Integer, force_raw
             ffi::lua_replace(l, S_DATA);
             ffi::lua_pushnil(l);
             ffi::lua_replace(l, S_READABLE);
-            ffi::lua_replace(l, S_HANDLER);
-            return true;
         }
         ffi::LUA_TTABLE => {
             if !force_raw && ffi::lua_getmetatable(l, -1) != 0 {
                 ffi::lua_pop(l, 2);
                 return false;
             }
+            ffi::lua_pushvalue(l, A_DATA_KEY);
+            ffi::lua_rawget(l, -2);
+            ffi::lua_replace(l, S_DATA);
+            ffi::lua_pushvalue(l, A_READABLE_KEY);
+            ffi::lua_rawget(l, -2);
+            ffi::lua_replace(l, S_READABLE);
         }
         _ => {
             ffi::lua_pop(l, 1);
             return false;
         }
     }
-    ffi::lua_pushvalue(l, A_DATA_KEY);
-    ffi::lua_rawget(l, -2);
-    ffi::lua_replace(l, S_DATA);
-    ffi::lua_pushvalue(l, A_READABLE_KEY);
-    ffi::lua_rawget(l, -2);
-    ffi::lua_replace(l, S_READABLE);
     ffi::lua_replace(l, S_HANDLER);
-    true
-}
-
-/// Push the cached function in `slot` and return true, or push nothing (not a function).
-unsafe fn push_callback(l: *mut ffi::lua_State, slot: c_int) -> bool {
-    if ffi::lua_type(l, slot) != ffi::LUA_TFUNCTION {
-        return false;
-    }
-    ffi::lua_pushvalue(l, slot);
+    run.cached = if own { Cached::Own } else { Cached::Default };
+    run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
+    run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
     true
 }
 
@@ -342,7 +361,8 @@ unsafe fn deliver_frames(l: *mut ffi::lua_State, run: &mut Run) {
     while run.frame_pos < run.frames.len() {
         let f = &run.frames[run.frame_pos];
         run.frame_pos += 1;
-        if push_callback(l, S_DATA) {
+        if run.has_data {
+            ffi::lua_pushvalue(l, S_DATA);
             ffi::lua_pushinteger(l, run.frame_id);
             ffi::lua_pushlstring(l, f.as_ptr() as *const c_char, f.len());
             ffi::lua_call(l, 2, 0);
@@ -358,8 +378,9 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: argument 1 is the `Run` of the caller's frame, alive during this call.
     let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
     ffi::lua_settop(l, S_READABLE);
+    run.cached = Cached::Nothing;
     if run.frame_pos < run.frames.len() {
-        select_handler(l, run.frame_id, true);
+        select_handler(l, run, run.frame_id, true);
         deliver_frames(l, run);
     }
     let msgs: &[Message] = run.batch.messages();
@@ -369,21 +390,23 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             break;
         }
         let id = m.id as ffi::lua_Integer;
-        if !select_handler(l, id, false) {
+        if !select_handler(l, run, id, false) {
             break; // the high-level dispatcher takes it from here
         }
         run.next += 1;
         let data = run.batch.data(m);
         match (run.route)(m.id, data) {
             Routed::Normal => {
-                if push_callback(l, S_DATA) {
+                if run.has_data {
+                    ffi::lua_pushvalue(l, S_DATA);
                     ffi::lua_pushinteger(l, id);
                     ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
                     ffi::lua_call(l, 2, 0);
                 }
             }
             Routed::Readable(n) => {
-                if push_callback(l, S_READABLE) {
+                if run.has_readable {
+                    ffi::lua_pushvalue(l, S_READABLE);
                     ffi::lua_pushinteger(l, id);
                     ffi::lua_pushinteger(l, n as ffi::lua_Integer);
                     ffi::lua_call(l, 2, 0);
@@ -428,6 +451,9 @@ pub fn deliver_data_run(
         frames: Vec::new(),
         frame_pos: 0,
         frame_id: 0,
+        cached: Cached::Nothing,
+        has_data: false,
+        has_readable: false,
     };
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced apart from the two arguments, which

@@ -22,6 +22,8 @@ pub struct State {
     /// id -> handler, for sockets given one by `start(id, handler)` or inherited from
     /// their listener. Entries go when the socket's final message is delivered.
     pub socket_handlers: Table,
+    /// Number of entries in `socket_handlers` (the fast path skips the lookup at 0).
+    pub own_handlers: Cell<usize>,
     /// timer id -> function.
     pub timers: Table,
     /// resolve request id -> function.
@@ -45,10 +47,23 @@ impl State {
             default_handler: RefCell::new(Value::Nil),
             handler_epoch: Cell::new(0),
             socket_handlers: lua.create_table()?,
+            own_handlers: Cell::new(0),
             timers: lua.create_table()?,
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
             buffers: RefCell::new(Buffers::new()),
         })
+    }
+}
+
+impl State {
+    /// Give socket `id` its own handler (`nil` removes it), keeping `own_handlers` exact.
+    pub fn set_handler(&self, id: i64, handler: Value) -> mlua::Result<()> {
+        let had = !self.socket_handlers.raw_get::<Value>(id)?.is_nil();
+        let has = !handler.is_nil();
+        self.socket_handlers.raw_set(id, handler)?;
+        let n = self.own_handlers.get();
+        self.own_handlers.set(n + has as usize - had as usize);
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@
 //! kind) is left to the high-level dispatcher, so behaviour is the same on both paths.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use mlua::{ffi, AnyUserData, Function, Lua};
 
@@ -72,21 +73,59 @@ fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String
     eng.send(id, data, prio).err().map(|e| e.to_string())
 }
 
+/// The State of the only module instance the process ever opened: its closures then
+/// find it without reading an upvalue (about 25 instructions per call). Set by the first
+/// `open`; a second `open`, or the drop of the first State, turns it into `MANY` for
+/// good, and every closure reads its upvalue from then on. A closure of a later
+/// instance can never see the first one's pointer: its `open` wrote `MANY` first.
+static ONLY_STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
+const MANY: usize = 1;
+
+/// Record a new module instance (see `ONLY_STATE`).
+pub fn register_state(st: &std::rc::Rc<State>) {
+    let p = std::rc::Rc::as_ptr(st) as *mut State;
+    let first =
+        ONLY_STATE.compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire);
+    if first.is_err() {
+        ONLY_STATE.store(MANY as *mut State, Ordering::Release);
+    }
+}
+
+/// A State is going away: its pointer must not be used again.
+pub fn forget_state(st: &State) {
+    let p = st as *const State as *mut State;
+    let _ = ONLY_STATE.compare_exchange(p, MANY as *mut State, Ordering::AcqRel, Ordering::Acquire);
+}
+
+/// The State of the running closure (upvalue 1, unless there is only one instance).
+///
+/// SAFETY (for callers): `l` is inside a closure made by `c_closure`.
+unsafe fn closure_state<'a>(l: *mut ffi::lua_State) -> &'a State {
+    let only = ONLY_STATE.load(Ordering::Acquire);
+    if only as usize > MANY {
+        // SAFETY: set from a live Rc<State> and cleared before that State drops; the
+        // closure's upvalue 3 keeps the State alive meanwhile.
+        &*only
+    } else {
+        // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 3.
+        &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State)
+    }
+}
+
 /// `send(id, data)` as a C closure (`LOW`: `lwrite`). Upvalues: 1 = `*const State`,
 /// 2 = the function's name for errors, 3 = the userdata keeping State alive.
 unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State) -> c_int {
     let id = check_id(l, 1);
-    let t = ffi::lua_type(l, 2);
-    if t != ffi::LUA_TSTRING && t != ffi::LUA_TNUMBER {
+    let mut len: usize = 0;
+    // Strings and numbers (converted in place, as lua_tolstring does) only.
+    let ptr = ffi::lua_tolstring(l, 2, &mut len);
+    if ptr.is_null() {
         let got = arg_typename(l, 2);
         let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
         arg_error(l, 2, msg);
     }
-    let mut len: usize = 0;
-    let ptr = ffi::lua_tolstring(l, 2, &mut len);
     let prio = if LOW { Priority::Low } else { Priority::High };
-    // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 4.
-    let st = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State);
+    let st = closure_state(l);
     // SAFETY: the string stays on the stack (argument 2) for the whole call.
     let data = std::slice::from_raw_parts(ptr as *const u8, len);
     match send_bytes(st, id, data, prio) {
@@ -208,8 +247,7 @@ unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State)
         READSOME => check_size(l, 2, true, c"limit must be >= 0").unwrap_or(usize::MAX),
         _ => 0,
     };
-    // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 3.
-    let st = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State);
+    let st = closure_state(l);
     // Arguments are checked: from here on nothing raises except a memory error while
     // pushing the string (which would leave the buffer table borrowed; fatal anyway).
     let pushed = match KIND {
@@ -390,7 +428,9 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             break;
         }
         let id = m.id as ffi::lua_Integer;
-        if !select_handler(l, run, id, false) {
+        // The common case, the module-wide handler already cached, without a call.
+        let cached = run.cached == Cached::Default && run.st.own_handlers.get() == 0;
+        if !cached && !select_handler(l, run, id, false) {
             break; // the high-level dispatcher takes it from here
         }
         run.next += 1;

@@ -44,6 +44,7 @@ return M
 /// Build the module table for `lua`.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
     let st = Rc::new(State::new(lua, crate::engine::Config::default())?);
+    fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
     let raw = lua.create_table()?;
     for &(name, f) in api::FUNCTIONS {

@@ -67,3 +67,9 @@ impl State {
         Ok(())
     }
 }
+
+impl Drop for State {
+    fn drop(&mut self) {
+        super::fast::forget_state(self);
+    }
+}

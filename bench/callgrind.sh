@@ -11,7 +11,7 @@
 # user space only (callgrind does not see the kernel).
 #
 # usage: bench/callgrind.sh [--repo DIR] [--servers "luv c sky-cb sky-co"]
-#                           [--small N] [--large N] [--out DIR]
+#                           [--small N] [--large N] [--conns N] [--out DIR]
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +19,7 @@ REPO=$(dirname "$BENCH")
 SERVERS="sky-cb sky-co luv c"
 SMALL=20000
 LARGE=60000
+CONNS=64
 OUT="$BENCH/results/callgrind-$(date +%Y%m%d-%H%M%S)"
 PORT=23000
 
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS="$2"; shift 2 ;;
         --small) SMALL="$2"; shift 2 ;;
         --large) LARGE="$2"; shift 2 ;;
+        --conns) CONNS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "callgrind.sh: unknown argument $1" >&2; exit 1 ;;
@@ -86,7 +88,7 @@ measure() {
         return 1
     fi
     local rc=0
-    taskset -c 1 timeout 1800 "$LOADGEN" pingpong --port "$port" --conns 64 --size 64 \
+    taskset -c 1 timeout 1800 "$LOADGEN" pingpong --port "$port" --conns "$CONNS" --size 64 \
         --messages "$n" --duration 1500 --connect-timeout 300 >>"$log" 2>&1 || rc=$?
     kill -TERM "$pid" 2>/dev/null || true
     local end=$((SECONDS + 120))
@@ -125,7 +127,7 @@ for s in $SERVERS; do
         per=$(awk -v a="$a" -v b="$b" -v m="$SMALL" -v n="$LARGE" \
             'BEGIN { printf "%.0f", (b - a) / (n - m) }')
         echo "   Ir($SMALL)=$a Ir($LARGE)=$b -> $per instructions/message" >&2
-        echo "CALLGRIND server=$s small=$SMALL large=$LARGE ir_small=$a ir_large=$b ir_per_msg=$per"
+        echo "CALLGRIND server=$s conns=$CONNS small=$SMALL large=$LARGE ir_small=$a ir_large=$b ir_per_msg=$per"
         ROWS+=("| $s | $per | $a | $b |")
     else
         ROWS+=("| $s | FAILED (see $OUT) | | |")
@@ -133,7 +135,7 @@ for s in $SERVERS; do
 done
 
 echo
-echo "User-space instructions (callgrind Ir) per echoed 64 B message, 64 conns,"
+echo "User-space instructions (callgrind Ir) per echoed 64 B message, $CONNS conns,"
 echo "difference of $LARGE and $SMALL round trips:"
 echo
 echo "| server | Ir per message | Ir total ($SMALL) | Ir total ($LARGE) |"

@@ -21,7 +21,8 @@ SMALL=20000
 LARGE=60000
 CONNS=64
 OUT="$BENCH/results/callgrind-$(date +%Y%m%d-%H%M%S)"
-PORT=23000
+# A base port per invocation, so two runs at once (or a leftover server) do not meet.
+PORT=$((20000 + ($$ % 4000) * 2))
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -74,6 +75,10 @@ wait_port() {
 measure() {
     local name=$1 n=$2 port=$3
     local cg="$OUT/callgrind.$name.$n.out" log="$OUT/$name.$n.log"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "callgrind.sh: port $port is already taken by another process" >&2
+        return 1
+    fi
     (
         cd "$DIR"
         export LUA_CPATH="$REPO/target/lua/?.so;;"

@@ -29,21 +29,27 @@ local raw = require "skysocket"
 local sched = require "skysocket.sched"
 
 local M = {}
-local pool = {}      -- id -> socket record
+-- id -> socket record. A TCP record starts as { connected = ..., co = false } (two
+-- hash slots: an idle server holds one per connection); co is the coroutine waiting
+-- in a read (false when none), and the rare fields (limit when not the default,
+-- timeout, closer, err, paused, ...) are added only when used.
+local pool = {}
 local onclose = {}   -- id -> callback
 local DEFAULT_LIMIT = 128 * 1024
 local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
+local wait, wakeup, self = sched.wait, sched.wakeup, sched.self
+local readsome = raw.readsome
 
 local function warn(fmt, ...)
   io.stderr:write("skysocket.socket: ", string.format(fmt, ...), "\n")
 end
 
 local function wake(s)
-  if s.co then sched.wakeup(s.co) end
-  if s.closer then sched.wakeup(s.closer) end
+  if s.co then wakeup(s.co) end
+  if s.closer then wakeup(s.closer) end
 end
 
 local function finished(id)
@@ -65,7 +71,7 @@ end
 
 function H.readable(id)
   local s = pool[id]
-  if s and s.co then sched.wakeup(s.co) end
+  if s and s.co then wakeup(s.co) end
 end
 
 function H.close(id)
@@ -118,8 +124,9 @@ function H.udp(id, data, from)
   if s and s.callback then s.callback(data, from) end
 end
 
-local function new_socket(id)
-  local s = { id = id, connected = false, limit = DEFAULT_LIMIT, timeout = default_timeout }
+local function new_socket(id, connected)
+  local s = { connected = connected, co = false }
+  if default_timeout then s.timeout = default_timeout end
   pool[id] = s
   return s
 end
@@ -136,14 +143,16 @@ local function check(id)
 end
 
 -- Wait for the socket's next event (data, close, open). Returns true, or false, "timeout".
-local function suspend(s)
-  if s.co then error("socket " .. s.id .. " already has a waiting reader", 3) end
-  local co = sched.self()
+-- Kept shallow (it calls sched.wait, which yields): see sched.wait.
+local function suspend(id, s)
+  if s.co then error("socket " .. id .. " already has a waiting reader", 3) end
+  local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
   s.co = co
-  local ok, err = sched.wait(s.timeout)
-  s.co = nil
-  if s.closer then sched.wakeup(s.closer) end
+  local ok, err = wait(s.timeout)
+  s.co = false
+  local closer = s.closer
+  if closer then wakeup(closer) end
   if not ok then return false, err end
   return true
 end
@@ -157,11 +166,11 @@ end
 function M.open(host, port)
   local id, err = raw.connect(host, port)
   if not id then return nil, err end
-  local s = new_socket(id)
+  local s = new_socket(id, false)
   s.connecting = true
   raw.start(id, H)
-  raw.buffered(id, s.limit)
-  local ok = suspend(s)
+  raw.buffered(id, DEFAULT_LIMIT)
+  local ok = suspend(id, s)
   if s.connected then return id end
   pool[id] = nil
   raw.unbuffer(id)
@@ -201,9 +210,8 @@ function M.start(id, func)
   end
   local ok, err = raw.start(id, H)
   if not ok then return nil, err end
-  s = new_socket(id)
-  s.connected = true
-  raw.buffered(id, s.limit)
+  s = new_socket(id, true)
+  raw.buffered(id, DEFAULT_LIMIT)
   raw.resume(id) -- an abandoned socket was paused
   return id
 end
@@ -212,29 +220,39 @@ function M.read(id, n)
   local s = check(id)
   if n == nil then
     while true do
-      local d = raw.readsome(id)
+      local d = readsome(id)
       if d then return d end
       if not s.connected then return false, "" end
-      local ok, err = suspend(s)
+      -- suspend(id, s) inlined: an idle connection's coroutine waits here, and every
+      -- call level between it and the yield stays allocated while it waits.
+      if s.co then error("socket " .. id .. " already has a waiting reader", 2) end
+      local co = self()
+      if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+      s.co = co
+      local ok, err = wait(s.timeout)
+      s.co = false
+      local closer = s.closer
+      if closer then wakeup(closer) end
       if not ok then return nil, err end
     end
   end
   local d = raw.readn(id, n)
   if d then return d end
-  if s.limit > 0 and n > s.limit then raw.buffered(id, n) end
+  local limit = s.limit or DEFAULT_LIMIT
+  if limit > 0 and n > limit then raw.buffered(id, n) end
   while true do
     if not s.connected then
       d = rest(id)
       break
     end
-    local ok, err = suspend(s)
+    local ok, err = suspend(id, s)
     if not ok then
-      raw.buffered(id, s.limit)
+      raw.buffered(id, limit)
       return nil, err
     end
     d = raw.readn(id, n)
     if d then
-      raw.buffered(id, s.limit)
+      raw.buffered(id, limit)
       return d
     end
   end
@@ -249,8 +267,9 @@ function M.readline(id, sep)
     if line then return line end
     if not s.connected then return false, rest(id) end
     local unread = raw.unread(id) or 0
-    if s.limit > 0 and unread >= s.limit then return nil, "line too long" end
-    local ok, err = suspend(s)
+    local limit = s.limit or DEFAULT_LIMIT
+    if limit > 0 and unread >= limit then return nil, "line too long" end
+    local ok, err = suspend(id, s)
     if not ok then return nil, err end
   end
 end
@@ -260,9 +279,9 @@ function M.readall(id)
   if s.connected then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
     while s.connected do
-      local ok, err = suspend(s)
+      local ok, err = suspend(id, s)
       if not ok then
-        raw.buffered(id, s.limit)
+        raw.buffered(id, s.limit or DEFAULT_LIMIT)
         return nil, err
       end
     end
@@ -277,7 +296,7 @@ function M.block(id)
   if not s then return false end
   if (raw.unread(id) or 0) > 0 then return true end
   if not s.connected then return false end
-  local ok, err = suspend(s)
+  local ok, err = suspend(id, s)
   if not ok then return nil, err end
   return s.connected or (raw.unread(id) or 0) > 0
 end
@@ -406,7 +425,7 @@ function M.readframe(id)
     local f = raw.readframe(id)
     if f then return f end
     if not s.connected then return false, s.err or "closed" end
-    local ok, err = suspend(s)
+    local ok, err = suspend(id, s)
     if not ok then return nil, err end
   end
 end

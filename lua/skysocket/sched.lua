@@ -155,6 +155,17 @@ function S.wait(ms)
   return true, yield()
 end
 
+-- Internal, for skysocket.socket: park(co), where co is coroutine.running(), marks co
+-- as waiting for wakeup(co) and returns true (false, changing nothing, if co is not
+-- a scheduled coroutine); the caller must then coroutine.yield() itself, in the same
+-- frame. It is wait() without a timeout minus a call level: a blocked reader sits
+-- one level shallower, and the read/wake-up round trip makes fewer calls.
+function S.park(co)
+  if threads[co] == nil then return false end
+  threads[co] = true
+  return true
+end
+
 function S.wakeup(co, ...)
   return wake(co, true, ...)
 end

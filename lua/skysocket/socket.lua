@@ -40,7 +40,8 @@ local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
-local wait, wakeup, self = sched.wait, sched.wakeup, sched.self
+local wait, wakeup, self, park = sched.wait, sched.wakeup, sched.self, sched.park
+local yield, running = coroutine.yield, coroutine.running
 local readsome = raw.readsome
 
 local function warn(fmt, ...)
@@ -223,13 +224,17 @@ function M.read(id, n)
       local d = readsome(id)
       if d then return d end
       if not s.connected then return false, "" end
-      -- suspend(id, s) inlined: an idle connection's coroutine waits here, and every
-      -- call level between it and the yield stays allocated while it waits.
+      -- suspend(id, s) inlined, and without a timeout the yield is done right here
+      -- (sched.park): an idle connection's coroutine waits in this frame. A coroutine
+      -- keeps the CallInfos (and Lua stack) of its deepest call chain, so nothing
+      -- here goes more than one call below read.
       if s.co then error("socket " .. id .. " already has a waiting reader", 2) end
-      local co = self()
+      local timeout, co = s.timeout, running()
+      if timeout then co = self() elseif not park(co) then co = nil end
       if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
       s.co = co
-      local ok, err = wait(s.timeout)
+      local ok, err = true, nil
+      if timeout then ok, err = wait(timeout) else yield() end
       s.co = false
       local closer = s.closer
       if closer then wakeup(closer) end

@@ -345,4 +345,27 @@ function tests.sleep_wait_wakeup_and_exit()
   T.settle(5)
 end
 
+function tests.park_then_yield_is_a_wait()
+  local got = {}
+  run(function()
+    local parked = sched.fork(function()
+      local co = coroutine.running()
+      T.eq(sched.park(co), true, "park in a scheduled coroutine")
+      got[#got + 1] = compat.pack(coroutine.yield())
+      T.eq(sched.park(co), true, "park again")
+      got[#got + 1] = compat.pack(coroutine.yield())
+    end)
+    sched.sleep(5)
+    T.eq(sched.wakeup(parked, "a", nil, 3), true, "wakeup")
+    T.eq(sched.wakeup(parked, "x"), false, "not parked while queued")
+    sched.sleep(5)
+    T.eq(sched.wakeup(parked), true, "second wakeup")
+  end)
+  T.eq(got[1].n, 3, "values"); T.eq(got[1][1], "a", "v1"); T.eq(got[1][3], 3, "v3")
+  T.eq(got[2].n, 0, "no values")
+  T.eq(sched.park(coroutine.running()), false, "park outside the scheduler")
+  local stranger = coroutine.create(function() return sched.park(coroutine.running()) end)
+  T.eq(select(2, coroutine.resume(stranger)), false, "park in a foreign coroutine")
+end
+
 return tests

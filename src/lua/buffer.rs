@@ -21,6 +21,7 @@
 //! `unbuffer(id)` drops it, so a reader can still take what arrived before EOF.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use mlua::{Lua, Table, Value};
 
@@ -187,7 +188,29 @@ impl ReadBuf {
     }
 }
 
-pub type Buffers = HashMap<SocketId, ReadBuf>;
+pub type Buffers = HashMap<SocketId, ReadBuf, BuildHasherDefault<IdHasher>>;
+
+/// Hashes socket ids with one multiplication (Fibonacci hashing) instead of SipHash:
+/// the map is looked up several times per message, and its keys are ids the engine
+/// hands out (a peer cannot choose them), so there is nothing to randomise against.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// What `deliver` should do with a socket's message after the buffer saw it.
 pub enum Routed {

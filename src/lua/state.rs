@@ -48,7 +48,7 @@ impl State {
             timers: lua.create_table()?,
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
-            buffers: RefCell::new(Buffers::new()),
+            buffers: RefCell::new(Buffers::default()),
         })
     }
 }

@@ -345,6 +345,33 @@ function tests.sleep_wait_wakeup_and_exit()
   T.settle(5)
 end
 
+function tests.abandon_under_a_waiting_reader_hands_the_socket_over()
+  run(function()
+    local sid
+    local lid, port = server(function(id) sid = id end)
+    local c = assert(socket.open("127.0.0.1", port))
+    while not sid do sched.sleep(2) end
+    local first
+    local waiting = sched.fork(function() first = { socket.read(sid) } end)
+    sched.sleep(10)
+    -- abandoned and taken back before the old reader runs again
+    socket.abandon(sid)
+    T.eq(socket.start(sid), sid, "start again")
+    local second
+    sched.fork(function() second = socket.read(sid) end)
+    sched.sleep(5)
+    T.eq(first and first[1], false, "old reader sees a close")
+    T.eq(first and first[2], "", "having read nothing")
+    socket.write(c, "mine")
+    sched.sleep(20)
+    T.eq(second, "mine", "the new reader gets the data")
+    T.eq(sched.wakeup(waiting), false, "old reader finished")
+    socket.close(c)
+    socket.close(sid)
+    socket.close(lid)
+  end)
+end
+
 function tests.park_then_yield_is_a_wait()
   local got = {}
   run(function()

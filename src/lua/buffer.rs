@@ -34,6 +34,12 @@ pub const DEFAULT_LIMIT: usize = 128 * 1024;
 /// Default maximum frame for a 2-byte header, and for a 4-byte one.
 pub const MAX_FRAME_2: usize = 65535;
 pub const DEFAULT_MAX_FRAME_4: usize = 16 * 1024 * 1024;
+/// A drained buffer gives its storage back: vectors up to `SPARE_BYTES` go to a free
+/// list of at most `SPARE_MAX` (reused by the next `data` for an empty buffer, so the
+/// hot path does not pay malloc/free per message), larger ones are freed. An idle
+/// connection thus holds no storage, whatever it received before.
+const SPARE_MAX: usize = 128;
+const SPARE_BYTES: usize = 4096;
 
 #[derive(Clone, Copy)]
 pub struct Framing {
@@ -245,6 +251,11 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
     if b.error().is_some() {
         return Routed::Frames(Vec::new()); // closing: drop
     }
+    if b.data.capacity() == 0 {
+        if let Some(v) = st.spare.borrow_mut().pop() {
+            b.data = v;
+        }
+    }
     b.append(bytes);
     if b.buffered {
         if let Some(f) = b.framing() {
@@ -309,6 +320,22 @@ fn after_read(st: &State, bufs: &mut Buffers, id: SocketId) {
     if b.closed && b.unread() == 0 {
         bufs.remove(&id);
         return;
+    }
+    after_take(st, id, b);
+}
+
+/// After bytes were taken from an open (or still unread) buffer: hand a drained
+/// vector to the spare list, resume reading below the limit.
+fn after_take(st: &State, id: SocketId, b: &mut ReadBuf) {
+    if b.unread() == 0 && b.data.capacity() > 0 {
+        let v = std::mem::take(&mut b.data);
+        b.pos = 0;
+        if v.capacity() <= SPARE_BYTES {
+            let mut spare = st.spare.borrow_mut();
+            if spare.len() < SPARE_MAX {
+                spare.push(v);
+            }
+        }
     }
     if b.auto_paused && b.unread() <= b.pause_limit() {
         b.auto_paused = false;
@@ -463,7 +490,11 @@ pub fn take_with<R>(
     let (start, len, used) = pick(b)?;
     let r = emit(&b.bytes()[start..start + len]);
     b.consume(used);
-    after_read(st, &mut bufs, id);
+    if b.closed && b.unread() == 0 {
+        bufs.remove(&id);
+    } else {
+        after_take(st, id, b);
+    }
     Some(r)
 }
 

@@ -30,6 +30,8 @@ pub struct State {
     pub on_error: RefCell<Option<Function>>,
     /// Read buffers of sockets in buffered or framed mode (see `buffer.rs`).
     pub buffers: RefCell<Buffers>,
+    /// Storage of drained read buffers, for reuse (see `buffer.rs`).
+    pub spare: RefCell<Vec<Vec<u8>>>,
 }
 
 impl State {
@@ -49,6 +51,7 @@ impl State {
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
             buffers: RefCell::new(Buffers::default()),
+            spare: RefCell::new(Vec::new()),
         })
     }
 }

@@ -30,8 +30,10 @@ local pack, unpack = compat.pack, compat.unpack
 local S = {}
 
 local queue, qhead, qtail = {}, 1, 0
-local waiting = {}   -- co -> tag while suspended (a wait token, or "sleep")
-local threads = {}   -- co -> true for coroutines owned by the scheduler
+-- co -> state, for the coroutines owned by the scheduler: false while running or
+-- queued, the wait tag while suspended (true for wait(), a fresh table for sleep()).
+-- One table for both keeps the per-coroutine bookkeeping to a single hash entry.
+local threads = {}
 local live = 0
 local holds = 0
 local exiting = false
@@ -42,6 +44,10 @@ local error_hook
 local TIMEOUT = {}
 -- debug may be absent (a sandboxed state): then errors go without a traceback.
 local traceback = debug and debug.traceback or function(_, msg) return msg end
+local create, resume, yield, status = coroutine.create, coroutine.resume, coroutine.yield, coroutine.status
+-- The running coroutine; its second result (5.2+: true on the main thread) is not
+-- needed: the main thread is never a key of `threads`, and t[nil] reads nil on 5.1.
+local this = coroutine.running
 local timers = {}    -- engine timer id -> true, for the sleeps and timed waits pending
 
 local function report(text)
@@ -65,9 +71,8 @@ local function push(co, args)
 end
 
 local function finished(co, ok, ...)
-  if coroutine.status(co) ~= "dead" then return end
+  if status(co) ~= "dead" then return end
   threads[co] = nil
-  waiting[co] = nil
   live = live - 1
   if co == main_co then
     main_result = pack(ok, ...)
@@ -79,9 +84,9 @@ end
 
 local function step(co, args)
   if args.n == 0 then
-    finished(co, coroutine.resume(co))
+    finished(co, resume(co))
   else
-    finished(co, coroutine.resume(co, unpack(args, 1, args.n)))
+    finished(co, resume(co, unpack(args, 1, args.n)))
   end
 end
 
@@ -89,22 +94,22 @@ function S.fork(fn, ...)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'fork' (function expected, got " .. type(fn) .. ")", 2)
   end
-  local co = coroutine.create(fn)
-  threads[co] = true
+  local co = create(fn)
+  threads[co] = false
   live = live + 1
   push(co, select("#", ...) == 0 and NOARGS or pack(...))
   return co
 end
 
 function S.self()
-  local co = compat.running()
-  if co and threads[co] then return co end
+  local co = this()
+  if threads[co] ~= nil then return co end
   return nil
 end
 
 local function current(name)
-  local co = compat.running()
-  if not co or not threads[co] then
+  local co = this()
+  if threads[co] == nil then
     error(name .. ": not inside a coroutine started by sched.run/fork", 3)
   end
   return co
@@ -112,8 +117,8 @@ end
 
 -- Internal: suspend with `tag`; wake(co, tag, ...) resumes it with ... .
 local function wake(co, tag, ...)
-  if waiting[co] ~= tag then return false end
-  waiting[co] = nil
+  if threads[co] ~= tag then return false end
+  threads[co] = false
   push(co, select("#", ...) == 0 and NOARGS or pack(...))
   return true
 end
@@ -128,18 +133,37 @@ local function resumed(timer, first, ...)
 end
 
 local function suspend(co, tag, ms)
-  waiting[co] = tag
+  threads[co] = tag
   local timer
   if ms then
     timer = raw.timeout(ms, function() timers[timer] = nil; wake(co, tag, TIMEOUT) end)
     timers[timer] = true
   end
-  return resumed(timer, coroutine.yield())
+  return resumed(timer, yield())
 end
 
+-- Without a timeout wait() yields from its own frame: every coroutine blocked in a
+-- read sits in here, and each call level below the yield costs memory per coroutine
+-- (a CallInfo, and a bigger Lua stack once the frames outgrow the initial one).
 function S.wait(ms)
-  local co = current("wait")
-  return suspend(co, true, ms)
+  local co = this()
+  if threads[co] == nil then
+    error("wait: not inside a coroutine started by sched.run/fork", 2)
+  end
+  if ms then return suspend(co, true, ms) end
+  threads[co] = true
+  return true, yield()
+end
+
+-- Internal, for skysocket.socket: park(co), where co is coroutine.running(), marks co
+-- as waiting for wakeup(co) and returns true (false, changing nothing, if co is not
+-- a scheduled coroutine); the caller must then coroutine.yield() itself, in the same
+-- frame. It is wait() without a timeout minus a call level: a blocked reader sits
+-- one level shallower, and the read/wake-up round trip makes fewer calls.
+function S.park(co)
+  if threads[co] == nil then return false end
+  threads[co] = true
+  return true
 end
 
 function S.wakeup(co, ...)
@@ -203,7 +227,7 @@ function S.run(main, ...)
   for t in pairs(timers) do raw.cancel_timeout(t) end
   timers = {}
   queue, qargs, qhead, qtail = {}, {}, 1, 0
-  waiting, threads, live, holds = {}, {}, 0, 0
+  threads, live, holds = {}, 0, 0
   running, exiting = false, false
   main_co = nil
   local r = main_result

@@ -29,21 +29,48 @@ local raw = require "skysocket"
 local sched = require "skysocket.sched"
 
 local M = {}
-local pool = {}      -- id -> socket record
+-- Per-socket state lives in parallel tables keyed by id, so that an idle connection
+-- costs two hash entries here and no table of its own (a coroutine server holds one
+-- per client):
+local state = {}   -- id -> connected (true/false; UDP true, listeners false); nil: the
+                   --       id is not a socket of this module
+local reader = {}  -- id -> the coroutine waiting in a read of the socket, else false
+local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
+                   --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
+                   --   listeners: listen, accept, held; UDP: protocol, callback, held
+local NONE = {}    -- stands for a missing rare table when reading (never written)
 local onclose = {}   -- id -> callback
 local DEFAULT_LIMIT = 128 * 1024
 local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
+local wait, wakeup, self, park = sched.wait, sched.wakeup, sched.self, sched.park
+local yield, running = coroutine.yield, coroutine.running
+local readsome = raw.readsome
 
 local function warn(fmt, ...)
   io.stderr:write("skysocket.socket: ", string.format(fmt, ...), "\n")
 end
 
-local function wake(s)
-  if s.co then sched.wakeup(s.co) end
-  if s.closer then sched.wakeup(s.closer) end
+local function ext(id)
+  local x = rare[id]
+  if not x then
+    x = {}
+    rare[id] = x
+  end
+  return x
+end
+
+local function forget(id)
+  state[id], reader[id], rare[id] = nil, nil, nil
+end
+
+local function wake(id)
+  local co = reader[id]
+  if co then wakeup(co) end
+  local x = rare[id]
+  if x and x.closer then wakeup(x.closer) end
 end
 
 local function finished(id)
@@ -56,23 +83,25 @@ end
 local H = {}
 
 function H.open(id)
-  local s = pool[id]
-  if s then
-    s.connected, s.connecting = true, nil
-    wake(s)
+  if state[id] ~= nil then
+    state[id] = true
+    local x = rare[id]
+    if x then x.connecting = nil end
+    wake(id)
   end
 end
 
 function H.readable(id)
-  local s = pool[id]
-  if s and s.co then sched.wakeup(s.co) end
+  local co = reader[id]
+  if co then wakeup(co) end
 end
 
 function H.close(id)
-  local s = pool[id]
-  if s then
-    s.connected, s.connecting = false, nil
-    wake(s)
+  if state[id] ~= nil then
+    state[id] = false
+    local x = rare[id]
+    if x then x.connecting = nil end
+    wake(id)
   else
     raw.unbuffer(id)
   end
@@ -80,15 +109,17 @@ function H.close(id)
 end
 
 function H.error(id, msg)
-  local s = pool[id]
-  if s and (s.listen or s.protocol == "UDP") then
-    warn("error on %s %d: %s", s.listen and "listener" or "udp socket", id, msg)
+  local x = rare[id]
+  if x and (x.listen or x.protocol == "UDP") then
+    warn("error on %s %d: %s", x.listen and "listener" or "udp socket", id, msg)
     return -- these errors do not close the socket
   end
-  if s then
-    s.err = msg
-    s.connected, s.connecting = false, nil
-    wake(s)
+  if state[id] ~= nil then
+    x = ext(id)
+    x.err = msg
+    x.connecting = nil
+    state[id] = false
+    wake(id)
   else
     raw.unbuffer(id)
   end
@@ -96,32 +127,32 @@ function H.error(id, msg)
 end
 
 function H.accept(lid, id, addr)
-  local s = pool[lid]
-  if not s or not s.accept then
+  local x = rare[lid]
+  if not x or not x.accept then
     raw.close(id, true)
     return
   end
-  sched.fork(s.accept, id, addr)
+  sched.fork(x.accept, id, addr)
 end
 
 function H.warning(id, kb)
-  local s = pool[id]
-  if s and s.on_warning then
-    s.on_warning(id, kb)
-  elseif s and kb > 0 then
+  if state[id] == nil then return end
+  local x = rare[id]
+  if x and x.on_warning then
+    x.on_warning(id, kb)
+  elseif kb > 0 then
     warn("WARNING: %d K bytes need to send out (id = %d)", kb, id)
   end
 end
 
 function H.udp(id, data, from)
-  local s = pool[id]
-  if s and s.callback then s.callback(data, from) end
+  local x = rare[id]
+  if x and x.callback then x.callback(data, from) end
 end
 
-local function new_socket(id)
-  local s = { id = id, connected = false, limit = DEFAULT_LIMIT, timeout = default_timeout }
-  pool[id] = s
-  return s
+local function new_socket(id, connected)
+  state[id], reader[id], rare[id] = connected, false, nil
+  if default_timeout then ext(id).timeout = default_timeout end
 end
 
 -- Argument checks in the style of luaL_argerror, raised at the caller's line.
@@ -130,20 +161,22 @@ local function argcheck(ok, n, fname, msg)
 end
 
 local function check(id)
-  local s = pool[id]
-  if not s then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
-  return s
+  if state[id] == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
 end
 
--- Wait for the socket's next event (data, close, open). Returns true, or false, "timeout".
-local function suspend(s)
-  if s.co then error("socket " .. s.id .. " already has a waiting reader", 3) end
-  local co = sched.self()
+-- Wait for the socket's next event (data, close, open). Returns true; false, "timeout";
+-- or nil if the socket was abandoned meanwhile (it is not ours any more: the caller
+-- reports it closed, reading nothing).
+local function suspend(id)
+  if reader[id] then error("socket " .. id .. " already has a waiting reader", 3) end
+  local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
-  s.co = co
-  local ok, err = sched.wait(s.timeout)
-  s.co = nil
-  if s.closer then sched.wakeup(s.closer) end
+  reader[id] = co
+  local ok, err = wait((rare[id] or NONE).timeout)
+  if reader[id] ~= co then return nil end
+  reader[id] = false
+  local x = rare[id]
+  if x and x.closer then wakeup(x.closer) end
   if not ok then return false, err end
   return true
 end
@@ -157,84 +190,107 @@ end
 function M.open(host, port)
   local id, err = raw.connect(host, port)
   if not id then return nil, err end
-  local s = new_socket(id)
-  s.connecting = true
+  new_socket(id, false)
+  ext(id).connecting = true
   raw.start(id, H)
-  raw.buffered(id, s.limit)
-  local ok = suspend(s)
-  if s.connected then return id end
-  pool[id] = nil
+  raw.buffered(id, DEFAULT_LIMIT)
+  local ok = suspend(id)
+  if ok == nil then return nil, "connect failed" end
+  if state[id] then return id end
+  local why = (rare[id] or NONE).err
+  forget(id)
   raw.unbuffer(id)
   if not ok then
     raw.close(id, true)
     return nil, "timeout"
   end
-  return nil, s.err or "connect failed"
+  return nil, why or "connect failed"
 end
 
 function M.listen(host, port, backlog)
   local id, ip, p = raw.listen(host, port, backlog)
   if not id then return nil, ip end
-  pool[id] = { id = id, listen = true, connected = false }
+  state[id], rare[id] = false, { listen = true }
   return id, ip, p
 end
 
 -- start(listener, accept_cb): accept_cb(id, addr) runs in a new coroutine per client.
 -- start(id): take an accepted (or abandoned, or paused) socket and read from it.
 function M.start(id, func)
-  local s = pool[id]
-  if func or (s and s.listen) then
-    s = s or { id = id, listen = true, connected = false }
-    pool[id] = s
-    s.accept = func or s.accept
+  local x = rare[id]
+  if func or (x and x.listen) then
+    if state[id] == nil then state[id], rare[id] = false, { listen = true } end
+    x = ext(id)
+    x.accept = func or x.accept
     local ok, err = raw.start(id, H)
-    if not ok then pool[id] = nil; return nil, err end
-    if s.accept and not s.held then s.held = true; sched.hold() end
+    if not ok then forget(id); return nil, err end
+    if x.accept and not x.held then x.held = true; sched.hold() end
     return id
   end
-  if s and s.connected then
-    if s.paused then
-      s.paused = nil
+  if state[id] then
+    if x and x.paused then
+      x.paused = nil
       raw.resume(id)
     end
     return id
   end
   local ok, err = raw.start(id, H)
   if not ok then return nil, err end
-  s = new_socket(id)
-  s.connected = true
-  raw.buffered(id, s.limit)
+  new_socket(id, true)
+  raw.buffered(id, DEFAULT_LIMIT)
   raw.resume(id) -- an abandoned socket was paused
   return id
 end
 
 function M.read(id, n)
-  local s = check(id)
+  local connected = state[id]
+  if connected == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
   if n == nil then
     while true do
-      local d = raw.readsome(id)
+      local d = readsome(id)
       if d then return d end
-      if not s.connected then return false, "" end
-      local ok, err = suspend(s)
+      if not connected then return false, "" end
+      -- suspend(id) inlined, and without a timeout the yield is done right here
+      -- (sched.park): an idle connection's coroutine waits in this frame. A coroutine
+      -- keeps the CallInfos (and Lua stack) of its deepest call chain, so nothing
+      -- here goes more than one call below read.
+      if reader[id] then error("socket " .. id .. " already has a waiting reader", 2) end
+      local x = rare[id]
+      local timeout, co = x and x.timeout, running()
+      if timeout then co = self() elseif not park(co) then co = nil end
+      if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+      reader[id] = co
+      local ok, err = true, nil
+      if timeout then ok, err = wait(timeout) else yield() end
+      if reader[id] ~= co then return false, "" end -- abandoned meanwhile
+      reader[id] = false
+      x = rare[id]
+      if x and x.closer then wakeup(x.closer) end
       if not ok then return nil, err end
+      connected = state[id]
     end
   end
   local d = raw.readn(id, n)
   if d then return d end
-  if s.limit > 0 and n > s.limit then raw.buffered(id, n) end
+  local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
+  if limit > 0 and n > limit then raw.buffered(id, n) end
   while true do
-    if not s.connected then
+    if not state[id] then
       d = rest(id)
       break
     end
-    local ok, err = suspend(s)
+    local ok, err = suspend(id)
+    if ok == nil then
+      d = ""
+      break
+    end
     if not ok then
-      raw.buffered(id, s.limit)
+      raw.buffered(id, limit)
       return nil, err
     end
     d = raw.readn(id, n)
     if d then
-      raw.buffered(id, s.limit)
+      raw.buffered(id, limit)
       return d
     end
   end
@@ -243,26 +299,29 @@ end
 
 function M.readline(id, sep)
   sep = sep or "\n"
-  local s = check(id)
+  check(id)
   while true do
     local line = raw.readline(id, sep)
     if line then return line end
-    if not s.connected then return false, rest(id) end
+    if not state[id] then return false, rest(id) end
     local unread = raw.unread(id) or 0
-    if s.limit > 0 and unread >= s.limit then return nil, "line too long" end
-    local ok, err = suspend(s)
+    local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
+    if limit > 0 and unread >= limit then return nil, "line too long" end
+    local ok, err = suspend(id)
+    if ok == nil then return false, "" end
     if not ok then return nil, err end
   end
 end
 
 function M.readall(id)
-  local s = check(id)
-  if s.connected then
+  check(id)
+  if state[id] then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
-    while s.connected do
-      local ok, err = suspend(s)
+    while state[id] do
+      local ok, err = suspend(id)
+      if ok == nil then return "" end
       if not ok then
-        raw.buffered(id, s.limit)
+        raw.buffered(id, (rare[id] or NONE).limit or DEFAULT_LIMIT)
         return nil, err
       end
     end
@@ -273,13 +332,13 @@ end
 -- block(id): wait until something can be read (or the socket closes). Returns true if
 -- data is buffered or the socket is still open, false otherwise.
 function M.block(id)
-  local s = pool[id]
-  if not s then return false end
+  if state[id] == nil then return false end
   if (raw.unread(id) or 0) > 0 then return true end
-  if not s.connected then return false end
-  local ok, err = suspend(s)
+  if not state[id] then return false end
+  local ok, err = suspend(id)
+  if ok == nil then return false end
   if not ok then return nil, err end
-  return s.connected or (raw.unread(id) or 0) > 0
+  return state[id] or (raw.unread(id) or 0) > 0
 end
 
 M.write = raw.send
@@ -291,70 +350,72 @@ M.nodelay = raw.nodelay
 -- close(id): flush and close; waits for the close and for a reader of this socket to
 -- finish (bounded by settimeout: then the socket is closed by force).
 function M.close(id)
-  local s = pool[id]
-  if not s then return end
-  if s.listen or s.protocol == "UDP" then
+  local connected = state[id]
+  if connected == nil then return end
+  local x = rare[id]
+  if x and (x.listen or x.protocol == "UDP") then
     raw.close(id, true)
-    if s.held then sched.release() end
-    pool[id] = nil
+    if x.held then sched.release() end
+    forget(id)
     finished(id)
     return
   end
-  if s.connected or s.connecting then
+  if connected or (x and x.connecting) then
     raw.close(id)
     local me = sched.self()
     if me then
-      s.closer = me
-      while s.connected or s.connecting or s.co do
-        local ok = sched.wait(s.timeout)
+      x = ext(id)
+      x.closer = me
+      while state[id] or x.connecting or reader[id] do
+        local ok = sched.wait(x.timeout)
         if not ok then
           raw.close(id, true)
           break
         end
       end
-      s.closer = nil
+      x.closer = nil
     end
   else
     raw.close(id) -- the peer closed first: release a socket kept open by keepopen
   end
-  s.connected = false
+  forget(id)
   raw.unbuffer(id)
-  pool[id] = nil
 end
 
 -- shutdown(id): forced close (drops unsent data); the reader sees the close.
 function M.shutdown(id)
-  local s = pool[id]
-  if s then raw.shutdown(id) end
+  if state[id] ~= nil then raw.shutdown(id) end
 end
 
 function M.pause(id)
-  local s = pool[id]
-  if not s then return end
-  s.paused = true
+  if state[id] == nil then return end
+  ext(id).paused = true
   raw.pause(id)
 end
 
 -- abandon(id): forget the socket here without closing it (reading is paused and
--- unread bytes are dropped); start(id) takes it back.
+-- unread bytes are dropped); start(id) takes it back. A reader waiting on it returns
+-- as on a close, having read nothing.
 function M.abandon(id)
-  local s = pool[id]
-  if not s then return end
-  s.connected = false
-  wake(s)
-  pool[id], onclose[id] = nil, nil
+  if state[id] == nil then return end
+  local co, x = reader[id], rare[id]
+  forget(id)
+  onclose[id] = nil
+  if co then wakeup(co) end
+  if x and x.closer then wakeup(x.closer) end
   raw.pause(id)
   raw.unbuffer(id)
 end
 
 function M.limit(id, bytes)
-  local s = check(id)
-  s.limit = bytes
+  check(id)
+  ext(id).limit = bytes
   raw.buffered(id, bytes)
 end
 
 function M.settimeout(id, ms)
-  check(id).timeout = ms
+  check(id)
+  ext(id).timeout = ms
 end
 
 function M.default_timeout(ms)
@@ -362,16 +423,17 @@ function M.default_timeout(ms)
 end
 
 function M.invalid(id)
-  return pool[id] == nil
+  return state[id] == nil
 end
 
 function M.disconnected(id)
-  local s = pool[id]
-  if s then return not (s.connected or s.connecting) end
+  local connected = state[id]
+  if connected ~= nil then return not (connected or (rare[id] or NONE).connecting) end
 end
 
 function M.warning(id, cb)
-  check(id).on_warning = cb
+  check(id)
+  ext(id).on_warning = cb
 end
 
 function M.onclose(id, cb)
@@ -401,12 +463,13 @@ end
 
 -- readframe(id) -> payload | false, err (closed, or "frame ... exceeds the maximum").
 function M.readframe(id)
-  local s = check(id)
+  check(id)
   while true do
     local f = raw.readframe(id)
     if f then return f end
-    if not s.connected then return false, s.err or "closed" end
-    local ok, err = suspend(s)
+    if not state[id] then return false, (rare[id] or NONE).err or "closed" end
+    local ok, err = suspend(id)
+    if ok == nil then return false, "closed" end
     if not ok then return nil, err end
   end
 end
@@ -417,7 +480,8 @@ M.pack = raw.pack
 ---------------------------------------------------------------- UDP
 
 local function udp_object(id, cb)
-  pool[id] = { id = id, connected = true, protocol = "UDP", callback = cb, held = cb ~= nil }
+  state[id], reader[id] = true, nil
+  rare[id] = { protocol = "UDP", callback = cb, held = cb ~= nil }
   if cb then sched.hold() end
   raw.start(id, H)
   return id
@@ -432,10 +496,10 @@ function M.udp(callback, host, port)
 end
 
 function M.udp_connect(id, host, port, callback)
-  local s = pool[id]
-  if s then
-    if callback and not s.held then s.held = true; sched.hold() end
-    if callback then s.callback = callback end
+  if state[id] ~= nil then
+    local x = ext(id)
+    if callback and not x.held then x.held = true; sched.hold() end
+    if callback then x.callback = callback end
   else
     udp_object(id, callback)
   end

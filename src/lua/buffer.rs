@@ -21,6 +21,7 @@
 //! `unbuffer(id)` drops it, so a reader can still take what arrived before EOF.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use mlua::{Lua, Table, Value};
 
@@ -33,6 +34,12 @@ pub const DEFAULT_LIMIT: usize = 128 * 1024;
 /// Default maximum frame for a 2-byte header, and for a 4-byte one.
 pub const MAX_FRAME_2: usize = 65535;
 pub const DEFAULT_MAX_FRAME_4: usize = 16 * 1024 * 1024;
+/// A drained buffer gives its storage back: vectors up to `SPARE_BYTES` go to a free
+/// list of at most `SPARE_MAX` (reused by the next `data` for an empty buffer, so the
+/// hot path does not pay malloc/free per message), larger ones are freed. An idle
+/// connection thus holds no storage, whatever it received before.
+const SPARE_MAX: usize = 128;
+const SPARE_BYTES: usize = 4096;
 
 #[derive(Clone, Copy)]
 pub struct Framing {
@@ -58,6 +65,9 @@ impl Framing {
     }
 }
 
+/// One per buffered socket, so kept small (56 bytes): an idle coroutine server holds
+/// one per connection. What only framing or readline need lives in `Extra`, allocated
+/// the first time it is used.
 #[derive(Default)]
 pub struct ReadBuf {
     data: Vec<u8>,
@@ -65,15 +75,22 @@ pub struct ReadBuf {
     pos: usize,
     /// Pause threshold (0 = never pause).
     limit: usize,
+    extra: Option<Box<Extra>>,
     /// Data stays here and `readable` is called (false: framed callback mode).
     buffered: bool,
-    framing: Option<Framing>,
     /// We paused the engine's reading for back-pressure.
     auto_paused: bool,
     /// The user paused the socket: never resume it on their behalf.
     user_paused: bool,
     /// The `close`/`error` message was delivered (no more data will come).
     closed: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<ReadBuf>() <= 56);
+
+#[derive(Default)]
+struct Extra {
+    framing: Option<Framing>,
     /// Set when we closed the socket for a protocol error (oversized frame).
     error: Option<String>,
     /// readline: the separator last searched for and where the search can resume.
@@ -81,6 +98,18 @@ pub struct ReadBuf {
 }
 
 impl ReadBuf {
+    fn framing(&self) -> Option<Framing> {
+        self.extra.as_ref().and_then(|e| e.framing)
+    }
+
+    fn error(&self) -> Option<&String> {
+        self.extra.as_ref().and_then(|e| e.error.as_ref())
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
     fn unread(&self) -> usize {
         self.data.len() - self.pos
     }
@@ -91,7 +120,9 @@ impl ReadBuf {
 
     fn consume(&mut self, n: usize) {
         self.pos += n;
-        self.scan = None;
+        if let Some(e) = self.extra.as_mut() {
+            e.scan = None;
+        }
         if self.pos == self.data.len() {
             self.data.clear();
             self.pos = 0;
@@ -104,7 +135,7 @@ impl ReadBuf {
     fn append(&mut self, bytes: &[u8]) {
         if self.pos > 0 && self.pos * 2 >= self.data.len() {
             // Most of the vector is consumed: compact before growing.
-            if let Some((_, scanned)) = self.scan.as_mut() {
+            if let Some((_, scanned)) = self.extra.as_mut().and_then(|e| e.scan.as_mut()) {
                 *scanned -= self.pos;
             }
             self.data.drain(..self.pos);
@@ -115,7 +146,7 @@ impl ReadBuf {
 
     /// The effective pause threshold: in framed mode at least one whole frame fits.
     fn pause_limit(&self) -> usize {
-        match self.framing {
+        match self.framing() {
             _ if self.limit == 0 => usize::MAX,
             Some(f) => self.limit.max(f.max + f.header),
             None => self.limit,
@@ -125,7 +156,7 @@ impl ReadBuf {
     /// Length of the next complete frame's payload, `Ok(None)` if incomplete,
     /// `Err(len)` if the prefix claims more than the maximum.
     fn next_frame(&self) -> Result<Option<usize>, usize> {
-        let f = self.framing.expect("framed");
+        let f = self.framing().expect("framed");
         let b = self.bytes();
         if b.len() < f.header {
             return Ok(None);
@@ -139,7 +170,7 @@ impl ReadBuf {
 
     /// Position of `sep` in the unread bytes, resuming the previous search.
     fn find(&mut self, sep: &[u8]) -> Option<usize> {
-        let from = match &self.scan {
+        let from = match self.extra.as_ref().and_then(|e| e.scan.as_ref()) {
             Some((s, at)) if s.as_slice() == sep => *at,
             _ => self.pos,
         };
@@ -156,14 +187,36 @@ impl ReadBuf {
                 let next = (self.data.len() + 1)
                     .saturating_sub(sep.len())
                     .max(self.pos);
-                self.scan = Some((sep.to_vec(), next));
+                self.extra().scan = Some((sep.to_vec(), next));
                 None
             }
         }
     }
 }
 
-pub type Buffers = HashMap<SocketId, ReadBuf>;
+pub type Buffers = HashMap<SocketId, ReadBuf, BuildHasherDefault<IdHasher>>;
+
+/// Hashes socket ids with one multiplication (Fibonacci hashing) instead of SipHash:
+/// the map is looked up several times per message, and its keys are ids the engine
+/// hands out (a peer cannot choose them), so there is nothing to randomise against.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// What `deliver` should do with a socket's message after the buffer saw it.
 pub enum Routed {
@@ -183,7 +236,7 @@ fn pause_engine(st: &State, id: SocketId, on: bool) {
 /// Protocol error: force-close the socket and remember the message so that the
 /// `close` that follows is delivered as `error`.
 fn protocol_error(st: &State, id: SocketId, b: &mut ReadBuf, msg: String) {
-    b.error = Some(msg);
+    b.extra().error = Some(msg);
     b.data.clear();
     b.pos = 0;
     let _ = st.engine.borrow_mut().close(id, true);
@@ -195,12 +248,17 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
     let Some(b) = bufs.get_mut(&id) else {
         return Routed::Normal;
     };
-    if b.error.is_some() {
+    if b.error().is_some() {
         return Routed::Frames(Vec::new()); // closing: drop
+    }
+    if b.data.capacity() == 0 {
+        if let Some(v) = st.spare.borrow_mut().pop() {
+            b.data = v;
+        }
     }
     b.append(bytes);
     if b.buffered {
-        if let Some(f) = b.framing {
+        if let Some(f) = b.framing() {
             if let Err(len) = b.next_frame() {
                 let msg = format!("frame of {len} bytes exceeds the maximum of {}", f.max);
                 protocol_error(st, id, b, msg);
@@ -214,7 +272,7 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
         return Routed::Readable(b.unread());
     }
     // Framed callback mode: cut out every complete packet.
-    let f = b.framing.expect("unbuffered buffers are framed");
+    let f = b.framing().expect("unbuffered buffers are framed");
     let mut frames = Vec::new();
     loop {
         match b.next_frame() {
@@ -239,7 +297,7 @@ pub fn on_close(st: &State, id: SocketId) -> Option<String> {
     let mut bufs = st.buffers.borrow_mut();
     let b = bufs.get_mut(&id)?;
     b.closed = true;
-    let err = b.error.clone();
+    let err = b.error().cloned();
     if !b.buffered || b.unread() == 0 {
         bufs.remove(&id);
     }
@@ -262,6 +320,22 @@ fn after_read(st: &State, bufs: &mut Buffers, id: SocketId) {
     if b.closed && b.unread() == 0 {
         bufs.remove(&id);
         return;
+    }
+    after_take(st, id, b);
+}
+
+/// After bytes were taken from an open (or still unread) buffer: hand a drained
+/// vector to the spare list, resume reading below the limit.
+fn after_take(st: &State, id: SocketId, b: &mut ReadBuf) {
+    if b.unread() == 0 && b.data.capacity() > 0 {
+        let v = std::mem::take(&mut b.data);
+        b.pos = 0;
+        if v.capacity() <= SPARE_BYTES {
+            let mut spare = st.spare.borrow_mut();
+            if spare.len() < SPARE_MAX {
+                spare.push(v);
+            }
+        }
     }
     if b.auto_paused && b.unread() <= b.pause_limit() {
         b.auto_paused = false;
@@ -365,7 +439,7 @@ pub fn framed(lua: &Lua, st: &State, a: &Args) -> Ret {
     }
     let mut bufs = st.buffers.borrow_mut();
     let b = bufs.entry(id).or_default();
-    b.framing = Some(Framing { header, max });
+    b.extra().framing = Some(Framing { header, max });
     if buffered && !b.buffered {
         b.buffered = true;
         b.limit = DEFAULT_LIMIT;
@@ -397,7 +471,7 @@ pub fn unread(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let bufs = st.buffers.borrow();
     match bufs.get(&id) {
-        Some(b) => ret(lua, (b.unread() as i64, b.closed, b.error.clone())),
+        Some(b) => ret(lua, (b.unread() as i64, b.closed, b.error().cloned())),
         None => ret(lua, Value::Nil),
     }
 }
@@ -416,7 +490,11 @@ pub fn take_with<R>(
     let (start, len, used) = pick(b)?;
     let r = emit(&b.bytes()[start..start + len]);
     b.consume(used);
-    after_read(st, &mut bufs, id);
+    if b.closed && b.unread() == 0 {
+        bufs.remove(&id);
+    } else {
+        after_take(st, id, b);
+    }
     Some(r)
 }
 
@@ -453,7 +531,7 @@ pub fn readframe(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let mut bad = None;
     let r = take(lua, st, id, |b| {
-        let f = b.framing?;
+        let f = b.framing()?;
         match b.next_frame() {
             Ok(Some(len)) => Some((f.header, len, f.header + len)),
             Ok(None) => None,
@@ -478,7 +556,7 @@ fn frame_of(st: &State, id: SocketId) -> Framing {
     st.buffers
         .borrow()
         .get(&id)
-        .and_then(|b| b.framing)
+        .and_then(|b| b.framing())
         .unwrap_or(Framing {
             header: 2,
             max: MAX_FRAME_2,

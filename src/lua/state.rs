@@ -32,6 +32,8 @@ pub struct State {
     pub on_error: RefCell<Option<Function>>,
     /// Read buffers of sockets in buffered or framed mode (see `buffer.rs`).
     pub buffers: RefCell<Buffers>,
+    /// Storage of drained read buffers, for reuse (see `buffer.rs`).
+    pub spare: RefCell<Vec<Vec<u8>>>,
 }
 
 impl State {
@@ -51,7 +53,8 @@ impl State {
             timers: lua.create_table()?,
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
-            buffers: RefCell::new(Buffers::new()),
+            buffers: RefCell::new(Buffers::default()),
+            spare: RefCell::new(Vec::new()),
         })
     }
 }

@@ -345,4 +345,54 @@ function tests.sleep_wait_wakeup_and_exit()
   T.settle(5)
 end
 
+function tests.abandon_under_a_waiting_reader_hands_the_socket_over()
+  run(function()
+    local sid
+    local lid, port = server(function(id) sid = id end)
+    local c = assert(socket.open("127.0.0.1", port))
+    while not sid do sched.sleep(2) end
+    local first
+    local waiting = sched.fork(function() first = { socket.read(sid) } end)
+    sched.sleep(10)
+    -- abandoned and taken back before the old reader runs again
+    socket.abandon(sid)
+    T.eq(socket.start(sid), sid, "start again")
+    local second
+    sched.fork(function() second = socket.read(sid) end)
+    sched.sleep(5)
+    T.eq(first and first[1], false, "old reader sees a close")
+    T.eq(first and first[2], "", "having read nothing")
+    socket.write(c, "mine")
+    sched.sleep(20)
+    T.eq(second, "mine", "the new reader gets the data")
+    T.eq(sched.wakeup(waiting), false, "old reader finished")
+    socket.close(c)
+    socket.close(sid)
+    socket.close(lid)
+  end)
+end
+
+function tests.park_then_yield_is_a_wait()
+  local got = {}
+  run(function()
+    local parked = sched.fork(function()
+      local co = coroutine.running()
+      T.eq(sched.park(co), true, "park in a scheduled coroutine")
+      got[#got + 1] = compat.pack(coroutine.yield())
+      T.eq(sched.park(co), true, "park again")
+      got[#got + 1] = compat.pack(coroutine.yield())
+    end)
+    sched.sleep(5)
+    T.eq(sched.wakeup(parked, "a", nil, 3), true, "wakeup")
+    T.eq(sched.wakeup(parked, "x"), false, "not parked while queued")
+    sched.sleep(5)
+    T.eq(sched.wakeup(parked), true, "second wakeup")
+  end)
+  T.eq(got[1].n, 3, "values"); T.eq(got[1][1], "a", "v1"); T.eq(got[1][3], 3, "v3")
+  T.eq(got[2].n, 0, "no values")
+  T.eq(sched.park(coroutine.running()), false, "park outside the scheduler")
+  local stranger = coroutine.create(function() return sched.park(coroutine.running()) end)
+  T.eq(select(2, coroutine.resume(stranger)), false, "park in a foreign coroutine")
+end
+
 return tests

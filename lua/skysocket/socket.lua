@@ -45,7 +45,7 @@ local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
-local wait, wakeup, self, park = sched.wait, sched.wakeup, sched.self, sched.park
+local wait, ready, self, park = sched.wait, sched.ready, sched.self, sched.park
 local yield, running = coroutine.yield, coroutine.running
 local readsome = raw.readsome
 
@@ -68,9 +68,9 @@ end
 
 local function wake(id)
   local co = reader[id]
-  if co then wakeup(co) end
+  if co then ready(co) end
   local x = rare[id]
-  if x and x.closer then wakeup(x.closer) end
+  if x and x.closer then ready(x.closer) end
 end
 
 local function finished(id)
@@ -93,7 +93,7 @@ end
 
 function H.readable(id)
   local co = reader[id]
-  if co then wakeup(co) end
+  if co then ready(co) end
 end
 
 function H.close(id)
@@ -176,7 +176,7 @@ local function suspend(id)
   if reader[id] ~= co then return nil end
   reader[id] = false
   local x = rare[id]
-  if x and x.closer then wakeup(x.closer) end
+  if x and x.closer then ready(x.closer) end
   if not ok then return false, err end
   return true
 end
@@ -265,7 +265,7 @@ function M.read(id, n)
       if reader[id] ~= co then return false, "" end -- abandoned meanwhile
       reader[id] = false
       x = rare[id]
-      if x and x.closer then wakeup(x.closer) end
+      if x and x.closer then ready(x.closer) end
       if not ok then return nil, err end
       connected = state[id]
     end
@@ -401,8 +401,8 @@ function M.abandon(id)
   local co, x = reader[id], rare[id]
   forget(id)
   onclose[id] = nil
-  if co then wakeup(co) end
-  if x and x.closer then wakeup(x.closer) end
+  if co then ready(co) end
+  if x and x.closer then ready(x.closer) end
   raw.pause(id)
   raw.unbuffer(id)
 end

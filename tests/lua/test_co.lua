@@ -395,4 +395,37 @@ function tests.park_then_yield_is_a_wait()
   T.eq(select(2, coroutine.resume(stranger)), false, "park in a foreign coroutine")
 end
 
+function tests.ready_wakes_a_waiter_without_values_and_ends_are_noticed()
+  local log = {}
+  local errors = {}
+  sched.on_error(function(e) errors[#errors + 1] = e end)
+  local ok = sched.run(function()
+    local waiter = sched.fork(function()
+      local r = compat.pack(sched.wait())
+      log[#log + 1] = "woken:" .. r.n .. ":" .. tostring(r[1])
+      sched.wait() -- woken a second time by ready(), then ends
+      log[#log + 1] = "end"
+    end)
+    local failing = sched.fork(function()
+      sched.wait()
+      error("after ready")
+    end)
+    sched.sleep(1)
+    T.eq(sched.ready(waiter), true, "waiter was waiting")
+    T.eq(sched.ready(waiter), false, "already woken")
+    T.eq(sched.ready(failing), true, "failing was waiting")
+    sched.sleep(1)
+    T.eq(sched.ready(waiter), true, "second wait")
+    sched.sleep(1)
+    T.eq(sched.ready(waiter), false, "finished coroutine")
+    T.eq(sched.ready(coroutine.running()), false, "running coroutine")
+  end)
+  sched.on_error(nil)
+  T.eq(ok, true, "run returned")
+  T.eq(table.concat(log, ","), "woken:1:true,end", "waiter saw wait() return true, then ended")
+  T.eq(#errors, 1, "the error after ready() was reported")
+  assert(errors[1]:find("after ready", 1, true), errors[1])
+  T.eq(sched.running(), false, "scheduler stopped: every coroutine was noticed as finished")
+end
+
 return tests

@@ -369,10 +369,10 @@ def main():
     with open(logpath, "wb") as logf:
         for case in cases:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            active = []
             for s in order:
                 if s in missing or (case.get("only") and s not in case["only"]):
                     continue
-                srv = defs[s]
                 need = case.get("nofile", 0)
                 if need > hard and not can_raise_nofile(need):
                     msg = f"skipped: RLIMIT_NOFILE hard limit {hard} < {need} and cannot be raised here"
@@ -380,22 +380,30 @@ def main():
                     results.setdefault(case["key"], {})[s] = dict(
                         ok=False, error=msg, rounds=[], median={})
                     continue
-                rounds, err = [], None
-                for i in range(args.rounds):
+                active.append(s)
+            # Rounds are interleaved (round 1 of every server, then round 2, ...), so a
+            # change in what the shared host gives us affects all servers alike.
+            rounds = {s: [] for s in active}
+            errors = {s: None for s in active}
+            for i in range(args.rounds):
+                for s in active:
+                    if errors[s]:
+                        continue
                     log(f"[{time.monotonic() - t_start:6.0f}s] {case['name']} / {labels[s]} "
                         f"round {i + 1}/{args.rounds}")
-                    res, e = run_one(srv, case, ports.get(), args, logf)
+                    res, e = run_one(defs[s], case, ports.get(), args, logf)
                     if e:
-                        err = e
+                        errors[s] = e
                         log(f"  ERROR: {e}")
-                        break
-                    rounds.append(res)
+                        continue
+                    rounds[s].append(res)
                     log(f"  {case['metric']}={res.get(case['metric'])} "
                         f"cpu_ns/op={res.get('srv_cpu_ns_per_op', '-')}")
-                keys = {k for r in rounds for k in r}
-                median = {k: med([r.get(k) for r in rounds]) for k in keys}
+            for s in active:
+                keys = {k for r in rounds[s] for k in r}
+                median = {k: med([r.get(k) for r in rounds[s]]) for k in keys}
                 results.setdefault(case["key"], {})[s] = dict(
-                    ok=err is None, error=err, rounds=rounds, median=median)
+                    ok=errors[s] is None, error=errors[s], rounds=rounds[s], median=median)
 
     avail_end = cpu_availability()
     log(f"CPU availability with both cores busy, after the run: {avail_end:.0%}")

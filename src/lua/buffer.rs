@@ -34,12 +34,51 @@ pub const DEFAULT_LIMIT: usize = 128 * 1024;
 /// Default maximum frame for a 2-byte header, and for a 4-byte one.
 pub const MAX_FRAME_2: usize = 65535;
 pub const DEFAULT_MAX_FRAME_4: usize = 16 * 1024 * 1024;
-/// A drained buffer gives its storage back: vectors up to `SPARE_BYTES` go to a free
-/// list of at most `SPARE_MAX` (reused by the next `data` for an empty buffer, so the
-/// hot path does not pay malloc/free per message), larger ones are freed. An idle
-/// connection thus holds no storage, whatever it received before.
-const SPARE_MAX: usize = 128;
-const SPARE_BYTES: usize = 4096;
+/// Storage of drained read buffers, kept for the next arrival on an empty buffer, so
+/// neither the small-message hot path nor a stream pays malloc/free per read (for
+/// reads of 64 KiB and more, a free at the top of the heap gives pages back to the
+/// kernel with `brk` and the next read faults them in again). Bounded in count and
+/// bytes, so idle connections hold no storage whatever they received before.
+#[derive(Default)]
+pub struct Spare {
+    small: Vec<Vec<u8>>,
+    large: Vec<Vec<u8>>,
+    large_bytes: usize,
+}
+
+/// Small vectors: up to `SMALL_BYTES` each, at most `SMALL_MAX` of them.
+const SMALL_BYTES: usize = 4096;
+const SMALL_MAX: usize = 128;
+/// Large vectors: up to `LARGE_BYTES` each, `LARGE_TOTAL` bytes in all.
+const LARGE_BYTES: usize = 512 * 1024;
+const LARGE_TOTAL: usize = 4 * 1024 * 1024;
+
+impl Spare {
+    /// Storage for an empty buffer about to receive `len` bytes, if any is kept.
+    fn take(&mut self, len: usize) -> Option<Vec<u8>> {
+        if len > SMALL_BYTES {
+            if let Some(v) = self.large.pop() {
+                self.large_bytes -= v.capacity();
+                return Some(v);
+            }
+        }
+        self.small.pop()
+    }
+
+    /// Keep the storage of a drained buffer, or free it.
+    fn give(&mut self, mut v: Vec<u8>) {
+        v.clear();
+        let cap = v.capacity();
+        if cap <= SMALL_BYTES {
+            if self.small.len() < SMALL_MAX {
+                self.small.push(v);
+            }
+        } else if cap <= LARGE_BYTES && self.large_bytes + cap <= LARGE_TOTAL {
+            self.large_bytes += cap;
+            self.large.push(v);
+        }
+    }
+}
 
 #[derive(Clone, Copy)]
 pub struct Framing {
@@ -252,7 +291,7 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
         return Routed::Frames(Vec::new()); // closing: drop
     }
     if b.data.capacity() == 0 {
-        if let Some(v) = st.spare.borrow_mut().pop() {
+        if let Some(v) = st.spare.borrow_mut().take(bytes.len()) {
             b.data = v;
         }
     }
@@ -330,12 +369,7 @@ fn after_take(st: &State, id: SocketId, b: &mut ReadBuf) {
     if b.unread() == 0 && b.data.capacity() > 0 {
         let v = std::mem::take(&mut b.data);
         b.pos = 0;
-        if v.capacity() <= SPARE_BYTES {
-            let mut spare = st.spare.borrow_mut();
-            if spare.len() < SPARE_MAX {
-                spare.push(v);
-            }
-        }
+        st.spare.borrow_mut().give(v);
     }
     if b.auto_paused && b.unread() <= b.pause_limit() {
         b.auto_paused = false;
@@ -635,4 +669,40 @@ pub fn pack(lua: &Lua, _st: &State, a: &Args) -> Ret {
 /// `buffers()` → number of live read buffers (for leak checks).
 pub fn buffers(lua: &Lua, st: &State, _a: &Args) -> Ret {
     ret(lua, st.buffers.borrow().len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_storage_is_reused_by_size_and_bounded() {
+        let mut spare = Spare::default();
+        assert!(spare.take(10).is_none());
+        spare.give(Vec::with_capacity(100));
+        spare.give(Vec::with_capacity(256 * 1024));
+        // A big arrival gets the big vector, a small one the small vector.
+        assert!(spare.take(64 * 1024).unwrap().capacity() >= 256 * 1024);
+        assert_eq!(spare.large_bytes, 0);
+        assert!(spare.take(10).unwrap().capacity() >= 100);
+        assert!(spare.take(10).is_none());
+        // Vectors past the size cap are freed, and the large list stays in budget.
+        spare.give(Vec::with_capacity(LARGE_BYTES + 1));
+        assert!(spare.large.is_empty());
+        for _ in 0..100 {
+            spare.give(Vec::with_capacity(LARGE_BYTES));
+        }
+        assert!(spare.large_bytes <= LARGE_TOTAL);
+        assert_eq!(spare.large.len(), LARGE_TOTAL / LARGE_BYTES);
+        for _ in 0..1000 {
+            spare.give(Vec::with_capacity(64));
+        }
+        assert_eq!(spare.small.len(), SMALL_MAX);
+        // Given-back storage comes back empty.
+        let mut v = Vec::with_capacity(200);
+        v.extend_from_slice(b"leftover");
+        let mut s = Spare::default();
+        s.give(v);
+        assert!(s.take(1).unwrap().is_empty());
+    }
 }

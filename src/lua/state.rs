@@ -33,7 +33,7 @@ pub struct State {
     /// Read buffers of sockets in buffered or framed mode (see `buffer.rs`).
     pub buffers: RefCell<Buffers>,
     /// Storage of drained read buffers, for reuse (see `buffer.rs`).
-    pub spare: RefCell<Vec<Vec<u8>>>,
+    pub spare: RefCell<super::buffer::Spare>,
 }
 
 impl State {
@@ -54,7 +54,7 @@ impl State {
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
             buffers: RefCell::new(Buffers::default()),
-            spare: RefCell::new(Vec::new()),
+            spare: RefCell::new(Default::default()),
         })
     }
 }

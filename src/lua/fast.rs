@@ -417,7 +417,11 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
     let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
     ffi::lua_settop(l, S_READABLE);
     run.cached = Cached::Nothing;
+    run.has_data = false;
+    run.has_readable = false;
     if run.frame_pos < run.frames.len() {
+        // Packets left by a callback error go to the socket's handler as it is now
+        // (if a callback made it something other than a table, they are dropped).
         select_handler(l, run, run.frame_id, true);
         deliver_frames(l, run);
     }

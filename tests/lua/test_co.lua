@@ -428,4 +428,28 @@ function tests.ready_wakes_a_waiter_without_values_and_ends_are_noticed()
   T.eq(sched.running(), false, "scheduler stopped: every coroutine was noticed as finished")
 end
 
+function tests.open_times_out_against_a_full_backlog()
+  -- A listener that never accepts, with a backlog of 1: once its accept queue is full
+  -- the kernel drops further SYNs, so a connect stays pending on loopback.
+  local lid, _, port = assert(raw.listen("127.0.0.1", 0, 1))
+  local fillers, opened = {}, 0
+  for i = 1, 8 do
+    fillers[i] = assert(raw.connect("127.0.0.1", port))
+    raw.start(fillers[i], { open = function() opened = opened + 1 end })
+  end
+  T.settle(200)
+  assert(opened >= 1 and opened < 8, "some connects wait (opened " .. opened .. " of 8)")
+  run(function()
+    socket.default_timeout(200)
+    local t0 = os.time()
+    local id, err = socket.open("127.0.0.1", port)
+    socket.default_timeout(nil)
+    T.eq(id, nil, "no socket")
+    T.eq(err, "timeout", "open gave up")
+    assert(os.time() - t0 <= 2, "gave up in time")
+  end)
+  for i = 1, 8 do raw.close(fillers[i], true) end
+  raw.close(lid, true)
+end
+
 return tests

@@ -73,6 +73,15 @@ local function wake(id)
   if x and x.closer then ready(x.closer) end
 end
 
+-- The socket's connection state changed (opened, closed, failed): record it, end a
+-- pending open, and wake whoever waits on the socket.
+local function settle(id, connected)
+  state[id] = connected
+  local x = rare[id]
+  if x then x.connecting = nil end
+  wake(id)
+end
+
 local function finished(id)
   local cb = onclose[id]
   onclose[id] = nil
@@ -83,12 +92,7 @@ end
 local H = {}
 
 function H.open(id)
-  if state[id] ~= nil then
-    state[id] = true
-    local x = rare[id]
-    if x then x.connecting = nil end
-    wake(id)
-  end
+  if state[id] ~= nil then settle(id, true) end
 end
 
 function H.readable(id)
@@ -98,10 +102,7 @@ end
 
 function H.close(id)
   if state[id] ~= nil then
-    state[id] = false
-    local x = rare[id]
-    if x then x.connecting = nil end
-    wake(id)
+    settle(id, false)
   else
     raw.unbuffer(id)
   end
@@ -115,11 +116,8 @@ function H.error(id, msg)
     return -- these errors do not close the socket
   end
   if state[id] ~= nil then
-    x = ext(id)
-    x.err = msg
-    x.connecting = nil
-    state[id] = false
-    wake(id)
+    ext(id).err = msg
+    settle(id, false)
   else
     raw.unbuffer(id)
   end

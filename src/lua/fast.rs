@@ -47,8 +47,8 @@ unsafe fn arg_error(l: *mut ffi::lua_State, i: c_int, msg: *const c_char) -> ! {
     ffi::lua_error(l)
 }
 
-/// Check argument `i` as a socket id (a positive integer).
-unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
+/// Check argument `i` as an integer (`luaL_checkinteger`'s messages).
+unsafe fn check_integer(l: *mut ffi::lua_State, i: c_int) -> ffi::lua_Integer {
     let mut isnum: c_int = 0;
     let v = ffi::lua_tointegerx(l, i, &mut isnum);
     if isnum == 0 {
@@ -59,6 +59,12 @@ unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
         let msg = ffi::lua_pushfstring(l, c"number expected, got %s".as_ptr(), got);
         arg_error(l, i, msg);
     }
+    v
+}
+
+/// Check argument `i` as a socket id (a positive integer).
+unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
+    let v = check_integer(l, i);
     if v <= 0 {
         arg_error(l, i, c"socket id must be a positive integer".as_ptr());
     }
@@ -200,16 +206,7 @@ unsafe fn check_size(
     if optional && ffi::lua_type(l, i) <= ffi::LUA_TNIL {
         return None;
     }
-    let mut isnum: c_int = 0;
-    let v = ffi::lua_tointegerx(l, i, &mut isnum);
-    if isnum == 0 {
-        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
-            arg_error(l, i, c"number has no integer representation".as_ptr());
-        }
-        let got = arg_typename(l, i);
-        let msg = ffi::lua_pushfstring(l, c"number expected, got %s".as_ptr(), got);
-        arg_error(l, i, msg);
-    }
+    let v = check_integer(l, i);
     if v < 0 {
         arg_error(l, i, what.as_ptr());
     }

@@ -84,6 +84,8 @@ pub struct SocketInfo {
     pub paused: bool,
     pub peer: Option<String>,
     pub local: Option<String>,
+    /// TCP_NODELAY of a TCP stream socket (`None` for listeners, UDP, Unix sockets).
+    pub nodelay: Option<bool>,
 }
 
 pub(crate) struct Core {
@@ -108,7 +110,7 @@ impl Socket {
 impl Core {
     pub fn new(config: Config) -> io::Result<Core> {
         Ok(Core {
-            slots: Slots::new(config.max_sockets),
+            slots: Slots::with_first_tag(config.max_sockets, config.first_tag),
             resolver: Resolver::new(config.resolver, config.resolver_threads),
             next_request: AtomicU64::new(1),
             config,
@@ -160,6 +162,9 @@ impl Core {
         proto: Proto,
         owner: u64,
     ) {
+        if proto == Proto::Tcp && !matches!(state, State::PListen | State::Listen) {
+            self.apply_nodelay(std::os::fd::AsRawFd::as_raw_fd(&fd));
+        }
         sock.fd = Some(fd);
         sock.state = state;
         sock.proto = proto;
@@ -167,6 +172,16 @@ impl Core {
         sock.read_size = self.config.min_read as u32;
         sock.warn_at = self.config.warn_size;
         sock.limit = self.config.default_write_limit;
+    }
+
+    /// TCP_NODELAY on a new connection when the configuration asks for it (the
+    /// default): a server writing several small replies would otherwise wait for the
+    /// peer's delayed ACK (~40 ms) on each round trip. Best effort: a failure leaves
+    /// Nagle on, which is slower but correct.
+    pub(crate) fn apply_nodelay(&self, fd: std::os::fd::RawFd) {
+        if self.config.nodelay {
+            let _ = net::set_nodelay(fd, true);
+        }
     }
 
     pub fn listen(
@@ -584,6 +599,11 @@ impl Core {
             paused: sock.paused,
             peer: fd.and_then(|fd| show(net::peer_addr(fd).ok().flatten())),
             local: fd.and_then(|fd| show(net::local_addr(fd).ok().flatten())),
+            nodelay: match (sock.proto, sock.state) {
+                (Proto::Tcp, State::PListen | State::Listen) => None,
+                (Proto::Tcp, _) => fd.and_then(|fd| net::nodelay(fd).ok()),
+                _ => None,
+            },
         })
     }
 }

@@ -406,6 +406,9 @@ fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
         if let Some(l) = &s.local {
             t.raw_set("sock", l.as_str())?;
         }
+        if let Some(on) = s.nodelay {
+            t.raw_set("nodelay", on)?;
+        }
         out.raw_set(i + 1, t)?;
     }
     ret(lua, out)
@@ -597,6 +600,13 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                 Value::String(s) => s.to_string_lossy(),
                 _ => return Err(a.error(1, "setting names must be strings")),
             };
+            if key == "nodelay" {
+                let Value::Boolean(on) = v else {
+                    return Err(a.error(1, "setting 'nodelay' must be a boolean"));
+                };
+                c.nodelay = on;
+                continue;
+            }
             let n = match v {
                 Value::Integer(i) => i,
                 Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
@@ -623,6 +633,10 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                 }
                 "accept_burst" => c.accept_burst = positive()?,
                 "resolver_threads" => c.resolver_threads = positive()?.min(64),
+                "first_tag" => {
+                    c.first_tag = u64::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'first_tag' must be >= 0"))?
+                }
                 other => return Err(a.error(1, format!("unknown setting '{other}'"))),
             }
         }
@@ -645,6 +659,8 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
         c.close_timeout.map_or(0, |d| d.as_millis() as i64),
     )?;
     t.raw_set("accept_burst", c.accept_burst as i64)?;
+    t.raw_set("nodelay", c.nodelay)?;
+    t.raw_set("first_tag", c.first_tag as i64)?;
     t.raw_set("resolver_threads", c.resolver_threads as i64)?;
     ret(lua, t)
 }

@@ -15,7 +15,9 @@
 //! Anything unusual (a handler with a metatable, a userdata handler, any other message
 //! kind) is left to the high-level dispatcher, so behaviour is the same on both paths.
 
+use std::any::Any;
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use mlua::{ffi, AnyUserData, Function, Lua};
@@ -44,6 +46,29 @@ unsafe fn arg_error(l: *mut ffi::lua_State, i: c_int, msg: *const c_char) -> ! {
     ffi::luaL_where(l, 1);
     ffi::lua_pushfstring(l, c"bad argument #%d to '%s' (%s)".as_ptr(), i, name, msg);
     ffi::lua_concat(l, 2);
+    ffi::lua_error(l)
+}
+
+/// Raise a Lua error for a Rust panic caught in this module, naming it an internal error.
+///
+/// Every Rust step of the raw closures runs under `catch_unwind`, and nothing that can
+/// raise a Lua error runs inside one: on LuaJIT a Lua error is a foreign exception,
+/// and a `catch_unwind` it reaches aborts the process. So a panic comes out of its
+/// `catch_unwind` as a value, and only then becomes a Lua error.
+///
+/// SAFETY (for callers): as `arg_error`.
+unsafe fn raise_panic(l: *mut ffi::lua_State, payload: Box<dyn Any + Send>) -> ! {
+    let reason = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    };
+    drop(payload);
+    let text = format!("skysocket internal error (a bug, please report it): {reason}");
+    ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
+    drop(text);
     ffi::lua_error(l)
 }
 
@@ -134,7 +159,11 @@ unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State
     let st = closure_state(l);
     // SAFETY: the string stays on the stack (argument 2) for the whole call.
     let data = std::slice::from_raw_parts(ptr as *const u8, len);
-    match send_bytes(st, id, data, prio) {
+    let sent = match catch_unwind(AssertUnwindSafe(|| send_bytes(st, id, data, prio))) {
+        Ok(sent) => sent,
+        Err(payload) => raise_panic(l, payload),
+    };
+    match sent {
         None => {
             ffi::lua_pushboolean(l, 1);
             1
@@ -217,7 +246,6 @@ unsafe fn check_size(
 /// Lua string pushed straight from the socket's Rust buffer, or nil.
 unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State) -> c_int {
     let id = check_id(l, 1);
-    let push = |bytes: &[u8]| ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
     let sep: &[u8] = if KIND == READLINE {
         match ffi::lua_type(l, 2) {
             t if t <= ffi::LUA_TNIL => b"\n",
@@ -245,15 +273,24 @@ unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State)
         _ => 0,
     };
     let st = closure_state(l);
-    // Arguments are checked: from here on nothing raises except a memory error while
-    // pushing the string (which would leave the buffer table borrowed; fatal anyway).
-    let pushed = match KIND {
-        READN => buffer::take_with(st, id, buffer::pick_n(n), push),
-        READLINE => buffer::take_with(st, id, buffer::pick_line(sep), push),
-        _ => buffer::take_with(st, id, buffer::pick_some(n), push),
-    };
-    if pushed.is_none() {
-        ffi::lua_pushnil(l);
+    // Arguments are checked. The Rust steps run under `catch_unwind`; the string is
+    // pushed between them (a memory error raised there leaves the buffer table
+    // borrowed: later reads then return nil, nothing worse).
+    let found = catch_unwind(AssertUnwindSafe(|| match KIND {
+        READN => buffer::begin_take(st, id, buffer::pick_n(n)),
+        READLINE => buffer::begin_take(st, id, buffer::pick_line(sep)),
+        _ => buffer::begin_take(st, id, buffer::pick_some(n)),
+    }));
+    match found {
+        Err(payload) => raise_panic(l, payload),
+        Ok(None) => ffi::lua_pushnil(l),
+        Ok(Some(taking)) => {
+            let bytes = taking.bytes();
+            ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taking.finish(st))) {
+                raise_panic(l, payload);
+            }
+        }
     }
     1
 }
@@ -343,7 +380,9 @@ unsafe fn select_handler(
 ) -> bool {
     // Most servers give no socket its own handler: then the table lookup is skipped.
     let own = run.st.own_handlers.get() > 0 && {
-        ffi::lua_rawgeti(l, A_HANDLERS, id);
+        // Not lua_rawgeti: on Lua 5.1 and LuaJIT it takes a C int, and ids go past 2^31.
+        ffi::lua_pushinteger(l, id);
+        ffi::lua_rawget(l, A_HANDLERS);
         let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
         if !found {
             ffi::lua_pop(l, 1);
@@ -435,8 +474,17 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             break; // the high-level dispatcher takes it from here
         }
         run.next += 1;
-        let data = run.batch.data(m);
-        match (run.route)(m.id, data) {
+        let (batch, route) = (run.batch, run.route);
+        let routed = match catch_unwind(AssertUnwindSafe(|| {
+            let data = batch.data(m);
+            (data, route(m.id, data))
+        })) {
+            Ok(r) => r,
+            // Reported as this message's callback error; delivery resumes after it.
+            Err(payload) => raise_panic(l, payload),
+        };
+        let (data, routed) = routed;
+        match routed {
             Routed::Normal => {
                 if run.has_data {
                     ffi::lua_pushvalue(l, S_DATA);

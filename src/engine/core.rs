@@ -379,10 +379,19 @@ impl Core {
     ) -> Result<Sent> {
         let mut sock = self.slots.lock(id).ok_or(Error::UnknownId)?;
         if !sock.can_send() {
+            // A UDP socket with a default peer (udp_connect, udp_dial): as in Skynet,
+            // `send` sends one datagram to that peer.
+            if sock.state == State::Bind && sock.udp.as_ref().is_some_and(|u| u.peer.is_some()) {
+                drop(sock);
+                return Ok(match self.sendto(id, None, data, out)? {
+                    true => Sent::NeedSync,
+                    false => Sent::Done,
+                });
+            }
             return Err(Error::State(match sock.state {
                 _ if sock.closing => "socket is closing",
                 _ if sock.shut_wr => "socket write side is shut down",
-                State::Bind => "a UDP socket takes sendto, not send",
+                State::Bind => "a UDP socket without a peer takes sendto, not send",
                 State::Listen | State::PListen => "cannot send on a listening socket",
                 _ => "socket cannot send in this state",
             }));

@@ -287,6 +287,7 @@ fn protocol_error(st: &State, id: SocketId, b: &mut ReadBuf, msg: String) {
 /// A `data` message for `id`.
 pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
     let mut bufs = st.buffers.borrow_mut();
+    super::hooks::maybe_panic_in_route();
     let Some(b) = bufs.get_mut(&id) else {
         return Routed::Normal;
     };

@@ -221,6 +221,20 @@ pub fn send_function(
     )
 }
 
+/// The raw closure behind the `"raw"` test hook: a panic under `catch_unwind`, raised
+/// as a Lua error as every closure here does.
+unsafe extern "C-unwind" fn panic_closure(l: *mut ffi::lua_State) -> c_int {
+    match catch_unwind(|| -> c_int { panic!("test hook: panic in a raw closure") }) {
+        Ok(n) => n,
+        Err(payload) => raise_panic(l, payload),
+    }
+}
+
+/// `_test_panic("raw")`'s closure (see `hooks`).
+pub fn panic_function(lua: &Lua, st: &std::rc::Rc<State>) -> mlua::Result<Function> {
+    c_closure(lua, st, c"_test_panic", panic_closure)
+}
+
 const READN: u8 = 0;
 const READLINE: u8 = 1;
 const READSOME: u8 = 2;

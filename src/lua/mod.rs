@@ -10,6 +10,7 @@ mod args;
 mod buffer;
 mod dispatch;
 mod fast;
+mod hooks;
 mod state;
 
 use std::rc::Rc;
@@ -74,8 +75,26 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     for (name, f) in fast::read_functions(lua, &st)? {
         module.raw_set(name, f)?;
     }
+    if hooks::enabled() {
+        module.raw_set("_test_panic", test_panic_function(lua)?)?;
+        module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;
+    }
     module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(module)
+}
+
+/// `_test_panic(where)` (see `hooks`; `_test_panic_raw()` is the raw closure).
+fn test_panic_function(lua: &Lua) -> mlua::Result<mlua::Function> {
+    lua.create_function(move |_, place: String| match place.as_str() {
+        "function" => panic!("test hook: panic in a wrapped function"),
+        "route" => {
+            hooks::arm_route_panic();
+            Ok(())
+        }
+        other => Err(mlua::Error::runtime(format!(
+            "unknown panic place '{other}'"
+        ))),
+    })
 }
 
 #[cfg(feature = "module")]

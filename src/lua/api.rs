@@ -11,6 +11,7 @@ use mlua::{Lua, Table, Value};
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::buffer::{self, Routed};
+use super::codec;
 use super::dispatch;
 use super::fast;
 use super::state::State;
@@ -64,6 +65,11 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("sendframe", buffer::sendframe),
     ("pack", buffer::pack),
     ("buffers", buffer::buffers),
+    ("sha1", codec::sha1),
+    ("base64_encode", codec::base64_encode),
+    ("base64_decode", codec::base64_decode),
+    ("ws_mask", codec::ws_mask),
+    ("utf8_valid", codec::utf8_valid),
 ];
 
 fn engine_err(lua: &Lua, e: Error) -> Ret {

@@ -382,6 +382,22 @@ end
 
 -- serve(id, handler [, opts]): answer requests on connection `id` (already started
 -- with socket.start) until it closes or must close; then closes it.
+-- After an error response to a client that may still be sending (a body over the
+-- limit, a bad request): half-close, then read and drop its data for at most 2 s, so
+-- the response is not destroyed by a TCP reset when we close with unread input.
+local function lingering_close(id)
+  if socket.disconnected(id) or socket.invalid(id) then return end
+  socket.close_write(id)
+  local stop = false
+  local t = raw.timeout(2000, function() stop = true; raw.shutdown(id) end)
+  socket.settimeout(id, 1000)
+  while not stop do
+    local d = socket.read(id)
+    if not d then break end
+  end
+  if not stop then raw.cancel_timeout(t) end
+end
+
 function M.serve(id, handler, opts)
   local o = opts and opts._checked and opts or options(opts)
   local expired = false
@@ -393,6 +409,11 @@ function M.serve(id, handler, opts)
     raw.close(id)
   end
   local served = 0
+  local linger = false
+  local function reject(response)
+    linger = true
+    socket.write(id, response)
+  end
   socket.settimeout(id, o.read_timeout)
   socket.limit(id, o.max_header)
   while true do
@@ -405,33 +426,33 @@ function M.serve(id, handler, opts)
     end
     if expired then break end
     if not head then
-      if err == "too large" then socket.write(id, simple_response(431)) end
+      if err == "too large" then reject(simple_response(431)) end
       break
     end
     -- RFC 9112 2.2: ignore empty lines before a request line
     local s = 1
     while sub(head, s, s + 1) == "\r\n" do s = s + 2 end
     local e = find(head, "\r\n", s, true) or #head + 1
-    if #head > o.max_header then socket.write(id, simple_response(431)); break end
+    if #head > o.max_header then reject(simple_response(431)); break end
     local method, target, version = sub(head, s, e - 1):match("^(%S+) (%S+) HTTP/(%d%.%d)$")
-    if not method or not find(method, TOKEN) then socket.write(id, simple_response(400)); break end
-    if version ~= "1.1" and version ~= "1.0" then socket.write(id, simple_response(505)); break end
+    if not method or not find(method, TOKEN) then reject(simple_response(400)); break end
+    if version ~= "1.1" and version ~= "1.0" then reject(simple_response(505)); break end
     local headers, herr = parse_headers(head, e + 2, o.max_headers)
     if not headers then
-      socket.write(id, simple_response(herr == "too many headers" and 431 or 400))
+      reject(simple_response(herr == "too many headers" and 431 or 400))
       break
     end
-    if version == "1.1" and not headers.host then socket.write(id, simple_response(400)); break end
+    if version == "1.1" and not headers.host then reject(simple_response(400)); break end
     local mode, length, ferr = body_framing(headers)
     if ferr then
-      socket.write(id, simple_response(ferr == "unsupported Transfer-Encoding" and 501 or 400))
+      reject(simple_response(ferr == "unsupported Transfer-Encoding" and 501 or 400))
       break
     end
-    if mode == "length" and length > o.max_body then socket.write(id, simple_response(413)); break end
+    if mode == "length" and length > o.max_body then reject(simple_response(413)); break end
     local expect = headers.expect
     local continue = false
     if expect then
-      if lower(expect) ~= "100-continue" then socket.write(id, simple_response(417)); break end
+      if lower(expect) ~= "100-continue" then reject(simple_response(417)); break end
       continue = version == "1.1"
     end
     served = served + 1
@@ -465,13 +486,13 @@ function M.serve(id, handler, opts)
     local ok, st, body, hdrs = run_handler(handler, req, res)
     if not ok then
       io.stderr:write("skysocket.http: handler error: ", tostring(st), "\n")
-      if not res._head_sent and not res._hijacked then socket.write(id, simple_response(500)) end
+      if not res._head_sent and not res._hijacked then reject(simple_response(500)) end
       break
     end
     if res._hijacked then break end
     if not res._finished then
       if res._error and not res._head_sent then
-        socket.write(id, simple_response(res._error))
+        reject(simple_response(res._error))
         break
       end
       if type(st) == "number" then
@@ -480,15 +501,17 @@ function M.serve(id, handler, opts)
       end
       if not res:finish(type(st) == "number" and body or nil) then break end
     end
+    if body_failed then linger = true end
     if res._close or body_failed then break end
     -- Unread request body: drain it (bounded) or close the connection.
     if mode then
       if continue and not body_started then break end
       local drained = read_all(req._reader, o.max_body)
-      if not drained then break end
+      if not drained then linger = true; break end
     end
   end
   if timer then raw.cancel_timeout(timer) end
+  if linger and not expired then lingering_close(id) end
   socket.close(id)
 end
 

@@ -221,7 +221,7 @@ function Conn:read()
       self.close_code, self.close_reason = code or 1005, reason or ""
       if not self.close_sent then
         self.close_sent = true
-        send_frame(self, 8, close_payload(code), true)
+        send_frame(self, 8, close_payload(code, reason), true)
       end
       finish(self)
       r1, r2, r3, r4 = nil, "closed", self.close_code, self.close_reason
@@ -310,9 +310,15 @@ function Conn:close(code, reason)
   socket.settimeout(self.id, CLOSE_WAIT)
   self._reading = true
   while self.state ~= "closed" do
-    local fin, op = read_frame(self, 0)
+    local fin, op, payload = read_frame(self, 0)
     if fin == nil then break end -- closed, failed or timed out
     if op == 8 then
+      if #payload >= 2 then
+        self.close_code = byte(payload, 1) * 256 + byte(payload, 2)
+        self.close_reason = sub(payload, 3)
+      else
+        self.close_code = 1005
+      end
       finish(self)
     end
   end

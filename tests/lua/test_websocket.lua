@@ -155,7 +155,7 @@ function tests.invalid_frames_get_the_right_close_code()
     local p = srv.port
     T.eq(close_code_for(p, string.char(0x81, 5) .. "hello"), 1002, "unmasked client frame")
     T.eq(close_code_for(p, masked(0x81, "bad \255 utf8")), 1007, "invalid UTF-8 text")
-    T.eq(close_code_for(p, masked(0x01, "ab\xc3") .. masked(0x80, "\x28")), 1007, "invalid UTF-8 across fragments")
+    T.eq(close_code_for(p, masked(0x01, "ab\195") .. masked(0x80, "\040")), 1007, "invalid UTF-8 across fragments")
     T.eq(close_code_for(p, masked(0x82, string.rep("x", 2000))), 1009, "message over max_message")
     T.eq(close_code_for(p, masked(0x82, "", 1073741824)), 1009, "1 GiB announced, nothing allocated")
     T.eq(close_code_for(p, masked(0x02, string.rep("x", 600)) .. masked(0x80, string.rep("x", 600))), 1009, "fragments over max_message")

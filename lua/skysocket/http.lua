@@ -61,10 +61,17 @@ local function parse_headers(head, pos, max_count)
     local c = find(head, ":", pos, true)
     if not c or c > e then return nil, "bad header line" end
     local name = sub(head, pos, c - 1)
-    if not find(name, TOKEN) then return nil, "bad header name" end
-    local value = sub(head, c + 1, e - 1)
-    if find(value, BAD_VALUE) then return nil, "bad header value" end
-    value = value:match("^[ \t]*(.-)[ \t]*$")
+    if (name == "" or find(name, "[^%w%-]")) and not find(name, TOKEN) then return nil, "bad header name" end
+    -- the value without surrounding blanks (no pattern backtracking over the value)
+    local vs = find(head, "[^ \t]", c + 1)
+    local value = ""
+    if vs and vs < e then
+      local ve = e - 1
+      local b = byte(head, ve)
+      while b == 32 or b == 9 do ve = ve - 1; b = byte(head, ve) end
+      value = sub(head, vs, ve)
+      if find(value, "%c") and find(value, BAD_VALUE) then return nil, "bad header value" end
+    end
     count = count + 1
     if count > max_count then return nil, "too many headers" end
     name = lower(name)

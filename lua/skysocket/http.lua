@@ -243,15 +243,6 @@ local function header_lines(out, headers)
   end
 end
 
--- Find a header in a user table regardless of case: returns its value.
-local function get_header(headers, name)
-  local v = headers[name]
-  if v ~= nil then return v end
-  for k, x in pairs(headers) do
-    if lower(k) == name then return x end
-  end
-end
-
 ---------------------------------------------------------------- server
 
 local DEFAULTS = {
@@ -285,6 +276,7 @@ local function simple_response(status, extra)
 end
 
 local Req, Res = {}, {}
+local function NO_BODY() return nil end
 Req.__index, Res.__index = Req, Res
 
 -- req:read([max]) -> next piece of the body, nil at its end, or false, err.
@@ -304,32 +296,52 @@ function Req:body()
   return b
 end
 
+-- Header names send_head must notice in a user's table, by lower-cased name.
+local SPECIAL = { date = "date", ["content-length"] = "length", ["transfer-encoding"] = "te" }
+
 local function send_head(res, length)
   local req = res._req
   local st = res.status
-  local out = { format("HTTP/1.1 %d %s\r\n", st, res.reason or M.reasons[st] or "Unknown") }
-  local h = res.headers
-  header_lines(out, h)
-  if get_header(h, "date") == nil then out[#out + 1] = "Date: " .. http_date() .. "\r\n" end
+  local out = { "HTTP/1.1 " .. st .. " " .. (res.reason or M.reasons[st] or "Unknown") .. "\r\n" }
+  local n = 1
+  local seen_date, seen_length, seen_te
+  for k, v in pairs(res.headers) do
+    local special = SPECIAL[k] or SPECIAL[lower(k)]
+    if special then
+      if special == "date" then seen_date = true
+      elseif special == "length" then seen_length = true
+      else seen_te = true; if has_token(tostring(v), "chunked") then res._chunked = true end end
+    end
+    if type(v) == "table" then
+      for i = 1, #v do n = n + 1; out[n] = k .. ": " .. tostring(v[i]) .. "\r\n" end
+    else
+      n = n + 1
+      out[n] = k .. ": " .. tostring(v) .. "\r\n"
+    end
+  end
+  if not seen_date then n = n + 1; out[n] = "Date: " .. http_date() .. "\r\n" end
   local nobody = st < 200 or st == 204 or st == 304
-  if not nobody and get_header(h, "content-length") == nil and get_header(h, "transfer-encoding") == nil then
+  if not nobody and not seen_length and not seen_te then
+    n = n + 1
     if length then
-      out[#out + 1] = "Content-Length: " .. length .. "\r\n"
+      out[n] = "Content-Length: " .. length .. "\r\n"
     elseif req.version == "1.1" then
-      out[#out + 1] = "Transfer-Encoding: chunked\r\n"
+      out[n] = "Transfer-Encoding: chunked\r\n"
       res._chunked = true
     else
+      out[n] = nil
+      n = n - 1
       res._close = true -- HTTP/1.0 without a length: the body ends at the close
     end
   end
   if st ~= 101 then
     if res._close then
-      out[#out + 1] = "Connection: close\r\n"
+      n = n + 1; out[n] = "Connection: close\r\n"
     elseif req.version == "1.0" then
-      out[#out + 1] = "Connection: keep-alive\r\n"
+      n = n + 1; out[n] = "Connection: keep-alive\r\n"
     end
   end
-  out[#out + 1] = "\r\n"
+  out[n + 1] = "\r\n"
   res._head_sent = true
   res._nobody = nobody or req.method == "HEAD"
   return concat(out)
@@ -421,9 +433,10 @@ function M.serve(id, handler, opts)
     linger = true
     socket.write(id, response)
   end
-  socket.settimeout(id, o.read_timeout)
+  socket.settimeout(id, nil) -- waits for a head are bounded by the header timer
   socket.limit(id, o.max_header)
   while true do
+    if served > 0 then socket.settimeout(id, nil) end
     local head = raw.readline(id, CRLF2)
     local err
     if not head then
@@ -487,8 +500,9 @@ function M.serve(id, handler, opts)
         if d == false then body_failed = true end
         return d, e2
       end
+      socket.settimeout(id, o.read_timeout)
     else
-      req._reader = function() return nil end
+      req._reader = NO_BODY
     end
     local ok, st, body, hdrs = run_handler(handler, req, res)
     if not ok then

@@ -1,5 +1,5 @@
 -- wrk target: lua-http (Debian lua-http, on cqueues) with the same 13-byte body.
---   lua5.3 bench/http/hello_luahttp.lua PORT
+--   lua5.1 bench/http/hello_luahttp.lua PORT  (Debian has lua-http's fifo for 5.1/5.2 only)
 local server = require "http.server"
 local headers = require "http.headers"
 local port = tonumber(arg[1]) or 8080

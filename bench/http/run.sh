@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP hello-world benchmark: wrk -c 100 -d 10 against skysocket.http (lua5.4 and
-# LuaJIT), lua-http (lua5.3, cqueues) and nginx (one worker), each server pinned to
+# LuaJIT), lua-http (lua5.1, cqueues) and nginx (one worker), each server pinned to
 # CPU 0 and wrk (2 threads) to CPU 1. Loopback only, free ports, every server killed
 # at the end. Needs: wrk, nginx-light, lua-http (Debian packages).
 #   bench/http/run.sh [duration_s]
@@ -36,9 +36,10 @@ P=$(free_port)
 bench "skysocket.http (lua5.4)" "$P" env LUA_CPATH="$ROOT/target/lua-lua54/?.so;;" LUA_PATH="$ROOT/lua/?.lua;;" lua5.4 bench/http/hello_skysocket.lua "$P"
 P=$(free_port)
 bench "skysocket.http (LuaJIT)" "$P" env LUA_CPATH="$ROOT/target/lua-luajit/?.so;;" LUA_PATH="$ROOT/lua/?.lua;;" luajit bench/http/hello_skysocket.lua "$P"
-if lua5.3 -e 'require "http.server"' 2>/dev/null; then
+# Debian 12 ships lua-http's dependency lua-fifo for 5.1/5.2 only: run it on lua5.1.
+if lua5.1 -e 'require "http.server"' 2>/dev/null; then
   P=$(free_port)
-  bench "lua-http 0.4 (lua5.3, cqueues)" "$P" lua5.3 bench/http/hello_luahttp.lua "$P"
+  bench "lua-http 0.4 (lua5.1, cqueues)" "$P" lua5.1 bench/http/hello_luahttp.lua "$P"
 fi
 if command -v nginx >/dev/null; then
   P=$(free_port)

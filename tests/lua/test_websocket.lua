@@ -184,7 +184,7 @@ function tests.fuzzed_frames_close_cleanly_with_bounded_memory()
     local before = collectgarbage("count")
     local srv = echo_server({ max_message = 65536, timeout = 1000 })
     local rand = T.rng(99)
-    local N, workers, done, codes = 600, 6, 0, 0
+    local N, workers, done, codes = tonumber(os.getenv("SKYSOCKET_FUZZ_N")) or 10000, 10, 0, 0
     for _ = 1, workers do
       sched.fork(function()
         for _ = 1, N / workers do

@@ -14,6 +14,8 @@
 -- httparse. Everything here is documented in docs/API.md ("skysocket.http").
 local raw = require "skysocket"
 local socket = require "skysocket.socket"
+local sched = require "skysocket.sched"
+local compat = require "skysocket.compat"
 
 local M = {}
 
@@ -392,9 +394,21 @@ end
 
 local function run_handler(handler, req, res)
   if PUC51 then
-    -- PUC 5.1 cannot yield across pcall: the handler runs unprotected (an error ends
-    -- this connection's coroutine and is reported by the scheduler).
-    return true, handler(req, res)
+    -- PUC 5.1 cannot yield across pcall: the handler runs in a coroutine of its own
+    -- (an error there is reported by the scheduler), and this one waits for it,
+    -- noticing its death.
+    local me, result = sched.self(), nil
+    local co = sched.fork(function()
+      result = compat.pack(handler(req, res))
+      sched.wakeup(me)
+    end)
+    while not result do
+      sched.wait(1000)
+      if not result and coroutine.status(co) == "dead" then
+        return false, "handler raised an error (reported by the scheduler)"
+      end
+    end
+    return true, compat.unpack(result, 1, result.n)
   end
   return pcall(handler, req, res)
 end
@@ -434,6 +448,9 @@ function M.serve(id, handler, opts)
     socket.write(id, response)
   end
   socket.settimeout(id, nil) -- waits for a head are bounded by the header timer
+  -- A client may half-close after its request: the answer must still go out (the
+  -- socket is closed below in every case).
+  socket.keepopen(id)
   socket.limit(id, o.max_header)
   while true do
     if served > 0 then socket.settimeout(id, nil) end

@@ -60,8 +60,21 @@ try:
         os.makedirs(os.path.dirname(os.path.abspath(shot)), exist_ok=True)
         with open(shot, "wb") as f:
             f.write(base64.b64decode(data))
+        # a clean shutdown lets Chromium reap its own helper processes
+        try:
+            seq[0] += 1
+            ws.send(json.dumps({"id": seq[0], "method": "Browser.close"}))
+        except Exception:
+            pass
 finally:
-    proc.kill()
-    proc.wait()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     shutil.rmtree(profile, ignore_errors=True)
 sys.exit(0 if ok else 1)

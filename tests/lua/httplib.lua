@@ -14,6 +14,8 @@ if arg and arg[-1] then
 end
 L.root = (arg and arg[0] and arg[0]:match("^(.*)/tests/lua/[^/]*$")) or "."
 
+local children = {} -- handles of L.sh commands started during the current L.run
+
 function L.run(main, ms)
   local timed_out, errors = false, {}
   sched.on_error(function(e) errors[#errors + 1] = e end)
@@ -21,6 +23,9 @@ function L.run(main, ms)
   local r = compat.pack(sched.run(main))
   raw.cancel_timeout(wd)
   sched.on_error(nil)
+  -- whatever happened, no child outlives its test
+  for h in pairs(children) do h:kill() end
+  children = {}
   if #errors > 0 then error(errors[1], 2) end
   if timed_out then error("test timed out", 2) end
   if not r[1] then error(tostring(r[2]), 2) end
@@ -55,8 +60,17 @@ function L.sh(cmd)
     cmd, base, base, base, base))
   local pid = slurp(base .. ".pid"):match("%d+")
   local h = { pid = pid }
+  children[h] = true
   function h:kill()
+    -- never signal a pid that may have been reused: only while the command runs
+    if self.done or exists(base .. ".rc") then return end
     if pid then os.execute("pkill -P " .. pid .. " 2>/dev/null; kill " .. pid .. " 2>/dev/null") end
+    self.done = true
+    for _ = 1, 50 do -- the wrapper writes .rc once the command is gone
+      if exists(base .. ".rc") then break end
+      os.execute("sleep 0.01")
+    end
+    for _, s in ipairs { "", ".out", ".err", ".pid", ".rc" } do os.remove(base .. s) end
   end
   function h:output()
     return slurp(base .. ".out")
@@ -74,6 +88,7 @@ function L.sh(cmd)
     sched.sleep(1)
     local out, rc = slurp(base .. ".out"), tonumber(slurp(base .. ".rc"):match("%d+"))
     self.stderr = slurp(base .. ".err")
+    self.done = true
     for _, s in ipairs { "", ".out", ".err", ".pid", ".rc" } do os.remove(base .. s) end
     return out, rc
   end

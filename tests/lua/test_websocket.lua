@@ -213,6 +213,42 @@ function tests.fuzzed_frames_close_cleanly_with_bounded_memory()
   end, 60000)
 end
 
+-- The webchat example with two WebSocket clients (every interpreter): both see the
+-- join, the rename and each other's messages; the page itself is served over HTTP on
+-- the same port.
+function tests.webchat_two_clients_see_each_other()
+  run(function()
+    local port = L.free_port()
+    local server = L.sh("exec " .. L.interp .. " " .. ROOT .. "/examples/webchat/server.lua " .. port)
+    local a
+    for _ = 1, 150 do
+      a = websocket.connect("ws://127.0.0.1:" .. port .. "/chat")
+      if a then break end
+      sched.sleep(20)
+    end
+    assert(a, "webchat did not start")
+    T.truthy(a:read():find("joined", 1, true), "a joined")
+    local page = assert(http.get("http://127.0.0.1:" .. port .. "/", { keepalive = false }))
+    T.truthy(page.body:find("new WebSocket", 1, true), "the page")
+    T.eq(page.headers["content-type"], "text/html; charset=utf-8", "page type")
+    local b = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/chat"))
+    T.truthy(b:read():find("joined", 1, true), "b joined (b's view)")
+    T.truthy(a:read():find("joined", 1, true), "b joined (a's view)")
+    a:send("/nick alice")
+    T.truthy(a:read():find("is now alice", 1, true), "rename (a)")
+    T.truthy(b:read():find("is now alice", 1, true), "rename (b)")
+    a:send("hi bob")
+    T.eq(b:read(), "alice: hi bob", "b sees a")
+    T.eq(a:read(), "alice: hi bob", "a sees its own line")
+    b:send("hi alice")
+    T.truthy(a:read():find(": hi alice$"), "a sees b")
+    b:close()
+    T.truthy(a:read():find("left", 1, true), "a sees b leave")
+    a:close()
+    server:kill()
+  end)
+end
+
 -- A real browser: headless Chromium opens the webchat page, joins, says hello; a Lua
 -- client in the same chat sees it and answers; the page must show the answer.
 function tests.webchat_in_headless_chromium()

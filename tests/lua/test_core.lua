@@ -130,7 +130,8 @@ end
 function tests.bad_arguments_raise_clear_errors()
   T.raises("bad argument #1 to 'send' (number expected, got no value)", socket.send)
   T.raises("bad argument #2 to 'send' (string expected, got nil)", socket.send, 1, nil)
-  T.raises("bad argument #2 to 'send' (string expected, got table)", socket.send, 1, {})
+  T.raises("bad argument #2 to 'send' (string expected, got boolean)", socket.send, 1, false)
+  T.raises("bad argument #2 to 'send' (array of strings expected, item 1 is table)", socket.send, 1, { {} })
   T.raises("bad argument #1 to 'send' (number has no integer representation)", socket.send, 1.5, "x")
   T.raises("bad argument #1 to 'close' (socket id must be a positive integer)", socket.close, -3)
   T.raises("bad argument #1 to 'close' (number has no integer representation)", socket.close, 0/0)
@@ -344,6 +345,27 @@ function tests.peer_close_reports_close_once()
   T.wait("server sees close", function() return closes == 1 end)
   T.settle(50)
   T.eq(closes, 1, "close count")
+  socket.close(lid)
+end
+
+function tests.send_takes_an_array_of_strings()
+  local got = {}
+  local lid, port = T.listen { accept = function(_, id)
+    socket.start(id, { data = function(_, s) got[#got + 1] = s end })
+  end }
+  local cid = assert(socket.connect("127.0.0.1", port))
+  socket.start(cid, {})
+  T.eq(socket.send(cid, { "*2\r\n", "$3\r\nGET\r\n", 42, "" }), true, "send array")
+  T.eq(socket.lwrite(cid, { "|low" }), true, "lwrite array")
+  T.eq(socket.write(cid, {}), true, "empty array")
+  local want = "*2\r\n$3\r\nGET\r\n42|low"
+  T.wait("gathered bytes", function() return table.concat(got) == want end)
+  T.raises("bad argument #2 to 'send' (array of strings expected, item 2 is table)",
+    socket.send, cid, { "a", {} })
+  T.raises("bad argument #2 to 'write' (array of strings expected, item 1 is nil)",
+    socket.write, cid, { nil, "b" })
+  T.raises("bad argument #2 to 'send' (string expected, got boolean)", socket.send, cid, true)
+  socket.close(cid)
   socket.close(lid)
 end
 

@@ -101,7 +101,13 @@ function H.readable(id)
 end
 
 function H.close(id)
-  if state[id] ~= nil then
+  local x = rare[id]
+  if x and (x.listen or x.protocol == "UDP") then
+    -- A listener or UDP socket closed from elsewhere (raw.close): nobody reads it, so
+    -- forget it now, and stop holding the scheduler for its callback.
+    if x.held then sched.release() end
+    forget(id)
+  elseif state[id] ~= nil then
     settle(id, false)
   else
     raw.unbuffer(id)
@@ -215,6 +221,8 @@ end
 -- start(listener, accept_cb): accept_cb(id, addr) runs in a new coroutine per client.
 -- start(id): take an accepted (or abandoned, or paused) socket and read from it.
 function M.start(id, func)
+  argcheck(func == nil or type(func) == "function", 2, "start",
+    "function expected, got " .. type(func))
   local x = rare[id]
   if func or (x and x.listen) then
     if state[id] == nil then state[id], rare[id] = false, { listen = true } end
@@ -477,11 +485,14 @@ M.pack = raw.pack
 
 ---------------------------------------------------------------- UDP
 
+-- Registers the socket here only once the engine has taken it (a bad or unknown id
+-- raises or fails in raw.start and leaves no state behind).
 local function udp_object(id, cb)
+  local ok, err = raw.start(id, H)
+  if not ok then return nil, err end
   state[id], reader[id] = true, nil
   rare[id] = { protocol = "UDP", callback = cb, held = cb ~= nil }
   if cb then sched.hold() end
-  raw.start(id, H)
   return id
 end
 
@@ -499,7 +510,8 @@ function M.udp_connect(id, host, port, callback)
     if callback and not x.held then x.held = true; sched.hold() end
     if callback then x.callback = callback end
   else
-    udp_object(id, callback)
+    local ok, err = udp_object(id, callback)
+    if not ok then return false, err end
   end
   return raw.udp_connect(id, host, port)
 end

@@ -4,13 +4,14 @@
 //! failure returns `nil, message` (functions that create sockets) or `false, message`
 //! (operations on an id). Ids are plain integers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mlua::{Lua, Table, Value};
 
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::buffer::{self, Routed};
+use super::crypt;
 use super::dispatch;
 use super::fast;
 use super::state::State;
@@ -64,7 +65,31 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("sendframe", buffer::sendframe),
     ("pack", buffer::pack),
     ("buffers", buffer::buffers),
+    ("now", now),
+    ("sha1", crypt::sha1),
+    ("hmac_sha1", crypt::hmac_sha1),
+    ("base64encode", crypt::base64encode),
+    ("base64decode", crypt::base64decode),
+    ("hexencode", crypt::hexencode),
+    ("hexdecode", crypt::hexdecode),
+    ("randomkey", crypt::randomkey),
+    ("xor_str", crypt::xor_str),
 ];
+
+/// `now()` → milliseconds (an integer) since the module was first loaded in this
+/// process, from a monotonic clock: unaffected by `configure` and by changes of the
+/// wall clock. (Skynet's `skynet.now()` is this divided by 10.)
+fn now(lua: &Lua, _st: &State, _a: &Args) -> Ret {
+    let ms = CLOCK_START.get_or_init(Instant::now).elapsed().as_millis();
+    ret(lua, ms.min(1 << 53) as i64)
+}
+
+static CLOCK_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Start `now()`'s clock (called when the module is opened).
+pub fn start_clock() {
+    CLOCK_START.get_or_init(Instant::now);
+}
 
 fn engine_err(lua: &Lua, e: Error) -> Ret {
     false_msg(lua, e)

@@ -8,6 +8,7 @@ mod address;
 mod api;
 mod args;
 mod buffer;
+mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
@@ -45,6 +46,7 @@ return M
 /// Build the module table for `lua`.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
     let st = Rc::new(State::new(lua, crate::engine::Config::default())?);
+    api::start_clock();
     fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
     let raw = lua.create_table()?;

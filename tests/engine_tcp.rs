@@ -414,7 +414,14 @@ fn write_limit_rejects_sends_beyond_it() {
         }
     }
     assert!(rejected, "16 MiB to a non-reader must hit a 1 MiB limit");
-    assert!(h.engine.info(id).unwrap().queued <= 1 << 20);
+    // The stream is broken: the engine dropped the socket and tells its owner.
+    assert!(h.engine.info(id).is_none(), "socket dropped at the limit");
+    let m = h.wait_for("error", |m| m.kind == MsgKind::Error && m.id == id);
+    assert!(
+        m.text().contains("write queue limit exceeded"),
+        "{}",
+        m.text()
+    );
 }
 
 #[test]

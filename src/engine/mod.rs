@@ -47,8 +47,14 @@ pub struct Config {
     pub max_read: usize,
     /// Queue size that triggers the first `Warning` (then each doubling).
     pub warn_size: usize,
-    /// Hard write-queue limit given to new sockets (0 = none).
+    /// Hard write-queue limit given to new sockets (0 = none). A send past a socket's
+    /// limit fails with `Error::LimitExceeded` and the socket is dropped: closed by
+    /// force, its owner told with `Error` (the stream is broken anyway).
     pub default_write_limit: usize,
+    /// Most bytes queued for writing in all sockets together (0 = none). A send that
+    /// must queue past it fails with `Error::BudgetExceeded` and its socket is dropped
+    /// as for the write limit, so the peers that do not read pay, not the process.
+    pub write_budget: usize,
     /// A poll stops taking events once its batch holds this many payload bytes.
     pub batch_bytes: usize,
     /// Accepts taken per listener readiness event.
@@ -81,6 +87,7 @@ impl Default for Config {
             max_read: 128 * 1024,
             warn_size: 1024 * 1024,
             default_write_limit: 0,
+            write_budget: 0,
             batch_bytes: 4 * 1024 * 1024,
             accept_burst: 32,
             reserve_fd: true,
@@ -265,6 +272,10 @@ impl Engine {
                 let text = err.to_string();
                 self.abort(id, err);
                 Err(Error::Io(io::Error::other(text)))
+            }
+            Sent::Overflow(err) => {
+                self.abort(id, io::Error::other(err.to_string()));
+                Err(err)
             }
         }
     }
@@ -667,6 +678,8 @@ fn free_socket(core: &Core, poller: &mut Poller, sock: &mut Socket) {
     }
     let id = sock.id;
     let file = sock.unlink.take();
+    core.queued_total
+        .fetch_sub(sock.wq.len_bytes(), std::sync::atomic::Ordering::Relaxed);
     *sock = Socket::default(); // drops the OwnedFd: the descriptor is closed here
     if let Some(f) = file {
         f.remove(); // after the close, so nobody can connect to a dead listener's file
@@ -922,6 +935,8 @@ fn stream_flush(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut B
         match res {
             Ok(n) => {
                 sock.wq.consume(n);
+                core.queued_total
+                    .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
                 sock.stats.written += n as u64;
                 sock.stats.wtime = core.now_cs();
                 if n < total {

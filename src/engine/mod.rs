@@ -51,9 +51,11 @@ pub struct Config {
     /// limit fails with `Error::LimitExceeded` and the socket is dropped: closed by
     /// force, its owner told with `Error` (the stream is broken anyway).
     pub default_write_limit: usize,
-    /// Most bytes queued for writing in all sockets together (0 = none). A send that
-    /// must queue past it fails with `Error::BudgetExceeded` and its socket is dropped
-    /// as for the write limit, so the peers that do not read pay, not the process.
+    /// Most bytes queued for writing in all sockets together (0 = none). Past it, a
+    /// send that must queue behind data already queued on its socket fails with
+    /// `Error::BudgetExceeded` and the socket is dropped as for the write limit, so the
+    /// peers that do not read pay, not the process; a socket with an empty queue (a
+    /// peer that keeps up) may still queue one send.
     pub write_budget: usize,
     /// A poll stops taking events once its batch holds this many payload bytes.
     pub batch_bytes: usize,

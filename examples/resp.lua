@@ -122,14 +122,24 @@ function commands.COMMAND() return "*0\r\n" end
 ---------------------------------------------------------------- requests
 
 -- Replies to requests that arrived together are gathered and written at once: before
--- the connection waits for more input, the replies pending go out in one write.
--- c = { id = socket id, out = replies not yet written }.
+-- the connection waits for more input, or once GATHER bytes are pending, the replies
+-- go out in one write. c = { id = socket id, out = replies not yet written, size =
+-- their bytes, failed = a write failed (the peer is gone or was dropped) }.
+local GATHER = 64 * 1024
+
 local function flush(c)
   local out = c.out
   if #out > 0 then
-    socket.write(c.id, #out == 1 and out[1] or table.concat(out))
-    c.out = {}
+    if not socket.write(c.id, #out == 1 and out[1] or table.concat(out)) then c.failed = true end
+    c.out, c.size = {}, 0
   end
+end
+
+local function reply(c, r)
+  local out = c.out
+  out[#out + 1] = r
+  c.size = c.size + #r
+  if c.size >= GATHER then flush(c) end
 end
 
 -- A line ended by LF (a CR before it is removed): from the buffer if it is complete
@@ -195,16 +205,16 @@ end
 
 local function serve(id)
   socket.start(id)
-  local c = { id = id, out = {} }
-  while true do
+  local c = { id = id, out = {}, size = 0, failed = false }
+  while not c.failed do
     local a, e = request(c)
     if not a then
-      if e then c.out[#c.out + 1] = err("Protocol error: " .. e) end
+      if e then reply(c, err("Protocol error: " .. e)) end
       break
     end
     if #a > 0 then
       local f = commands[a[1]:upper()]
-      c.out[#c.out + 1] = f and f(a) or err("unknown command " .. quote(a[1]))
+      reply(c, f and f(a) or err("unknown command " .. quote(a[1])))
     end
   end
   flush(c)

@@ -401,7 +401,7 @@ end
 -- Item 5: chat announces a burst of joins with gathered writes (one per client per
 -- tick) and keeps answering.
 function tests.chat_handles_a_burst_of_1000_joins()
-  local N = 1000
+  local N = tonumber(os.getenv("SKYSOCKET_CHAT_BURST") or "") or 1000
   local port = free_port()
   local stop, pid = spawn("chat.lua", port)
   local welcomed, bytes, took = 0, 0, nil
@@ -435,7 +435,8 @@ function tests.chat_handles_a_burst_of_1000_joins()
     local cpu = cpu_seconds(pid) - cpu0
     io.write(string.format("  chat: %d joins, server CPU %.2f s, %.1f KiB to the burst clients\n",
       N, cpu, bytes / 1024))
-    T.truthy(cpu < 5, "server CPU " .. cpu .. " s for " .. N .. " joins")
+    -- O(N^2) join broadcasts took 1.26 s for 1,000 joins here; gathered: ~0.1 s
+    T.truthy(cpu < 0.6 * N / 1000, "server CPU " .. cpu .. " s for " .. N .. " joins")
     for _, s in ipairs(raw.info()) do raw.close(s.id, true) end
     socket.close(a)
     socket.close(b)

@@ -611,6 +611,7 @@ local function drop(id)
     return
   end
   local co, x = reader[id], rare[id]
+  if x and (x.listen or x.protocol == "UDP") then return end -- connections only
   forget(id)
   if co then ready(co) end
   if x and x.closer then ready(x.closer) end

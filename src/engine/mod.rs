@@ -178,6 +178,13 @@ impl Engine {
         self.core.slots.live()
     }
 
+    /// Bytes queued for writing in all sockets (what `write_budget` bounds).
+    pub fn queued_bytes(&self) -> usize {
+        self.core
+            .queued_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn timer_count(&self) -> usize {
         self.timers.len()
     }

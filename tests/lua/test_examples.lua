@@ -360,6 +360,60 @@ function tests.echo_co_and_resp_drop_clients_that_never_read()
   end
 end
 
+-- Descriptors the process has open, or nil.
+local function fd_count(pid)
+  local p = io.popen("ls /proc/" .. pid .. "/fd 2>/dev/null | wc -l")
+  local n = tonumber(p:read("*a"))
+  p:close()
+  return n
+end
+
+-- Item 3: with its own slow-client policy off, chat.lua facing 100 clients that never
+-- read (a stopped process) while one talks is held to the module's write budget
+-- (256 MiB): once the kernel buffers are full, the backlogged clients are dropped.
+function tests.chat_with_stopped_clients_stays_within_the_write_budget()
+  local port = free_port()
+  local stop, pid = spawn("chat.lua", port, 100000000) -- slow_kb: never
+  local N = 100
+  local fds0, fds_full, fds_end
+  run(function()
+    socket.close(connect(port))
+    fds0 = fd_count(pid)
+    local stopped = {}
+    for i = 1, N do
+      stopped[i] = assert(raw.connect("127.0.0.1", port))
+      raw.start(stopped[i], { open = function(id) raw.pause(id) end }) -- never reads
+    end
+    local talker = connect(port)
+    socket.warning(talker, function() end)
+    socket.fork(function() -- the talker reads its own broadcasts
+      while socket.read(talker) do end
+    end)
+    while (fd_count(pid) or 0) < fds0 + N + 1 do socket.sleep(20) end
+    fds_full = fd_count(pid)
+    local line = string.rep("w", 4000) .. "\n"
+    for i = 1, 20000 do -- up to 8 GB of broadcast
+      socket.write(talker, line)
+      if i % 50 == 0 then
+        socket.sleep(10)
+        if (fd_count(pid) or 0) <= fds0 + N / 2 then break end -- dropped
+        if (status_kib(pid, "VmRSS") or 0) > 600 * 1024 then break end -- unbounded
+      end
+    end
+    fds_end = fd_count(pid)
+    socket.close(talker)
+    for i = 1, N do raw.close(stopped[i], true) end
+  end, 50000)
+  local hwm = status_kib(pid, "VmHWM")
+  local up = alive(pid)
+  stop()
+  io.write(string.format("  chat: %d stopped clients, server fds %d -> %d, peak RSS %d KiB\n",
+    N, fds_full or -1, fds_end or -1, hwm or -1))
+  T.eq(up, true, "server lives on")
+  T.truthy(fds_end <= fds0 + N / 2, "stopped clients dropped")
+  assert(hwm and hwm < 450 * 1024, "peak RSS " .. tostring(hwm) .. " KiB over the budget")
+end
+
 -- Item 4: idle and slowloris clients are disconnected by the examples' timeouts.
 function tests.examples_disconnect_idle_and_slowloris_clients()
   for _, ex in ipairs { "echo.lua", "echo_co.lua", "resp.lua", "framed_rpc.lua", "chat.lua" } do

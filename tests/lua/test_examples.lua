@@ -21,6 +21,8 @@ end
 -- goes before the command (environment settings), or is run by a shell first when it
 -- sets a ulimit. Returns a function that stops the child and returns its log, and
 -- the child's pid.
+local children = {} -- pids of the servers started by the running test
+
 local function spawn_with(prefix, script, ...)
   local args = table.concat({ ... }, " ")
   local pidfile = os.tmpname()
@@ -35,6 +37,7 @@ local function spawn_with(prefix, script, ...)
   os.execute(string.format("%s >%s 2>&1 & echo $! > %s", cmd, log, pidfile))
   local f = assert(io.open(pidfile)); local pid = f:read("*l"); f:close()
   os.remove(pidfile)
+  children[#children + 1] = pid
   return function()
     os.execute("kill " .. pid .. " 2>/dev/null")
     local lf = io.open(log); local text = lf and lf:read("*a") or ""; if lf then lf:close() end
@@ -599,6 +602,16 @@ function tests.framed_rpc_replies_fit_a_frame_and_do_not_leak_internals()
     socket.close(c)
   end)
   stop()
+end
+
+-- A failing test never reaches its stop(): every child it started is killed here.
+for name, f in pairs(tests) do
+  tests[name] = function()
+    local ok, err = xpcall(f, function(e) return debug and debug.traceback(tostring(e)) or e end)
+    for _, pid in ipairs(children) do os.execute("kill " .. pid .. " 2>/dev/null") end
+    children = {}
+    if not ok then error(err, 0) end
+  end
 end
 
 return tests

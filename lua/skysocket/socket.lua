@@ -10,9 +10,12 @@
 -- bytes | false, rest (closed); read(id) -> >= 1 byte | false, "" ; readline(id, sep)
 -- -> line | false, rest; readall(id) -> everything until close.
 -- Differences from Skynet, all deliberate:
---   * settimeout(id, ms) bounds every wait on that socket: the read returns
---     nil, "timeout" (nothing is consumed); default_timeout(ms) applies to open and
---     new sockets. Without a timeout a wait lasts until data or close, as in Skynet.
+--   * settimeout(id, ms) bounds every read call on that socket (read, readline,
+--     readall, readframe: the whole call, so bytes trickling in do not extend it;
+--     block and close: each wait): it returns nil, "timeout" (nothing is consumed);
+--     default_timeout(ms) applies to open and new sockets. Without a timeout a wait
+--     lasts until data or close, as in Skynet.
+--   * a coroutine that raises closes the sockets it owns (see "Ownership" below).
 --   * readline returns nil, "line too long" when limit(id) bytes hold no separator.
 --   * limit(id, bytes) sets the read-buffer pause threshold (back-pressure) instead
 --     of closing the socket on overflow; read(id, n) / readall lift it as needed.
@@ -40,6 +43,14 @@ local rare = {}    -- id -> the fields few sockets use, in a table made when one
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
 local NONE = {}    -- stands for a missing rare table when reading (never written)
 local onclose = {}   -- id -> callback
+-- Ownership, so that a coroutine that dies with an error does not leak its sockets:
+-- a TCP socket belongs to the coroutine that last took it -- the accept handler
+-- started for it, the coroutine that opened or started it, or the last one that
+-- waited to read it. When that coroutine raises, the socket is closed by force
+-- (unsent data and unread bytes dropped). A coroutine that ends normally leaves its
+-- sockets open and ownerless (another coroutine may be serving them).
+local owner = {}     -- id -> coroutine
+local owned = {}     -- coroutine -> id, or a set {id = true} when it owns several
 local DEFAULT_LIMIT = 128 * 1024
 local default_timeout
 
@@ -62,8 +73,36 @@ local function ext(id)
   return x
 end
 
+local function disown(id)
+  local co = owner[id]
+  if not co then return end
+  owner[id] = nil
+  local o = owned[co]
+  if o == id then
+    owned[co] = nil
+  elseif type(o) == "table" then
+    o[id] = nil
+  end
+end
+
+local function own(id, co)
+  local old = owner[id]
+  if old == co or not co then return end
+  if old then disown(id) end
+  owner[id] = co
+  local o = owned[co]
+  if o == nil then
+    owned[co] = id
+  elseif type(o) == "table" then
+    o[id] = true
+  else
+    owned[co] = { [o] = true, [id] = true }
+  end
+end
+
 local function forget(id)
   state[id], reader[id], rare[id] = nil, nil, nil
+  if owner[id] then disown(id) end
 end
 
 local function wake(id)
@@ -136,7 +175,7 @@ function H.accept(lid, id, addr)
     raw.close(id, true)
     return
   end
-  sched.fork(x.accept, id, addr)
+  own(id, sched.fork(x.accept, id, addr))
 end
 
 function H.warning(id, kb)
@@ -168,15 +207,46 @@ local function check(id)
   if state[id] == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
 end
 
+-- The deadline of one read call on a socket with a timeout (nil without one): a
+-- single timer for the whole call, so bytes trickling in (a slowloris client) do not
+-- extend it. The timer wakes the call's reader; suspend() then reports "timeout".
+local function arm(id)
+  local ms = (rare[id] or NONE).timeout
+  if not ms then return nil end
+  local dl = { co = false, expired = false }
+  dl.timer = raw.timeout(ms, function()
+    dl.expired, dl.timer = true, nil
+    local co = dl.co
+    if co and reader[id] == co then ready(co) end
+  end)
+  return dl
+end
+
+-- Cancel a call's deadline and pass its results through.
+local function done(dl, ...)
+  if dl and dl.timer then
+    raw.cancel_timeout(dl.timer)
+    dl.timer = nil
+  end
+  return ...
+end
+
 -- Wait for the socket's next event (data, close, open). Returns true; false, "timeout";
 -- or nil if the socket was abandoned meanwhile (it is not ours any more: the caller
--- reports it closed, reading nothing).
-local function suspend(id)
+-- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
+-- it expires; without one, a timeout set on the socket bounds this wait.
+local function suspend(id, dl)
   if reader[id] then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
+  if dl then
+    if dl.expired then return false, "timeout" end
+    dl.co = co
+  end
   reader[id] = co
-  local ok, err = wait((rare[id] or NONE).timeout)
+  if owner[id] ~= co then own(id, co) end
+  local ok, err
+  if dl then ok, err = wait() else ok, err = wait((rare[id] or NONE).timeout) end
   if reader[id] ~= co then return nil end
   reader[id] = false
   local x = rare[id]
@@ -195,6 +265,7 @@ function M.open(host, port)
   local id, err = raw.connect(host, port)
   if not id then return nil, err end
   new_socket(id, false)
+  own(id, self())
   ext(id).connecting = true
   raw.start(id, H)
   raw.buffered(id, DEFAULT_LIMIT)
@@ -243,6 +314,7 @@ function M.start(id, func)
   local ok, err = raw.start(id, H)
   if not ok then return nil, err end
   new_socket(id, true)
+  own(id, self())
   raw.buffered(id, DEFAULT_LIMIT)
   raw.resume(id) -- an abandoned socket was paused
   return id
@@ -266,6 +338,7 @@ function M.read(id, n)
       if timeout then co = self() elseif not park(co) then co = nil end
       if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
       reader[id] = co
+      if owner[id] ~= co then own(id, co) end
       local ok, err = true, nil
       if timeout then ok, err = wait(timeout) else yield() end
       if reader[id] ~= co then return false, "" end -- abandoned meanwhile
@@ -280,42 +353,45 @@ function M.read(id, n)
   if d then return d end
   local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
   if limit > 0 and n > limit then raw.buffered(id, n) end
+  local dl = arm(id)
   while true do
     if not state[id] then
       d = rest(id)
       break
     end
-    local ok, err = suspend(id)
+    local ok, err = suspend(id, dl)
     if ok == nil then
       d = ""
       break
     end
     if not ok then
       raw.buffered(id, limit)
-      return nil, err
+      return done(dl, nil, err)
     end
     d = raw.readn(id, n)
     if d then
       raw.buffered(id, limit)
-      return d
+      return done(dl, d)
     end
   end
-  return false, d
+  return done(dl, false, d)
 end
 
 function M.readline(id, sep)
   sep = sep or "\n"
   check(id)
+  local dl
   while true do
     local line = raw.readline(id, sep)
-    if line then return line end
-    if not state[id] then return false, rest(id) end
+    if line then return done(dl, line) end
+    if not state[id] then return done(dl, false, rest(id)) end
     local unread = raw.unread(id) or 0
     local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
-    if limit > 0 and unread >= limit then return nil, "line too long" end
-    local ok, err = suspend(id)
-    if ok == nil then return false, "" end
-    if not ok then return nil, err end
+    if limit > 0 and unread >= limit then return done(dl, nil, "line too long") end
+    dl = dl or arm(id)
+    local ok, err = suspend(id, dl)
+    if ok == nil then return done(dl, false, "") end
+    if not ok then return done(dl, nil, err) end
   end
 end
 
@@ -323,14 +399,16 @@ function M.readall(id)
   check(id)
   if state[id] then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
+    local dl = arm(id)
     while state[id] do
-      local ok, err = suspend(id)
-      if ok == nil then return "" end
+      local ok, err = suspend(id, dl)
+      if ok == nil then return done(dl, "") end
       if not ok then
         raw.buffered(id, (rare[id] or NONE).limit or DEFAULT_LIMIT)
-        return nil, err
+        return done(dl, nil, err)
       end
     end
+    done(dl)
   end
   return rest(id)
 end
@@ -470,13 +548,15 @@ end
 -- readframe(id) -> payload | false, err (closed, or "frame ... exceeds the maximum").
 function M.readframe(id)
   check(id)
+  local dl
   while true do
     local f = raw.readframe(id)
-    if f then return f end
-    if not state[id] then return false, (rare[id] or NONE).err or "closed" end
-    local ok, err = suspend(id)
-    if ok == nil then return false, "closed" end
-    if not ok then return nil, err end
+    if f then return done(dl, f) end
+    if not state[id] then return done(dl, false, (rare[id] or NONE).err or "closed") end
+    dl = dl or arm(id)
+    local ok, err = suspend(id, dl)
+    if ok == nil then return done(dl, false, "closed") end
+    if not ok then return done(dl, nil, err) end
   end
 end
 
@@ -532,5 +612,36 @@ M.sendto = raw.sendto
 M.udp_address = raw.udp_address
 M.netstat = raw.info
 M.resolve = raw.resolve
+
+---------------------------------------------------------------- ownership
+
+-- A socket whose owner raised: close it by force, drop its buffer, and wake whoever
+-- else waits on it (they see a close, as after abandon).
+local function drop(id)
+  if state[id] == nil then
+    raw.close(id, true) -- accepted, never started: still silent in the engine
+    return
+  end
+  local co, x = reader[id], rare[id]
+  if x and (x.listen or x.protocol == "UDP") then return end -- connections only
+  forget(id)
+  if co then ready(co) end
+  if x and x.closer then ready(x.closer) end
+  raw.close(id, true)
+  raw.unbuffer(id)
+end
+
+sched.on_finish(function(co, ok)
+  local o = owned[co]
+  if o == nil then return end
+  owned[co] = nil
+  if type(o) ~= "table" then o = { [o] = true } end
+  for id in pairs(o) do
+    if owner[id] == co then
+      owner[id] = nil
+      if not ok then drop(id) end
+    end
+  end
+end)
 
 return M

@@ -57,6 +57,7 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("backend", backend),
     ("configure", configure),
     ("count", count),
+    ("idle", idle),
     ("buffered", buffer::buffered),
     ("framed", buffer::framed),
     ("unbuffer", buffer::unbuffer),
@@ -293,7 +294,8 @@ fn keepalive(lua: &Lua, st: &State, a: &Args) -> Ret {
     ok_or_false(lua, r)
 }
 
-/// `sendlimit(id, bytes)`: sends that would queue more than `bytes` fail (0 = no limit).
+/// `sendlimit(id, bytes)`: a send that would queue more than `bytes` fails and drops
+/// the socket (0 = no limit).
 fn sendlimit(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let limit = a.integer(2)?;
@@ -651,6 +653,10 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                     c.default_write_limit = usize::try_from(n)
                         .map_err(|_| a.error(1, "setting 'write_limit' must be >= 0"))?
                 }
+                "write_budget" => {
+                    c.write_budget = usize::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'write_budget' must be >= 0"))?
+                }
                 "close_timeout" => {
                     let ms = u64::try_from(n)
                         .map_err(|_| a.error(1, "setting 'close_timeout' must be >= 0"))?;
@@ -679,6 +685,7 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
     t.raw_set("max_read", c.max_read as i64)?;
     t.raw_set("warn_size", c.warn_size as i64)?;
     t.raw_set("write_limit", c.default_write_limit as i64)?;
+    t.raw_set("write_budget", c.write_budget as i64)?;
     t.raw_set(
         "close_timeout",
         c.close_timeout.map_or(0, |d| d.as_millis() as i64),
@@ -692,6 +699,14 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 fn backend(lua: &Lua, _st: &State, _a: &Args) -> Ret {
     ret(lua, crate::sys::backend_name())
+}
+
+/// `idle()` → true when no message can arrive any more without a new call: no open
+/// socket, no timer, no undelivered message, no host-name lookup in flight (when
+/// `loop()` returns). A scheduler uses it to tell "nothing to wait for" from a poll
+/// that only flushed writes.
+fn idle(lua: &Lua, st: &State, _a: &Args) -> Ret {
+    ret(lua, st.engine.borrow().is_idle())
 }
 
 /// `count()` → number of open sockets.

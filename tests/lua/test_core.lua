@@ -307,7 +307,8 @@ function tests.configure_settings()
   T.eq(c.max_sockets, 65536, "default max_sockets")
   T.eq(c.max_read, 131072, "default max_read")
   T.eq(c.warn_size, 1048576, "default warn_size")
-  T.eq(c.write_limit, 0, "default write_limit")
+  T.eq(c.write_limit, 64 * 1024 * 1024, "default write_limit")
+  T.eq(c.write_budget, 256 * 1024 * 1024, "default write_budget")
   T.eq(c.close_timeout, 60000, "default close_timeout")
   T.raises("unknown setting 'nope'", socket.configure, { nope = 1 })
   T.raises("setting 'max_sockets' must be > 0", socket.configure, { max_sockets = 0 })
@@ -327,7 +328,7 @@ function tests.configure_settings()
   assert(err:find("too many sockets", 1, true), err)
   socket.close(a); socket.close(b)
   T.settle(10)
-  socket.configure { max_sockets = 65536, write_limit = 0 }
+  socket.configure { max_sockets = 65536, write_limit = c.write_limit }
 end
 
 function tests.peer_close_reports_close_once()

@@ -16,9 +16,16 @@
 --     default_timeout(ms) applies to open and new sockets. Without a timeout a wait
 --     lasts until data or close, as in Skynet.
 --   * a coroutine that raises closes the sockets it owns (see "Ownership" below).
---   * readline returns nil, "line too long" when limit(id) bytes hold no separator.
+--   * readline returns nil, "line too long" when 64 MiB hold no separator (Skynet
+--     has no bound); shorter lines are returned whatever limit(id) is.
 --   * limit(id, bytes) sets the read-buffer pause threshold (back-pressure) instead
---     of closing the socket on overflow; read(id, n) / readall lift it as needed.
+--     of closing the socket on overflow; read(id, n) / readall / readline lift it as
+--     needed.
+-- Same as Skynet (issue 14): listen, udp*, udp_connect and resolve raise on failure;
+-- listen("", port) is every interface; a read that waits on a paused socket, or
+-- start(id), resumes it; a second start on an active socket raises; readall on a
+-- closed, drained socket returns false; netstat has Skynet's field names; write takes
+-- a string or an array of strings, and on a UDP socket with a peer sends to it.
 --   * close_write(id) is a true half-close (FIN after queued data); Skynet has none.
 --   * keepopen(id): after the peer's FIN (read returns false) the socket stays open for
 --     writing until close(id), so a reply to a half-closed request still goes out
@@ -259,6 +266,35 @@ local function rest(id)
   return raw.readsome(id) or ""
 end
 
+-- A read that has to wait on a socket paused by pause(id) resumes it first, as in
+-- Skynet (otherwise it would wait for data that can never arrive).
+local function unpause(id)
+  local x = rare[id]
+  if x and x.paused then
+    x.paused = nil
+    raw.resume(id)
+  end
+end
+
+-- Lines longer than the read buffer's pause threshold are still returned (Skynet
+-- returns any line): while a readline waits, the threshold is lifted up to MAX_LINE.
+-- Only a line longer than that fails, with nil, "line too long", so a peer that never
+-- sends a separator cannot grow the buffer without bound.
+local MAX_LINE = 64 * 1024 * 1024
+
+-- Runtime failures of the functions that Skynet's module raises for (listen, udp*,
+-- resolve) are raised here too, at the caller's line.
+local function failure(fname, err)
+  err = tostring(err)
+  if err:sub(1, #fname) == fname then return err end
+  return fname .. ": " .. err
+end
+
+local function raise_on_fail(fname, v, err, ...)
+  if v == nil or v == false then error(failure(fname, err), 3) end
+  return v, err, ...
+end
+
 ---------------------------------------------------------------- TCP
 
 function M.open(host, port)
@@ -283,8 +319,9 @@ function M.open(host, port)
 end
 
 function M.listen(host, port, backlog)
+  if host == "" then host = "0.0.0.0" end -- Skynet: an empty host is every interface
   local id, ip, p = raw.listen(host, port, backlog)
-  if not id then return nil, ip end
+  if not id then error(failure("listen", ip), 2) end
   state[id], rare[id] = false, { listen = true }
   return id, ip, p
 end
@@ -306,10 +343,10 @@ function M.start(id, func)
   end
   if state[id] then
     if x and x.paused then
-      x.paused = nil
-      raw.resume(id)
+      unpause(id)
+      return id
     end
-    return id
+    error("socket is not closed", 2) -- Skynet: a second start on an active socket
   end
   local ok, err = raw.start(id, H)
   if not ok then return nil, err end
@@ -323,6 +360,9 @@ end
 function M.read(id, n)
   local connected = state[id]
   if connected == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
+  argcheck(n == nil or (type(n) == "number" and n >= 0 and n == math.floor(n)), 2, "read",
+    "size must be a non-negative integer, got " .. tostring(n))
+  if connected then unpause(id) end
   if n == nil then
     while true do
       local d = readsome(id)
@@ -380,23 +420,43 @@ end
 function M.readline(id, sep)
   sep = sep or "\n"
   check(id)
+  argcheck(type(sep) == "string" and sep ~= "", 2, "readline",
+    "non-empty string expected, got " .. (sep == "" and "empty string" or type(sep)))
+  local line = raw.readline(id, sep)
+  if line then return line end
+  if not state[id] then return false, rest(id) end
+  unpause(id)
+  local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
+  local lifted = false
   local dl
+  local function finish(...)
+    if lifted then raw.buffered(id, limit) end
+    return done(dl, ...)
+  end
   while true do
-    local line = raw.readline(id, sep)
-    if line then return done(dl, line) end
-    if not state[id] then return done(dl, false, rest(id)) end
+    line = raw.readline(id, sep)
+    if line then return finish(line) end
+    if not state[id] then return finish(false, rest(id)) end
     local unread = raw.unread(id) or 0
-    local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
-    if limit > 0 and unread >= limit then return done(dl, nil, "line too long") end
+    if unread >= MAX_LINE then return finish(nil, "line too long") end
+    if limit > 0 and unread >= limit and not lifted then
+      lifted = true
+      raw.buffered(id, MAX_LINE)
+    end
     dl = dl or arm(id)
     local ok, err = suspend(id, dl)
-    if ok == nil then return done(dl, false, "") end
-    if not ok then return done(dl, nil, err) end
+    if ok == nil then return finish(false, "") end
+    if not ok then return finish(nil, err) end
   end
 end
 
 function M.readall(id)
   check(id)
+  if not state[id] then
+    local r = rest(id)
+    return r ~= "" and r -- Skynet: false once a closed socket is drained
+  end
+  unpause(id)
   if state[id] then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
     local dl = arm(id)
@@ -580,8 +640,8 @@ end
 function M.udp(callback, host, port)
   local id, err
   if host then id, err = raw.udp(host, port) else id, err = raw.udp() end
-  if not id then return nil, err end
-  return udp_object(id, callback)
+  if not id then error(failure("udp", err), 2) end
+  return raise_on_fail("udp", udp_object(id, callback))
 end
 
 function M.udp_connect(id, host, port, callback)
@@ -591,27 +651,53 @@ function M.udp_connect(id, host, port, callback)
     if callback then x.callback = callback end
   else
     local ok, err = udp_object(id, callback)
-    if not ok then return false, err end
+    if not ok then error(failure("udp_connect", err), 2) end
   end
-  return raw.udp_connect(id, host, port)
+  return raise_on_fail("udp_connect", raw.udp_connect(id, host, port))
 end
 
 function M.udp_listen(host, port, callback)
   local id, err = raw.udp_listen(host, port)
-  if not id then return nil, err end
-  return udp_object(id, callback)
+  if not id then error(failure("udp_listen", err), 2) end
+  return raise_on_fail("udp_listen", udp_object(id, callback))
 end
 
 function M.udp_dial(host, port, callback)
   local id, err = raw.udp_dial(host, port)
-  if not id then return nil, err end
-  return udp_object(id, callback)
+  if not id then error(failure("udp_dial", err), 2) end
+  return raise_on_fail("udp_dial", udp_object(id, callback))
 end
 
 M.sendto = raw.sendto
 M.udp_address = raw.udp_address
-M.netstat = raw.info
-M.resolve = raw.resolve
+-- netstat(): Skynet's field names (type "LISTEN", "TCP", "UDP", "CLOSING"; reading,
+-- writing; accept for listeners; peer/sock) beside the callback module's (as proto,
+-- state, paused ...). address is Skynet's owning service: always 0 here.
+function M.netstat()
+  local out = raw.info()
+  for _, s in ipairs(out) do
+    s.proto = s.type
+    if s.state == "listen" or s.state == "plisten" then
+      s.type, s.accept = "LISTEN", s.read
+    elseif s.type == "udp" then
+      s.type = "UDP"
+    elseif s.state == "halfclose_read" or s.state == "halfclose_write" then
+      s.type = "CLOSING"
+    else
+      s.type = "TCP"
+    end
+    s.address = 0
+    s.reading = not s.paused
+    s.writing = (s.wbuffer or 0) > 0
+  end
+  return out
+end
+
+-- resolve(host) -> array of addresses; raises on failure, as Skynet's driver does.
+function M.resolve(host, fn)
+  if fn ~= nil then return raw.resolve(host, fn) end
+  return raise_on_fail("resolve", raw.resolve(host))
+end
 
 ---------------------------------------------------------------- ownership
 

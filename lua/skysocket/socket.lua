@@ -65,6 +65,7 @@ M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
 local wait, ready, self, park = sched.wait, sched.ready, sched.self, sched.park
 local yield, running = coroutine.yield, coroutine.running
+local floor = math.floor
 local readsome = raw.readsome
 
 local function warn(fmt, ...)
@@ -238,6 +239,16 @@ local function done(dl, ...)
   return ...
 end
 
+-- A read that has to wait on a socket paused by pause(id) resumes it first, as in
+-- Skynet (otherwise it would wait for data that can never arrive).
+local function unpause(id)
+  local x = rare[id]
+  if x and x.paused then
+    x.paused = nil
+    raw.resume(id)
+  end
+end
+
 -- Wait for the socket's next event (data, close, open). Returns true; false, "timeout";
 -- or nil if the socket was abandoned meanwhile (it is not ours any more: the caller
 -- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
@@ -252,6 +263,7 @@ local function suspend(id, dl)
   end
   reader[id] = co
   if owner[id] ~= co then own(id, co) end
+  unpause(id)
   local ok, err
   if dl then ok, err = wait() else ok, err = wait((rare[id] or NONE).timeout) end
   if reader[id] ~= co then return nil end
@@ -264,16 +276,6 @@ end
 
 local function rest(id)
   return raw.readsome(id) or ""
-end
-
--- A read that has to wait on a socket paused by pause(id) resumes it first, as in
--- Skynet (otherwise it would wait for data that can never arrive).
-local function unpause(id)
-  local x = rare[id]
-  if x and x.paused then
-    x.paused = nil
-    raw.resume(id)
-  end
 end
 
 -- Lines longer than the read buffer's pause threshold are still returned (Skynet
@@ -360,9 +362,9 @@ end
 function M.read(id, n)
   local connected = state[id]
   if connected == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
-  argcheck(n == nil or (type(n) == "number" and n >= 0 and n == math.floor(n)), 2, "read",
-    "size must be a non-negative integer, got " .. tostring(n))
-  if connected then unpause(id) end
+  if n ~= nil and (type(n) ~= "number" or n < 0 or n ~= floor(n)) then
+    argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
+  end
   if n == nil then
     while true do
       local d = readsome(id)
@@ -374,6 +376,7 @@ function M.read(id, n)
       -- here goes more than one call below read.
       if reader[id] then error("socket " .. id .. " already has a waiting reader", 2) end
       local x = rare[id]
+      if x and x.paused then unpause(id) end
       local timeout, co = x and x.timeout, running()
       if timeout then co = self() elseif not park(co) then co = nil end
       if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
@@ -425,7 +428,6 @@ function M.readline(id, sep)
   local line = raw.readline(id, sep)
   if line then return line end
   if not state[id] then return false, rest(id) end
-  unpause(id)
   local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
   local lifted = false
   local dl
@@ -456,7 +458,6 @@ function M.readall(id)
     local r = rest(id)
     return r ~= "" and r -- Skynet: false once a closed socket is drained
   end
-  unpause(id)
   if state[id] then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
     local dl = arm(id)

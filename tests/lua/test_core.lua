@@ -363,8 +363,8 @@ function tests.send_takes_an_array_of_strings()
   T.wait("gathered bytes", function() return table.concat(got) == want end)
   T.raises("bad argument #2 to 'send' (array of strings expected, item 2 is table)",
     socket.send, cid, { "a", {} })
-  T.raises("bad argument #2 to 'write' (array of strings expected, item 1 is nil)",
-    socket.write, cid, { nil, "b" })
+  T.raises("bad argument #2 to 'write' (array of strings expected, item 2 is boolean)",
+    socket.write, cid, { "a", true })
   T.raises("bad argument #2 to 'send' (string expected, got boolean)", socket.send, cid, true)
   socket.close(cid)
   socket.close(lid)

@@ -415,7 +415,8 @@ impl Core {
                 sock.warn_at *= 2;
             }
         }
-        Ok(if sock.needs_sync() {
+        // A TLS socket is written by the poll thread only: always ask it to flush.
+        Ok(if sock.needs_sync() || sock.is_tls() {
             Sent::NeedSync
         } else {
             Sent::Done
@@ -442,6 +443,10 @@ impl Core {
             return Err(Error::State("socket is closing"));
         }
         sock.shut_wr = true;
+        if sock.is_tls() {
+            // close_notify, then the FIN: both sent by the poll thread's flush.
+            return Ok(true);
+        }
         if sock.wq.is_empty() && !matches!(sock.state, State::Connecting | State::Reserve) {
             let fd = sock.raw_fd().expect("stream socket has an fd");
             net::shutdown(fd, net::Shutdown::Write)?;

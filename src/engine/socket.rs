@@ -99,6 +99,7 @@ impl WriteQueue {
 
     /// Put every low-priority buffer behind the high ones, so what is queued now keeps
     /// its order against anything sent later (a STARTTLS upgrade needs this).
+    #[cfg(feature = "tls")]
     pub fn promote_all_low(&mut self) {
         let low = std::mem::take(&mut self.low);
         self.high.extend(low);

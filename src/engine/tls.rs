@@ -497,10 +497,14 @@ fn read(
     let mut start = out.arena_len();
     let mut peer_closed = false;
     let mut fatal: Option<String> = None;
-    while n > 0 {
-        if let Err(e) = t.conn.read_tls(&mut input) {
-            fatal = Some(format!("tls: {e}"));
-            break;
+    while !input.is_empty() {
+        match t.conn.read_tls(&mut input) {
+            Ok(0) => break, // nothing more is taken (close_notify seen)
+            Ok(_) => {}
+            Err(e) => {
+                fatal = Some(format!("tls: {e}"));
+                break;
+            }
         }
         match t.conn.process_new_packets() {
             Err(e) => {
@@ -521,7 +525,7 @@ fn read(
             handshake_done(&mut t, sock, out);
             start = out.arena_len();
         }
-        if input.is_empty() || peer_closed {
+        if peer_closed {
             break;
         }
     }

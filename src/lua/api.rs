@@ -497,11 +497,18 @@ fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail>
         if timeout.is_none() && eng.is_idle() {
             return Ok(0);
         }
-        eng.poll(&mut batch, timeout).map_err(|e| {
-            Fail::Lua(mlua::Error::RuntimeError(format!(
-                "skysocket poll failed: {e}"
-            )))
-        })?;
+        // Without a timeout, wait until there is something to deliver: readiness that
+        // yields no message (a flush, a TLS handshake round trip) is not "something".
+        loop {
+            eng.poll(&mut batch, timeout).map_err(|e| {
+                Fail::Lua(mlua::Error::RuntimeError(format!(
+                    "skysocket poll failed: {e}"
+                )))
+            })?;
+            if !batch.is_empty() || timeout.is_some() || eng.is_idle() {
+                break;
+            }
+        }
     }
     st.dispatching.set(true);
     let result = deliver_batch(lua, st, &batch);

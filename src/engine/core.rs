@@ -82,6 +82,8 @@ pub struct SocketInfo {
     pub wtime: u64,
     pub queued: usize,
     pub paused: bool,
+    /// A TLS stream (or a TLS listener).
+    pub tls: bool,
     pub peer: Option<String>,
     pub local: Option<String>,
 }
@@ -587,6 +589,7 @@ impl Core {
                     .as_ref()
                     .map_or(0, |u| u.queue.iter().map(|(b, _)| b.len()).sum()),
             paused: sock.paused,
+            tls: sock.is_tls() || sock.is_tls_listener(),
             peer: fd.and_then(|fd| show(net::peer_addr(fd).ok().flatten())),
             local: fd.and_then(|fd| show(net::local_addr(fd).ok().flatten())),
         })

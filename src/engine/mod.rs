@@ -299,10 +299,12 @@ impl Engine {
         // A TLS socket always flushes (its close_notify), unless its handshake is not
         // done: then nothing queued could be sent, and it closes at once.
         #[cfg(feature = "tls")]
-        let tls_flush = sock.tls.as_ref().map(|t| !t.is_handshaking());
+        let must_flush = match sock.tls.as_ref() {
+            Some(t) => !t.is_handshaking(),
+            None => sock.wants_write(),
+        };
         #[cfg(not(feature = "tls"))]
-        let tls_flush: Option<bool> = None;
-        let must_flush = tls_flush.unwrap_or_else(|| sock.wants_write());
+        let must_flush = sock.wants_write();
         if force || !flushable || !must_flush {
             if !sock.reported {
                 self.pending

@@ -255,6 +255,18 @@ impl Socket {
         }
     }
 
+    /// Whether this is a listener handing out TLS sockets.
+    pub fn is_tls_listener(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls_listen.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
     /// Whether writes should be watched now.
     pub fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]

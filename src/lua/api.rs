@@ -406,6 +406,9 @@ fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
         t.raw_set("wtime", s.wtime as i64)?;
         t.raw_set("wbuffer", s.queued as i64)?;
         t.raw_set("paused", s.paused)?;
+        if s.tls {
+            t.raw_set("tls", true)?;
+        }
         if let Some(p) = &s.peer {
             t.raw_set("peer", p.as_str())?;
         }
@@ -637,9 +640,8 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                 "accept_burst" => c.accept_burst = positive()?,
                 "resolver_threads" => c.resolver_threads = positive()?.min(64),
                 "tls_handshake_timeout" => {
-                    let ms = u64::try_from(n).map_err(|_| {
-                        a.error(1, "setting 'tls_handshake_timeout' must be >= 0")
-                    })?;
+                    let ms = u64::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'tls_handshake_timeout' must be >= 0"))?;
                     c.tls_handshake_timeout = (ms > 0).then(|| Duration::from_millis(ms));
                 }
                 other => return Err(a.error(1, format!("unknown setting '{other}'"))),

@@ -100,9 +100,9 @@ fn tls_context(lua: &Lua, _st: &State, a: &Args) -> Ret {
     };
     let mut o = TlsOptions::client();
     o.server = server;
-    o.cert = opt_bytes(a, &t, "cert")?;
-    o.key = opt_bytes(a, &t, "key")?;
-    o.ca = opt_bytes(a, &t, "ca")?;
+    o.cert = opt_bytes(a, t, "cert")?;
+    o.key = opt_bytes(a, t, "key")?;
+    o.ca = opt_bytes(a, t, "ca")?;
     o.verify = match t.raw_get::<Value>("verify")? {
         Value::Nil => true,
         Value::Boolean(b) => b,
@@ -123,13 +123,13 @@ fn tls_context(lua: &Lua, _st: &State, a: &Args) -> Ret {
         }
         _ => return Err(a.error(1, "option 'alpn' must be a string or a list")),
     };
-    o.server_name = match opt_bytes(a, &t, "server_name")? {
+    o.server_name = match opt_bytes(a, t, "server_name")? {
         None => None,
         Some(b) => Some(
             String::from_utf8(b).map_err(|_| a.error(1, "option 'server_name' is not UTF-8"))?,
         ),
     };
-    o.min_version = match opt_bytes(a, &t, "min_version")?.as_deref() {
+    o.min_version = match opt_bytes(a, t, "min_version")?.as_deref() {
         None | Some(b"1.2") => None,
         Some(b"1.3") => Some(TlsVersion::Tls13),
         Some(_) => return Err(a.error(1, "option 'min_version' must be \"1.2\" or \"1.3\"")),
@@ -163,8 +163,10 @@ fn tls_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
     let (target, ctx_pos): (Result<(String, u16), Addr>, usize) =
         if let Some(path) = unix_path(&host) {
             (Err(Addr::Unix(path)), 2)
-        } else if matches!(a.get(2), Value::Integer(_) | Value::Number(_) | Value::String(_))
-            && !matches!(a.get(2), Value::String(_) if split_host_port(&host).is_some())
+        } else if matches!(
+            a.get(2),
+            Value::Integer(_) | Value::Number(_) | Value::String(_)
+        ) && !matches!(a.get(2), Value::String(_) if split_host_port(&host).is_some())
         {
             (Ok((host.clone(), a.port(2)?)), 3)
         } else if let Some((h, p)) = split_host_port(&host) {

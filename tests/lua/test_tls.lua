@@ -149,6 +149,9 @@ function tests.callback_api_echo_events_and_info()
   T.eq(s.mode, "server", "server mode"); T.eq(s.sni, "localhost", "sni")
   T.eq(s.handshaking, false, "done")
   T.eq(raw.tls_info(lid), nil, "listener has no session")
+  local marked = {}
+  for _, x in ipairs(raw.info()) do marked[x.id] = x.tls end
+  T.eq(marked[lid], true, "info marks the TLS listener"); T.eq(marked[cid], true, "and sockets")
   raw.close(cid)
   T.wait("server sees the close_notify", function() return ev[#ev] == "srv-close" end)
   raw.close(lid)

@@ -619,3 +619,32 @@ fn write_limit_pause_and_half_close_keep_their_meaning() {
     assert!(total >= queued + 4, "{total} < {queued} + 4");
     assert_eq!(total % (64 * 1024), 4, "whole sends plus the tail");
 }
+
+#[test]
+fn connect_by_host_name_verifies_that_name() {
+    let ca = Ca::new("host ca");
+    let sctx = server_ctx(&ca, &["localhost"]);
+    let cctx = client_ctx(&ca);
+    let mut h = Harness::new();
+    let (lid, addr) = tls_listener(&mut h, &sctx);
+    // The name goes through the resolver thread; SNI and verification use it.
+    let cid = h
+        .engine
+        .tls_connect_host("localhost", addr.port(), &cctx, None, 5)
+        .unwrap();
+    // localhost may resolve to ::1 first, where nothing listens: the next address is
+    // tried; the listener is on 127.0.0.1.
+    let sid = h.accept(lid);
+    h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
+    h.wait_for("server hs", |m| m.kind == MsgKind::Handshake && m.id == sid);
+    assert_eq!(
+        h.engine.tls_info(sid).unwrap().sni.as_deref(),
+        Some("localhost")
+    );
+    // A server context cannot connect; a client context cannot listen.
+    assert!(h
+        .engine
+        .tls_connect_host("localhost", addr.port(), &sctx, None, 5)
+        .is_err());
+    assert!(h.engine.tls_listen(lid, &cctx).is_err());
+}

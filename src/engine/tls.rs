@@ -599,6 +599,10 @@ fn pump(t: &mut TlsStream, sock: &mut Socket, fd: RawFd, now: u64) -> io::Result
                     })
                 })
                 .collect();
+            if capped.is_empty() {
+                t.plain_prefix = 0; // nothing left of it (cannot happen: defensive)
+                break;
+            }
             let n = match net::write_vectored(fd, &capped) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),

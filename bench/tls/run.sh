@@ -33,21 +33,33 @@ start() { # name cmd... ; sets $port
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# CPU time (user + system, clock ticks) the server process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
 
-printf '| server | handshakes/s | bulk MB/s (each way) |\n|---|---|---|\n'
+printf '| server | handshakes/s | server CPU µs / handshake | bulk MB/s (each way) | server CPU ms / 100 MB echoed |\n|---|---|---|---|---|\n'
 for s in skysocket rustls luasec; do
   case $s in
     skysocket) start $s lua5.4 examples/tls_echo.lua "$tmp/server.pem" "$tmp/server.key" 0 ;;
     rustls) start $s "$BIN" server 0 "$tmp/server.pem" "$tmp/server.key" ;;
     luasec)
-      if ! lua5.4 -e 'require "ssl"' 2>/dev/null; then echo "| luasec | (lua-sec not installed) | |"; continue; fi
+      if ! lua5.4 -e 'require "ssl"' 2>/dev/null; then echo "| luasec | (lua-sec not installed) | | | |"; continue; fi
       start $s lua5.4 bench/servers/echo_luasec.lua "$tmp/server.pem" "$tmp/server.key" 0 ;;
   esac
-  hs=(); bw=()
+  pid=${pids[-1]}
+  hs=(); bw=(); hcpu=(); bcpu=()
   for _ in $(seq 1 "$ROUNDS"); do
-    hs+=("$(taskset -c 1 "$BIN" hs "$port" "$tmp/ca.pem" "$HS" | sed 's/.*: \([0-9]*\) .*/\1/')")
+    t0=$(ticks "$pid")
+    line=$(taskset -c 1 "$BIN" hs "$port" "$tmp/ca.pem" "$HS")
+    t1=$(ticks "$pid")
+    n=$(echo "$line" | sed 's/handshakes \([0-9]*\) .*/\1/')
+    hs+=("$(echo "$line" | sed 's/.*: \([0-9]*\) .*/\1/')")
+    hcpu+=("$(( (t1 - t0) * 1000000 / HZ / (n > 0 ? n : 1) ))")
+    t0=$(ticks "$pid")
     bw+=("$(taskset -c 1 "$BIN" bulk "$port" "$tmp/ca.pem" "$MIB" | sed 's/.*: \([0-9]*\) MB.*/\1/')")
+    t1=$(ticks "$pid")
+    bcpu+=("$(( (t1 - t0) * 1000 / HZ * 100 * 1000000 / (MIB * 1048576) ))")
   done
-  echo "| $s | $(printf '%s\n' "${hs[@]}" | median) (${hs[*]}) | $(printf '%s\n' "${bw[@]}" | median) (${bw[*]}) |"
+  echo "| $s | $(printf '%s\n' "${hs[@]}" | median) (${hs[*]}) | $(printf '%s\n' "${hcpu[@]}" | median) | $(printf '%s\n' "${bw[@]}" | median) (${bw[*]}) | $(printf '%s\n' "${bcpu[@]}" | median) |"
   kill "${pids[-1]}" 2>/dev/null || true
 done

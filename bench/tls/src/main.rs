@@ -45,7 +45,9 @@ fn server(port: u16, cert: &str, key: &str) {
         let cfg = cfg.clone();
         std::thread::spawn(move || {
             let _ = s.set_nodelay(true);
-            let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+            let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                return;
+            };
             let mut tls = rustls::StreamOwned::new(conn, s);
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -67,7 +69,9 @@ fn server(port: u16, cert: &str, key: &str) {
 fn client_config(ca: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| die(format!("{ca}: {e}"))) {
-        roots.add(c.unwrap_or_else(|e| die(format!("{ca}: {e}")))).unwrap();
+        roots
+            .add(c.unwrap_or_else(|e| die(format!("{ca}: {e}"))))
+            .unwrap();
     }
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -78,8 +82,12 @@ fn client_config(ca: &str) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-fn connect(port: u16, cfg: &Arc<rustls::ClientConfig>) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| die(format!("connect: {e}")));
+fn connect(
+    port: u16,
+    cfg: &Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let s =
+        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| die(format!("connect: {e}")));
     s.set_nodelay(true).ok();
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let name = ServerName::try_from("localhost").unwrap();
@@ -94,9 +102,11 @@ fn handshakes(port: u16, ca: &str, secs: f64) {
     let mut n = 0u64;
     while Instant::now() < end {
         let mut t = connect(port, &cfg);
-        t.write_all(b"x").unwrap_or_else(|e| die(format!("handshake {n}: {e}")));
+        t.write_all(b"x")
+            .unwrap_or_else(|e| die(format!("handshake {n}: {e}")));
         let mut b = [0u8; 1];
-        t.read_exact(&mut b).unwrap_or_else(|e| die(format!("echo {n}: {e}")));
+        t.read_exact(&mut b)
+            .unwrap_or_else(|e| die(format!("echo {n}: {e}")));
         t.conn.send_close_notify();
         let _ = t.flush();
         n += 1;
@@ -142,7 +152,8 @@ fn bulk(port: u16, ca: &str, mib: usize) {
         match conn.read_tls(&mut sock) {
             Ok(0) => die(format!("server closed after {got} bytes")),
             Ok(_) => {
-                conn.process_new_packets().unwrap_or_else(|e| die(format!("tls: {e}")));
+                conn.process_new_packets()
+                    .unwrap_or_else(|e| die(format!("tls: {e}")));
                 loop {
                     match conn.reader().read(&mut buf) {
                         Ok(0) => break,
@@ -175,8 +186,16 @@ fn bulk(port: u16, ca: &str, mib: usize) {
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let arg = |i: usize| a.get(i).cloned().unwrap_or_else(|| die("missing argument (see source header)".into()));
-    let port = || arg(2).parse::<u16>().unwrap_or_else(|_| die("bad port".into()));
+    let arg = |i: usize| {
+        a.get(i)
+            .cloned()
+            .unwrap_or_else(|| die("missing argument (see source header)".into()))
+    };
+    let port = || {
+        arg(2)
+            .parse::<u16>()
+            .unwrap_or_else(|_| die("bad port".into()))
+    };
     match a.get(1).map(String::as_str) {
         Some("server") => server(port(), &arg(3), &arg(4)),
         Some("hs") => handshakes(port(), &arg(3), arg(4).parse().unwrap_or(5.0)),

@@ -110,3 +110,39 @@ fn reuseaddr_relisten_with_time_wait_leftover() {
     let _p2 = peer(addr);
     h.accept(lid2);
 }
+
+/// TCP_NODELAY is on by default for accepted sockets, numeric connects and connects by
+/// host name (the resolver path); `set_nodelay(false)` turns it off per socket.
+#[test]
+fn nodelay_is_the_default_on_accepted_and_connected_sockets() {
+    let mut h = Harness::new();
+    let (lid, addr) = h.listen("127.0.0.1");
+    let cid = h.engine.connect(&Addr::Inet(addr), 1).unwrap();
+    let sid = h.accept(lid);
+    h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
+    let named = h.engine.connect_host("localhost", addr.port(), 1).unwrap();
+    h.wait_for("open by name", |m| m.kind == MsgKind::Open && m.id == named);
+    let sid2 = h.accept(lid);
+    for id in [cid, sid, named, sid2] {
+        assert_eq!(h.engine.info(id).unwrap().nodelay, Some(true), "id {id}");
+    }
+    assert_eq!(h.engine.info(lid).unwrap().nodelay, None, "listener");
+    h.engine.set_nodelay(sid, false).unwrap();
+    assert_eq!(h.engine.info(sid).unwrap().nodelay, Some(false));
+}
+
+/// `Config::nodelay = false` keeps Nagle's algorithm on new connections.
+#[test]
+fn nodelay_default_can_be_turned_off() {
+    let mut h = Harness::with_config(skysocket::engine::Config {
+        nodelay: false,
+        ..Default::default()
+    });
+    let (lid, addr) = h.listen("127.0.0.1");
+    let cid = h.engine.connect(&Addr::Inet(addr), 1).unwrap();
+    let sid = h.accept(lid);
+    h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
+    for id in [cid, sid] {
+        assert_eq!(h.engine.info(id).unwrap().nodelay, Some(false), "id {id}");
+    }
+}

@@ -76,7 +76,8 @@ build_module() {
 
 lua_suite() {
   local interp=$1 feat=$2
-  LUA_CPATH="$ROOT/target/lua-$feat/?.so;;" LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" \
+  # SKYSOCKET_TEST_HOOKS=1: the module exports its panic hooks (test_panic.lua).
+  SKYSOCKET_TEST_HOOKS=1 LUA_CPATH="$ROOT/target/lua-$feat/?.so;;" LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" \
     timeout 600 "$interp" tests/lua/runner.lua tests/lua/test_*.lua
 }
 

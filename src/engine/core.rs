@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +67,10 @@ pub(crate) enum Sent {
     NeedSync,
     /// The direct write failed hard: the socket must be closed with this error.
     Broken(io::Error),
+    /// The send would pass the socket's write limit or the engine's write budget
+    /// (`Error::LimitExceeded` / `Error::BudgetExceeded`): nothing of the rest was
+    /// queued, and the socket must be dropped (closed by force, with this error).
+    Overflow(Error),
 }
 
 /// A snapshot of one socket for `info`.
@@ -86,6 +90,8 @@ pub struct SocketInfo {
     pub tls: bool,
     pub peer: Option<String>,
     pub local: Option<String>,
+    /// TCP_NODELAY of a TCP stream socket (`None` for listeners, UDP, Unix sockets).
+    pub nodelay: Option<bool>,
 }
 
 pub(crate) struct Core {
@@ -98,6 +104,8 @@ pub(crate) struct Core {
     time_cs: AtomicU64,
     pub resolver: Resolver,
     next_request: AtomicU64,
+    /// Bytes queued for writing in all sockets (checked against `write_budget`).
+    pub queued_total: AtomicUsize,
 }
 
 impl Socket {
@@ -110,7 +118,7 @@ impl Socket {
 impl Core {
     pub fn new(config: Config) -> io::Result<Core> {
         Ok(Core {
-            slots: Slots::new(config.max_sockets),
+            slots: Slots::with_first_tag(config.max_sockets, config.first_tag),
             resolver: Resolver::new(config.resolver, config.resolver_threads),
             next_request: AtomicU64::new(1),
             config,
@@ -119,6 +127,7 @@ impl Core {
             waker: Waker::new()?,
             epoch: Instant::now(),
             time_cs: AtomicU64::new(0),
+            queued_total: AtomicUsize::new(0),
         })
     }
 
@@ -162,6 +171,9 @@ impl Core {
         proto: Proto,
         owner: u64,
     ) {
+        if proto == Proto::Tcp && !matches!(state, State::PListen | State::Listen) {
+            self.apply_nodelay(std::os::fd::AsRawFd::as_raw_fd(&fd));
+        }
         sock.fd = Some(fd);
         sock.state = state;
         sock.proto = proto;
@@ -169,6 +181,16 @@ impl Core {
         sock.read_size = self.config.min_read as u32;
         sock.warn_at = self.config.warn_size;
         sock.limit = self.config.default_write_limit;
+    }
+
+    /// TCP_NODELAY on a new connection when the configuration asks for it (the
+    /// default): a server writing several small replies would otherwise wait for the
+    /// peer's delayed ACK (~40 ms) on each round trip. Best effort: a failure leaves
+    /// Nagle on, which is slower but correct.
+    pub(crate) fn apply_nodelay(&self, fd: std::os::fd::RawFd) {
+        if self.config.nodelay {
+            let _ = net::set_nodelay(fd, true);
+        }
     }
 
     pub fn listen(
@@ -366,10 +388,19 @@ impl Core {
     ) -> Result<Sent> {
         let mut sock = self.slots.lock(id).ok_or(Error::UnknownId)?;
         if !sock.can_send() {
+            // A UDP socket with a default peer (udp_connect, udp_dial): as in Skynet,
+            // `send` sends one datagram to that peer.
+            if sock.state == State::Bind && sock.udp.as_ref().is_some_and(|u| u.peer.is_some()) {
+                drop(sock);
+                return Ok(match self.sendto(id, None, data, out)? {
+                    true => Sent::NeedSync,
+                    false => Sent::Done,
+                });
+            }
             return Err(Error::State(match sock.state {
                 _ if sock.closing => "socket is closing",
                 _ if sock.shut_wr => "socket write side is shut down",
-                State::Bind => "a UDP socket takes sendto, not send",
+                State::Bind => "a UDP socket without a peer takes sendto, not send",
                 State::Listen | State::PListen => "cannot send on a listening socket",
                 _ => "socket cannot send in this state",
             }));
@@ -394,14 +425,23 @@ impl Core {
             }
         }
         let queued = sock.wq.len_bytes();
+        // Bytes of this send already written stay written: the stream is broken, so
+        // the caller drops the socket (`Sent::Overflow`).
         if sock.limit > 0 && queued + rest.len() > sock.limit {
-            // Bytes of this send already written stay written: the stream is intact
-            // only if the caller treats the connection as failed (documented).
-            return Err(Error::LimitExceeded {
+            return Ok(Sent::Overflow(Error::LimitExceeded {
                 queued,
                 limit: sock.limit,
-            });
+            }));
         }
+        // Over the budget, a socket that already has a backlog is the one to drop: a
+        // peer that keeps up has an empty queue between sends, so it may still queue
+        // one (the total stays within the budget plus one send per socket).
+        let budget = self.config.write_budget;
+        let total = self.queued_total.load(Ordering::Relaxed);
+        if budget > 0 && queued > 0 && total + rest.len() > budget {
+            return Ok(Sent::Overflow(Error::BudgetExceeded { total, budget }));
+        }
+        self.queued_total.fetch_add(rest.len(), Ordering::Relaxed);
         sock.wq.push(Bytes::copy_from_slice(rest), prio);
         let size = sock.wq.len_bytes();
         if size >= sock.warn_at {
@@ -592,6 +632,11 @@ impl Core {
             tls: sock.is_tls() || sock.is_tls_listener(),
             peer: fd.and_then(|fd| show(net::peer_addr(fd).ok().flatten())),
             local: fd.and_then(|fd| show(net::local_addr(fd).ok().flatten())),
+            nodelay: match (sock.proto, sock.state) {
+                (Proto::Tcp, State::PListen | State::Listen) => None,
+                (Proto::Tcp, _) => fd.and_then(|fd| net::nodelay(fd).ok()),
+                _ => None,
+            },
         })
     }
 }

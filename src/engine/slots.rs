@@ -36,18 +36,29 @@ pub(crate) struct Slots {
     pages: Box<[OnceLock<Box<[Slot]>>]>,
     capacity: usize,
     index_bits: u32,
+    /// Tag a fresh slot starts from (its first socket gets the next one).
+    first_tag: u64,
     alloc: Mutex<Alloc>,
 }
 
 impl Slots {
+    #[cfg(test)]
     pub fn new(capacity: usize) -> Slots {
+        Slots::with_first_tag(capacity, 0)
+    }
+
+    /// A pool whose fresh slots start counting tags from `first_tag` (clamped to the
+    /// id space), for tests of ids near 2^53 and of the wrap back to tag 1.
+    pub fn with_first_tag(capacity: usize, first_tag: u64) -> Slots {
         let capacity = capacity.clamp(1, 1 << 30);
-        let index_bits = usize::BITS - (capacity - 1).leading_zeros();
+        let index_bits = (usize::BITS - (capacity - 1).leading_zeros()).max(1);
+        let max_tag = (1u64 << (ID_BITS - index_bits)) - 1;
         let pages = capacity.div_ceil(PAGE);
         Slots {
             pages: (0..pages).map(|_| OnceLock::new()).collect(),
             capacity,
-            index_bits: index_bits.max(1),
+            index_bits,
+            first_tag: first_tag.min(max_tag),
             alloc: Mutex::new(Alloc {
                 free: Vec::new(),
                 high_water: 0,
@@ -81,7 +92,7 @@ impl Slots {
                 Some(i) => i as usize,
                 None if (a.high_water as usize) < self.capacity => {
                     a.high_water += 1;
-                    a.tags.push(0);
+                    a.tags.push(self.first_tag);
                     a.high_water as usize - 1
                 }
                 None => return None,
@@ -211,6 +222,29 @@ mod tests {
         assert!(seen.len() > 500_000, "only {} allocations", seen.len());
         for &id in &live {
             assert_eq!(slots.lock(id).unwrap().id, id);
+        }
+    }
+
+    #[test]
+    fn first_tag_starts_ids_near_2_pow_53_and_wraps_to_tag_1() {
+        let slots = Slots::with_first_tag(16, u64::MAX);
+        let max_tag = (1u64 << (ID_BITS - slots.index_bits)) - 1;
+        let first = take(&slots);
+        // Clamped to the id space: the first socket is the wrap itself (tag 1).
+        assert_eq!(first >> slots.index_bits, 1);
+        give_back(&slots, first);
+        let slots = Slots::with_first_tag(16, max_tag - 2);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let id = take(&slots);
+            ids.push(id);
+            give_back(&slots, id);
+        }
+        let tags: Vec<u64> = ids.iter().map(|id| id >> slots.index_bits).collect();
+        assert_eq!(tags, [max_tag - 1, max_tag, 1, 2]);
+        assert!(ids[1] < 1 << ID_BITS && ids[1] > (1 << ID_BITS) - 32);
+        for id in ids {
+            assert!(slots.lock(id).is_none(), "released id {id:#x} resolved");
         }
     }
 

@@ -4,13 +4,14 @@
 //! failure returns `nil, message` (functions that create sockets) or `false, message`
 //! (operations on an id). Ids are plain integers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mlua::{Lua, Table, Value};
 
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::buffer::{self, Routed};
+use super::crypt;
 use super::dispatch;
 use super::fast;
 use super::state::State;
@@ -56,6 +57,7 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("backend", backend),
     ("configure", configure),
     ("count", count),
+    ("idle", idle),
     ("buffered", buffer::buffered),
     ("framed", buffer::framed),
     ("unbuffer", buffer::unbuffer),
@@ -64,7 +66,31 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("sendframe", buffer::sendframe),
     ("pack", buffer::pack),
     ("buffers", buffer::buffers),
+    ("now", now),
+    ("sha1", crypt::sha1),
+    ("hmac_sha1", crypt::hmac_sha1),
+    ("base64encode", crypt::base64encode),
+    ("base64decode", crypt::base64decode),
+    ("hexencode", crypt::hexencode),
+    ("hexdecode", crypt::hexdecode),
+    ("randomkey", crypt::randomkey),
+    ("xor_str", crypt::xor_str),
 ];
+
+/// `now()` → milliseconds (an integer) since the module was first loaded in this
+/// process, from a monotonic clock: unaffected by `configure` and by changes of the
+/// wall clock. (Skynet's `skynet.now()` is this divided by 10.)
+fn now(lua: &Lua, _st: &State, _a: &Args) -> Ret {
+    let ms = CLOCK_START.get_or_init(Instant::now).elapsed().as_millis();
+    ret(lua, ms.min(1 << 53) as i64)
+}
+
+static CLOCK_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Start `now()`'s clock (called when the module is opened).
+pub fn start_clock() {
+    CLOCK_START.get_or_init(Instant::now);
+}
 
 fn engine_err(lua: &Lua, e: Error) -> Ret {
     false_msg(lua, e)
@@ -274,7 +300,8 @@ fn keepalive(lua: &Lua, st: &State, a: &Args) -> Ret {
     ok_or_false(lua, r)
 }
 
-/// `sendlimit(id, bytes)`: sends that would queue more than `bytes` fail (0 = no limit).
+/// `sendlimit(id, bytes)`: a send that would queue more than `bytes` fails and drops
+/// the socket (0 = no limit).
 fn sendlimit(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let limit = a.integer(2)?;
@@ -414,6 +441,9 @@ fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
         }
         if let Some(l) = &s.local {
             t.raw_set("sock", l.as_str())?;
+        }
+        if let Some(on) = s.nodelay {
+            t.raw_set("nodelay", on)?;
         }
         out.raw_set(i + 1, t)?;
     }
@@ -613,6 +643,13 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                 Value::String(s) => s.to_string_lossy(),
                 _ => return Err(a.error(1, "setting names must be strings")),
             };
+            if key == "nodelay" {
+                let Value::Boolean(on) = v else {
+                    return Err(a.error(1, "setting 'nodelay' must be a boolean"));
+                };
+                c.nodelay = on;
+                continue;
+            }
             let n = match v {
                 Value::Integer(i) => i,
                 Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
@@ -632,6 +669,10 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                     c.default_write_limit = usize::try_from(n)
                         .map_err(|_| a.error(1, "setting 'write_limit' must be >= 0"))?
                 }
+                "write_budget" => {
+                    c.write_budget = usize::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'write_budget' must be >= 0"))?
+                }
                 "close_timeout" => {
                     let ms = u64::try_from(n)
                         .map_err(|_| a.error(1, "setting 'close_timeout' must be >= 0"))?;
@@ -643,6 +684,10 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                     let ms = u64::try_from(n)
                         .map_err(|_| a.error(1, "setting 'tls_handshake_timeout' must be >= 0"))?;
                     c.tls_handshake_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+                }
+                "first_tag" => {
+                    c.first_tag = u64::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'first_tag' must be >= 0"))?
                 }
                 other => return Err(a.error(1, format!("unknown setting '{other}'"))),
             }
@@ -661,11 +706,14 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
     t.raw_set("max_read", c.max_read as i64)?;
     t.raw_set("warn_size", c.warn_size as i64)?;
     t.raw_set("write_limit", c.default_write_limit as i64)?;
+    t.raw_set("write_budget", c.write_budget as i64)?;
     t.raw_set(
         "close_timeout",
         c.close_timeout.map_or(0, |d| d.as_millis() as i64),
     )?;
     t.raw_set("accept_burst", c.accept_burst as i64)?;
+    t.raw_set("nodelay", c.nodelay)?;
+    t.raw_set("first_tag", c.first_tag as i64)?;
     t.raw_set("resolver_threads", c.resolver_threads as i64)?;
     t.raw_set(
         "tls_handshake_timeout",
@@ -676,6 +724,14 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 fn backend(lua: &Lua, _st: &State, _a: &Args) -> Ret {
     ret(lua, crate::sys::backend_name())
+}
+
+/// `idle()` → true when no message can arrive any more without a new call: no open
+/// socket, no timer, no undelivered message, no host-name lookup in flight (when
+/// `loop()` returns). A scheduler uses it to tell "nothing to wait for" from a poll
+/// that only flushed writes.
+fn idle(lua: &Lua, st: &State, _a: &Args) -> Ret {
+    ret(lua, st.engine.borrow().is_idle())
 }
 
 /// `count()` → number of open sockets.

@@ -20,6 +20,7 @@
 //! a buffer still holding data stays (flagged closed) until a read drains it or
 //! `unbuffer(id)` drops it, so a reader can still take what arrived before EOF.
 
+use std::cell::RefMut;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -195,7 +196,9 @@ impl ReadBuf {
     /// Length of the next complete frame's payload, `Ok(None)` if incomplete,
     /// `Err(len)` if the prefix claims more than the maximum.
     fn next_frame(&self) -> Result<Option<usize>, usize> {
-        let f = self.framing().expect("framed");
+        let Some(f) = self.framing() else {
+            return Ok(None);
+        };
         let b = self.bytes();
         if b.len() < f.header {
             return Ok(None);
@@ -284,6 +287,7 @@ fn protocol_error(st: &State, id: SocketId, b: &mut ReadBuf, msg: String) {
 /// A `data` message for `id`.
 pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
     let mut bufs = st.buffers.borrow_mut();
+    super::hooks::maybe_panic_in_route();
     let Some(b) = bufs.get_mut(&id) else {
         return Routed::Normal;
     };
@@ -311,7 +315,10 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
         return Routed::Readable(b.unread());
     }
     // Framed callback mode: cut out every complete packet.
-    let f = b.framing().expect("unbuffered buffers are framed");
+    let Some(f) = b.framing() else {
+        // Unbuffered sockets are framed (`route` returned above otherwise).
+        return Routed::Normal;
+    };
     let mut frames = Vec::new();
     loop {
         match b.next_frame() {
@@ -510,25 +517,75 @@ pub fn unread(lua: &Lua, st: &State, a: &Args) -> Ret {
     }
 }
 
+/// A take in progress, found by `begin_take`: the bytes to hand out stay in the
+/// socket's buffer (the buffer table stays borrowed) until `finish` consumes them. The
+/// split lets the fast path push the string between the two steps, outside the
+/// `catch_unwind` that guards the Rust parts (a Lua error must never cross one).
+pub struct Taking<'a> {
+    bufs: RefMut<'a, Buffers>,
+    id: SocketId,
+    start: usize,
+    len: usize,
+    used: usize,
+}
+
+impl Taking<'_> {
+    /// The bytes to hand out (empty if `pick` gave a range outside the buffer).
+    pub fn bytes(&self) -> &[u8] {
+        self.bufs
+            .get(&self.id)
+            .and_then(|b| {
+                b.bytes()
+                    .get(self.start..self.start.saturating_add(self.len))
+            })
+            .unwrap_or(&[])
+    }
+
+    /// Consume the bytes taken and release the buffer table.
+    pub fn finish(mut self, st: &State) {
+        let id = self.id;
+        let Some(b) = self.bufs.get_mut(&id) else {
+            return;
+        };
+        b.consume(self.used.min(b.unread()));
+        if b.closed && b.unread() == 0 {
+            self.bufs.remove(&id);
+        } else {
+            after_take(st, id, b);
+        }
+    }
+}
+
 /// Run `pick` on the socket's buffer; it returns which bytes to hand out as one string
-/// (`start` offset into the unread bytes, `len`) and how many to consume. `emit` turns
-/// those bytes into the result. `None` when the socket has no buffer or `pick` declines.
+/// (`start` offset into the unread bytes, `len`) and how many to consume. `None` when
+/// the socket has no buffer, `pick` declines, or the buffer table is in use.
+pub fn begin_take(
+    st: &State,
+    id: SocketId,
+    pick: impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)>,
+) -> Option<Taking<'_>> {
+    let mut bufs = st.buffers.try_borrow_mut().ok()?;
+    let b = bufs.get_mut(&id)?;
+    let (start, len, used) = pick(b)?;
+    Some(Taking {
+        bufs,
+        id,
+        start,
+        len,
+        used,
+    })
+}
+
+/// `begin_take`, `emit` on the bytes, `finish`.
 pub fn take_with<R>(
     st: &State,
     id: SocketId,
     pick: impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)>,
     emit: impl FnOnce(&[u8]) -> R,
 ) -> Option<R> {
-    let mut bufs = st.buffers.borrow_mut();
-    let b = bufs.get_mut(&id)?;
-    let (start, len, used) = pick(b)?;
-    let r = emit(&b.bytes()[start..start + len]);
-    b.consume(used);
-    if b.closed && b.unread() == 0 {
-        bufs.remove(&id);
-    } else {
-        after_take(st, id, b);
-    }
+    let t = begin_take(st, id, pick)?;
+    let r = emit(t.bytes());
+    t.finish(st);
     Some(r)
 }
 

@@ -15,7 +15,9 @@
 //! Anything unusual (a handler with a metatable, a userdata handler, any other message
 //! kind) is left to the high-level dispatcher, so behaviour is the same on both paths.
 
+use std::any::Any;
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use mlua::{ffi, AnyUserData, Function, Lua};
@@ -44,6 +46,29 @@ unsafe fn arg_error(l: *mut ffi::lua_State, i: c_int, msg: *const c_char) -> ! {
     ffi::luaL_where(l, 1);
     ffi::lua_pushfstring(l, c"bad argument #%d to '%s' (%s)".as_ptr(), i, name, msg);
     ffi::lua_concat(l, 2);
+    ffi::lua_error(l)
+}
+
+/// Raise a Lua error for a Rust panic caught in this module, naming it an internal error.
+///
+/// Every Rust step of the raw closures runs under `catch_unwind`, and nothing that can
+/// raise a Lua error runs inside one: on LuaJIT a Lua error is a foreign exception,
+/// and a `catch_unwind` it reaches aborts the process. So a panic comes out of its
+/// `catch_unwind` as a value, and only then becomes a Lua error.
+///
+/// SAFETY (for callers): as `arg_error`.
+unsafe fn raise_panic(l: *mut ffi::lua_State, payload: Box<dyn Any + Send>) -> ! {
+    let reason = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    };
+    drop(payload);
+    let text = format!("skysocket internal error (a bug, please report it): {reason}");
+    ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
+    drop(text);
     ffi::lua_error(l)
 }
 
@@ -123,18 +148,29 @@ unsafe fn closure_state<'a>(l: *mut ffi::lua_State) -> &'a State {
 unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State) -> c_int {
     let id = check_id(l, 1);
     let mut len: usize = 0;
-    // Strings and numbers (converted in place, as lua_tolstring does) only.
+    // Strings and numbers (converted in place, as lua_tolstring does), or an array of
+    // them (Skynet's `socket.write` takes a table too).
     let ptr = ffi::lua_tolstring(l, 2, &mut len);
-    if ptr.is_null() {
-        let got = arg_typename(l, 2);
-        let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
-        arg_error(l, 2, msg);
-    }
     let prio = if LOW { Priority::Low } else { Priority::High };
     let st = closure_state(l);
-    // SAFETY: the string stays on the stack (argument 2) for the whole call.
-    let data = std::slice::from_raw_parts(ptr as *const u8, len);
-    match send_bytes(st, id, data, prio) {
+    let sent = if !ptr.is_null() {
+        // SAFETY: the string stays on the stack (argument 2) for the whole call.
+        let data = std::slice::from_raw_parts(ptr as *const u8, len);
+        catch_unwind(AssertUnwindSafe(|| send_bytes(st, id, data, prio)))
+    } else if ffi::lua_type(l, 2) == ffi::LUA_TTABLE {
+        let data = gather(l, 2);
+        // `data` moves in, so it is dropped even if the send panics.
+        catch_unwind(AssertUnwindSafe(move || send_bytes(st, id, &data, prio)))
+    } else {
+        let got = arg_typename(l, 2);
+        let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
+        arg_error(l, 2, msg)
+    };
+    let sent = match sent {
+        Ok(sent) => sent,
+        Err(payload) => raise_panic(l, payload),
+    };
+    match sent {
         None => {
             ffi::lua_pushboolean(l, 1);
             1
@@ -147,6 +183,48 @@ unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State
             2
         }
     }
+}
+
+/// The strings of the array at stack index `t`, joined into one buffer (one copy, and
+/// no Lua string is made for the whole). Every item is checked before anything is
+/// allocated, so an argument error leaves nothing behind.
+///
+/// SAFETY (for callers): `l` is inside a C function call; `t` is a table argument.
+unsafe fn gather(l: *mut ffi::lua_State, t: c_int) -> Vec<u8> {
+    let n = ffi::lua_rawlen(l, t);
+    let mut total = 0usize;
+    for i in 1..=n {
+        ffi::lua_pushinteger(l, i as ffi::lua_Integer);
+        ffi::lua_rawget(l, t);
+        let kind = ffi::lua_type(l, -1);
+        if kind != ffi::LUA_TSTRING && kind != ffi::LUA_TNUMBER {
+            let got = ffi::lua_typename(l, kind);
+            let msg = ffi::lua_pushfstring(
+                l,
+                c"array of strings expected, item %d is %s".as_ptr(),
+                i as c_int,
+                got,
+            );
+            arg_error(l, t, msg);
+        }
+        let mut len = 0usize;
+        ffi::lua_tolstring(l, -1, &mut len);
+        total = total.saturating_add(len);
+        ffi::lua_pop(l, 1);
+    }
+    let mut out = Vec::with_capacity(total);
+    for i in 1..=n {
+        ffi::lua_pushinteger(l, i as ffi::lua_Integer);
+        ffi::lua_rawget(l, t);
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(l, -1, &mut len);
+        if !p.is_null() {
+            // SAFETY: the string is on the stack until the pop below.
+            out.extend_from_slice(std::slice::from_raw_parts(p as *const u8, len));
+        }
+        ffi::lua_pop(l, 1);
+    }
+    out
 }
 
 /// Wrap `f` as a C closure with the upvalues every closure here expects: 1 = the
@@ -192,6 +270,20 @@ pub fn send_function(
     )
 }
 
+/// The raw closure behind the `"raw"` test hook: a panic under `catch_unwind`, raised
+/// as a Lua error as every closure here does.
+unsafe extern "C-unwind" fn panic_closure(l: *mut ffi::lua_State) -> c_int {
+    match catch_unwind(|| -> c_int { panic!("test hook: panic in a raw closure") }) {
+        Ok(n) => n,
+        Err(payload) => raise_panic(l, payload),
+    }
+}
+
+/// `_test_panic("raw")`'s closure (see `hooks`).
+pub fn panic_function(lua: &Lua, st: &std::rc::Rc<State>) -> mlua::Result<Function> {
+    c_closure(lua, st, c"_test_panic", panic_closure)
+}
+
 const READN: u8 = 0;
 const READLINE: u8 = 1;
 const READSOME: u8 = 2;
@@ -217,7 +309,6 @@ unsafe fn check_size(
 /// Lua string pushed straight from the socket's Rust buffer, or nil.
 unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State) -> c_int {
     let id = check_id(l, 1);
-    let push = |bytes: &[u8]| ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
     let sep: &[u8] = if KIND == READLINE {
         match ffi::lua_type(l, 2) {
             t if t <= ffi::LUA_TNIL => b"\n",
@@ -245,15 +336,24 @@ unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State)
         _ => 0,
     };
     let st = closure_state(l);
-    // Arguments are checked: from here on nothing raises except a memory error while
-    // pushing the string (which would leave the buffer table borrowed; fatal anyway).
-    let pushed = match KIND {
-        READN => buffer::take_with(st, id, buffer::pick_n(n), push),
-        READLINE => buffer::take_with(st, id, buffer::pick_line(sep), push),
-        _ => buffer::take_with(st, id, buffer::pick_some(n), push),
-    };
-    if pushed.is_none() {
-        ffi::lua_pushnil(l);
+    // Arguments are checked. The Rust steps run under `catch_unwind`; the string is
+    // pushed between them (a memory error raised there leaves the buffer table
+    // borrowed: later reads then return nil, nothing worse).
+    let found = catch_unwind(AssertUnwindSafe(|| match KIND {
+        READN => buffer::begin_take(st, id, buffer::pick_n(n)),
+        READLINE => buffer::begin_take(st, id, buffer::pick_line(sep)),
+        _ => buffer::begin_take(st, id, buffer::pick_some(n)),
+    }));
+    match found {
+        Err(payload) => raise_panic(l, payload),
+        Ok(None) => ffi::lua_pushnil(l),
+        Ok(Some(taking)) => {
+            let bytes = taking.bytes();
+            ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taking.finish(st))) {
+                raise_panic(l, payload);
+            }
+        }
     }
     1
 }
@@ -343,7 +443,9 @@ unsafe fn select_handler(
 ) -> bool {
     // Most servers give no socket its own handler: then the table lookup is skipped.
     let own = run.st.own_handlers.get() > 0 && {
-        ffi::lua_rawgeti(l, A_HANDLERS, id);
+        // Not lua_rawgeti: on Lua 5.1 and LuaJIT it takes a C int, and ids go past 2^31.
+        ffi::lua_pushinteger(l, id);
+        ffi::lua_rawget(l, A_HANDLERS);
         let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
         if !found {
             ffi::lua_pop(l, 1);
@@ -435,8 +537,17 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             break; // the high-level dispatcher takes it from here
         }
         run.next += 1;
-        let data = run.batch.data(m);
-        match (run.route)(m.id, data) {
+        let (batch, route) = (run.batch, run.route);
+        let routed = match catch_unwind(AssertUnwindSafe(|| {
+            let data = batch.data(m);
+            (data, route(m.id, data))
+        })) {
+            Ok(r) => r,
+            // Reported as this message's callback error; delivery resumes after it.
+            Err(payload) => raise_panic(l, payload),
+        };
+        let (data, routed) = routed;
+        match routed {
             Routed::Normal => {
                 if run.has_data {
                     ffi::lua_pushvalue(l, S_DATA);

@@ -408,6 +408,11 @@ pub fn peer_addr(fd: RawFd) -> io::Result<Option<Addr>> {
     Ok(raw.to_addr())
 }
 
+/// Whether TCP_NODELAY is set.
+pub fn nodelay(fd: RawFd) -> io::Result<bool> {
+    Ok(get_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0)
+}
+
 pub fn set_nodelay(fd: RawFd, on: bool) -> io::Result<()> {
     set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int)
 }

@@ -452,4 +452,21 @@ function tests.open_times_out_against_a_full_backlog()
   raw.close(lid, true)
 end
 
+-- A listener or UDP socket of this layer closed through the callback module is
+-- forgotten here and stops holding the scheduler, so run() still ends; and its id
+-- leaves no state behind.
+function tests.listener_and_udp_closed_from_elsewhere_release_the_scheduler()
+  local lid, uid
+  run(function()
+    lid = assert(socket.listen("127.0.0.1", 0))
+    socket.start(lid, function(id) socket.close(id) end)
+    uid = assert(socket.udp(function() end, "127.0.0.1", 0))
+    raw.close(lid)
+    raw.close(uid)
+  end, 3000)
+  T.eq(socket.invalid(lid), true, "listener forgotten")
+  T.eq(socket.invalid(uid), true, "udp socket forgotten")
+  T.raises("bad argument #2 to 'start' (function expected, got number)", socket.start, 1, 5)
+end
+
 return tests

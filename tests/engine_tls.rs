@@ -592,11 +592,22 @@ fn write_limit_pause_and_half_close_keep_their_meaning() {
         }
     }
     assert!(refused, "the write limit applies to TLS sockets");
-    assert!(h.engine.is_open(sid), "a refused send keeps the socket");
-    // Resume: everything queued arrives.
+    // As for plain sockets, a send past the limit drops the socket with an error.
+    expect_error(&mut h, sid, "limit");
     h.engine.resume(cid).unwrap();
-    let queued = h.engine.info(sid).unwrap().queued;
-    assert!(queued > 0);
+    let m = h.wait_for("client end", |m| {
+        (m.kind == MsgKind::Error || m.kind == MsgKind::Close) && m.id == cid
+    });
+    assert_eq!(m.id, cid);
+    // A fresh pair: pause the reader, queue 2 MiB, resume: everything arrives.
+    let (cid, sid) = pair(&mut h, lid, addr, &cctx);
+    h.engine.pause(cid).unwrap();
+    for _ in 0..32 {
+        h.engine.send(sid, &chunk, Priority::High).unwrap();
+    }
+    h.step(Duration::from_millis(20));
+    h.engine.resume(cid).unwrap();
+    let queued = 32 * chunk.len();
     // Half-close: the client's close_notify + FIN; the server can still answer.
     h.engine.set_keep_open(sid, true).unwrap();
     h.engine.shutdown_write(cid).unwrap();

@@ -447,7 +447,6 @@ impl Engine {
         sock.wq.promote_all_low();
         let prefix = sock.wq.len_bytes();
         sock.tls = Some(Box::new(tls::TlsStream::new(conn, false, prefix)));
-        tls::set_nodelay(&sock);
         tls::arm_timeout(&core, &mut self.internal, id);
         tls::flush(&core, &mut self.poller, &mut sock, &mut self.pending);
         Ok(())
@@ -521,9 +520,6 @@ impl Engine {
             return Err(Error::UnknownId);
         };
         sock.tls = Some(Box::new(tls::TlsStream::new(conn, true, 0)));
-        if sock.state == State::Connected {
-            tls::set_nodelay(&sock); // connected at once (else `connected` does it)
-        }
         tls::arm_timeout(&core, &mut self.internal, id);
         tls::flush(&core, &mut self.poller, &mut sock, &mut self.pending);
         Ok(id)
@@ -969,7 +965,6 @@ fn accept_ready(
                         Ok(conn) => {
                             sock.tls = Some(Box::new(tls::TlsStream::new(conn, false, 0)));
                             tls::arm_timeout(core, internal, id);
-                            tls::set_nodelay(&sock);
                         }
                         Err(e) => {
                             *sock = Socket::default(); // closes the descriptor
@@ -1095,7 +1090,6 @@ fn connected(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut impl
     }
     #[cfg(feature = "tls")]
     if sock.is_tls() {
-        tls::set_nodelay(sock);
         tls::flush(core, poller, sock, out); // the ClientHello
         return;
     }

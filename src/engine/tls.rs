@@ -349,15 +349,6 @@ impl TlsStream {
     }
 }
 
-/// TLS writes a handshake flight as several records: with Nagle's algorithm and the
-/// peer's delayed ACK each round trip would stall ~40 ms. TLS sockets always get
-/// TCP_NODELAY (best effort; Unix sockets have no such option).
-pub(super) fn set_nodelay(sock: &Socket) {
-    if let (Some(fd), super::socket::Proto::Tcp) = (sock.raw_fd(), sock.proto) {
-        let _ = net::set_nodelay(fd, true);
-    }
-}
-
 /// Whether the socket is on its way out, so `close_notify` must follow its data.
 fn finishing(sock: &Socket) -> bool {
     sock.closing || sock.shut_wr || (sock.state == State::HalfCloseRead && !sock.keep_open)

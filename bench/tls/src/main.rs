@@ -149,22 +149,29 @@ fn bulk(port: u16, ca: &str, mib: usize) {
                 Err(e) => die(format!("write: {e}")),
             }
         }
-        match conn.read_tls(&mut sock) {
-            Ok(0) => die(format!("server closed after {got} bytes")),
-            Ok(_) => {
-                conn.process_new_packets()
-                    .unwrap_or_else(|e| die(format!("tls: {e}")));
-                loop {
-                    match conn.reader().read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => got += n,
-                        Err(_) => break,
+        // Read everything the kernel has before writing more: the echo must not
+        // pile up in the server because this client only writes.
+        let mut progressed = false;
+        loop {
+            match conn.read_tls(&mut sock) {
+                Ok(0) => die(format!("server closed after {got} bytes")),
+                Ok(_) => {
+                    progressed = true;
+                    conn.process_new_packets()
+                        .unwrap_or_else(|e| die(format!("tls: {e}")));
+                    while let Ok(n) = conn.reader().read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
                     }
                 }
-                continue;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => die(format!("read: {e}")),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => die(format!("read: {e}")),
+        }
+        if progressed {
+            continue;
         }
         let mut pfd = libc::pollfd {
             fd: sock.as_raw_fd(),

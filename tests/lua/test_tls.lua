@@ -51,12 +51,15 @@ local function pki()
     "openssl req -x509 " .. ec .. " -keyout other.key -out other.pem -days 2 -subj '/CN=other CA'",
     "openssl req " .. ec .. " -keyout rogue.key -out rogue.csr -subj '/CN=localhost'",
     "openssl x509 -req -in rogue.csr -CA other.pem -CAkey other.key -CAcreateserial -days 2 -extfile leaf.ext -out rogue.pem",
+    -- Expired: valid until yesterday (-days -1 puts notAfter before notBefore).
+    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days -1 -extfile leaf.ext -out expired.pem",
+    "cp server.key expired.key",
     "openssl req " .. ec .. " -keyout client.key -out client.csr -subj '/CN=client one'",
     "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.pem",
   }, " && ")
   assert(sh("(" .. script .. ") >" .. dir .. "/mint.log 2>&1"), "openssl could not mint certificates: " .. tostring(slurp(dir .. "/mint.log")))
   PKI = { dir = dir }
-  for _, n in ipairs { "ca", "server", "other", "rogue", "client" } do
+  for _, n in ipairs { "ca", "server", "other", "rogue", "client", "expired" } do
     PKI[n] = dir .. "/" .. n .. ".pem"
     PKI[n .. "_key"] = dir .. "/" .. n .. ".key"
   end
@@ -307,6 +310,26 @@ function tests.coroutine_failures_garbage_timeout_and_bad_name()
   assert(raw.configure { tls_handshake_timeout = old })
   T.eq(raw.configure().tls_handshake_timeout, old, "timeout restored")
   if not ok then error(err, 0) end
+end
+
+function tests.expired_server_certificate_is_refused()
+  run(function()
+    local p = pki()
+    local errors = {}
+    local lid, port = echo_server(server_ctx { cert = p.expired, key = p.expired_key },
+      function(e) errors[#errors + 1] = e end)
+    local id, why = socket.tls_open("127.0.0.1", port, client_ctx(), "localhost")
+    T.eq(id, nil, "expired certificate refused")
+    T.truthy(why:find("xpired"), why)
+    while #errors < 1 do sched.sleep(10) end
+    T.truthy(errors[1]:find("tls:", 1, true), errors[1])
+    -- verify = false accepts it (documented as unsafe).
+    local c = assert(socket.tls_open("127.0.0.1", port, raw.tls_context { verify = false }, "localhost"))
+    socket.write(c, "lax")
+    T.eq(socket.read(c, 3), "lax", "unverified session works")
+    socket.close(c)
+    socket.close(lid)
+  end)
 end
 
 function tests.client_certificate_required()

@@ -142,6 +142,14 @@ function H.open(id)
   if state[id] ~= nil then settle(id, true) end
 end
 
+-- A TLS handshake finished (for tls_open it follows `open`).
+function H.handshake(id)
+  if state[id] == nil then return end
+  local x = ext(id)
+  x.tls = "done"
+  wake(id)
+end
+
 function H.readable(id)
   local co = reader[id]
   if co then ready(co) end
@@ -299,9 +307,8 @@ end
 
 ---------------------------------------------------------------- TCP
 
-function M.open(host, port)
-  local id, err = raw.connect(host, port)
-  if not id then return nil, err end
+-- Wait for a connect started by raw.connect/raw.tls_connect to open (or fail).
+local function opened(id)
   new_socket(id, false)
   own(id, self())
   ext(id).connecting = true
@@ -318,6 +325,12 @@ function M.open(host, port)
     return nil, "timeout"
   end
   return nil, why or "connect failed"
+end
+
+function M.open(host, port)
+  local id, err = raw.connect(host, port)
+  if not id then return nil, err end
+  return opened(id)
 end
 
 function M.listen(host, port, backlog)
@@ -625,6 +638,71 @@ M.sendframe = raw.sendframe
 M.pack = raw.pack
 
 ---------------------------------------------------------------- UDP
+
+---------------------------------------------------------------- TLS
+-- Contexts come from skysocket.tls_context{...} (re-exported as tls_context). The
+-- handshake runs in the engine; these calls wait for it in the calling coroutine.
+
+M.tls_context = raw.tls_context
+M.tls_info = raw.tls_info
+
+-- Wait until the handshake of a TLS socket is done. Returns true, or nil, err (the
+-- handshake failed: the socket is closed; or "timeout": it stays open).
+local function handshaken(id, fname, timeout)
+  local x = ext(id)
+  local saved = x.timeout
+  if timeout then x.timeout = timeout end
+  local ok, err = true, nil
+  while x.tls ~= "done" and state[id] do
+    ok, err = suspend(id)
+    if ok == nil then err = "socket abandoned"; break end
+    if not ok then break end
+    x = ext(id)
+  end
+  x = rare[id]
+  if x then x.timeout = saved end
+  if x and x.tls == "done" then return true end
+  if ok and not err then err = (x and x.err) or "closed during the TLS handshake" end
+  return nil, err
+end
+
+-- tls_open(host, port, ctx [, server_name]): connect and handshake; id or nil, err.
+function M.tls_open(host, port, ctx, server_name)
+  local id, err = raw.tls_connect(host, port, ctx, server_name)
+  if not id then return nil, err end
+  return opened(id)
+end
+
+-- tls_listen(host, port, ctx [, backlog]): as listen; accepted sockets handshake once
+-- started (call handshake(id) in the accept coroutine to wait for it).
+function M.tls_listen(host, port, ctx, backlog)
+  local id, ip, p = raw.tls_listen(host, port, ctx, backlog)
+  if not id then return nil, ip end
+  state[id], rare[id] = false, { listen = true }
+  return id, ip, p
+end
+
+-- handshake(id [, timeout_ms]): wait for the TLS handshake of a started socket.
+function M.handshake(id, timeout)
+  check(id)
+  argcheck(timeout == nil or type(timeout) == "number", 2, "handshake", "number expected")
+  return handshaken(id, "handshake", timeout)
+end
+
+-- starttls(id, ctx [, server_name [, timeout_ms]]): upgrade a connected socket in place
+-- and wait for the handshake. Bytes already buffered unread are plaintext that came
+-- before the upgrade: they are discarded (they cannot be trusted as part of the
+-- protected stream).
+function M.starttls(id, ctx, server_name, timeout)
+  check(id)
+  argcheck(timeout == nil or type(timeout) == "number", 4, "starttls", "number expected")
+  if not state[id] then return nil, "socket is closed" end
+  raw.readsome(id) -- drop unprotected bytes read before the upgrade
+  local ok, err = raw.tls_upgrade(id, ctx, server_name)
+  if not ok then return nil, err end
+  ext(id).tls = "handshaking"
+  return handshaken(id, "starttls", timeout)
+end
 
 -- Registers the socket here only once the engine has taken it (a bad or unknown id
 -- raises or fails in raw.start and leaves no state behind).

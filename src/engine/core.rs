@@ -86,6 +86,8 @@ pub struct SocketInfo {
     pub wtime: u64,
     pub queued: usize,
     pub paused: bool,
+    /// A TLS stream (or a TLS listener).
+    pub tls: bool,
     pub peer: Option<String>,
     pub local: Option<String>,
     /// TCP_NODELAY of a TCP stream socket (`None` for listeners, UDP, Unix sockets).
@@ -455,7 +457,8 @@ impl Core {
                 sock.warn_at *= 2;
             }
         }
-        Ok(if sock.needs_sync() {
+        // A TLS socket is written by the poll thread only: always ask it to flush.
+        Ok(if sock.needs_sync() || sock.is_tls() {
             Sent::NeedSync
         } else {
             Sent::Done
@@ -482,6 +485,10 @@ impl Core {
             return Err(Error::State("socket is closing"));
         }
         sock.shut_wr = true;
+        if sock.is_tls() {
+            // close_notify, then the FIN: both sent by the poll thread's flush.
+            return Ok(true);
+        }
         if sock.wq.is_empty() && !matches!(sock.state, State::Connecting | State::Reserve) {
             let fd = sock.raw_fd().expect("stream socket has an fd");
             net::shutdown(fd, net::Shutdown::Write)?;
@@ -622,6 +629,7 @@ impl Core {
                     .as_ref()
                     .map_or(0, |u| u.queue.iter().map(|(b, _)| b.len()).sum()),
             paused: sock.paused,
+            tls: sock.is_tls() || sock.is_tls_listener(),
             peer: fd.and_then(|fd| show(net::peer_addr(fd).ok().flatten())),
             local: fd.and_then(|fd| show(net::local_addr(fd).ok().flatten())),
             nodelay: match (sock.proto, sock.state) {

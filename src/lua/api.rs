@@ -106,7 +106,7 @@ fn ok_or_false(lua: &Lua, r: crate::engine::Result<()>) -> Ret {
 /// Read `(host, port)` starting at `pos`. Accepts `port` alone (number: 127.0.0.1),
 /// `"unix:/path"`, `"host:port"`, or `host, port`. Returns the address and the next
 /// argument position.
-fn host_port_args(
+pub(super) fn host_port_args(
     a: &Args,
     pos: usize,
     default_host: &str,
@@ -133,7 +133,7 @@ fn host_port_args(
     }
 }
 
-fn type_of(a: &Args, pos: usize) -> &'static str {
+pub(super) fn type_of(a: &Args, pos: usize) -> &'static str {
     if pos > a.len() {
         "no value"
     } else {
@@ -141,7 +141,7 @@ fn type_of(a: &Args, pos: usize) -> &'static str {
     }
 }
 
-fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret {
+pub(super) fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret {
     match local {
         Some(Addr::Inet(sa)) => ret(lua, (id as i64, sa.ip().to_string(), sa.port())),
         Some(Addr::Unix(p)) => ret(lua, (id as i64, format!("unix:{}", p.display()))),
@@ -153,36 +153,7 @@ fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret {
 /// `options` is a table `{ backlog = n, reuseport = bool }`.
 fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
     let (addr, next) = host_port_args(a, 1, "127.0.0.1")?;
-    let mut opts = ListenOptions {
-        backlog: DEFAULT_BACKLOG,
-        reuseport: false,
-    };
-    match a.get(next) {
-        Value::Nil => {}
-        Value::Table(t) => {
-            if let Some(b) = t
-                .get::<Option<i64>>("backlog")
-                .map_err(|_| a.error(next, "backlog must be an integer"))?
-            {
-                opts.backlog = i32::try_from(b)
-                    .ok()
-                    .filter(|b| *b > 0)
-                    .ok_or_else(|| a.error(next, "backlog out of range"))?;
-            }
-            opts.reuseport = t
-                .get::<Option<bool>>("reuseport")
-                .ok()
-                .flatten()
-                .unwrap_or(false);
-        }
-        _ => {
-            let b = a.integer(next)?;
-            opts.backlog = i32::try_from(b)
-                .ok()
-                .filter(|b| *b > 0)
-                .ok_or_else(|| a.error(next, "backlog out of range"))?;
-        }
-    }
+    let opts = listen_options(a, next)?;
     let addr = match addr {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
@@ -192,6 +163,41 @@ fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok((id, local)) => addr_results(lua, id, local),
         Err(e) => nil_msg(lua, format!("listen {addr}: {e}")),
     }
+}
+
+/// The listen options at `pos`: nil, a backlog, or `{ backlog = n, reuseport = bool }`.
+pub(super) fn listen_options(a: &Args, pos: usize) -> Result<ListenOptions, Fail> {
+    let mut opts = ListenOptions {
+        backlog: DEFAULT_BACKLOG,
+        reuseport: false,
+    };
+    match a.get(pos) {
+        Value::Nil => {}
+        Value::Table(t) => {
+            if let Some(b) = t
+                .get::<Option<i64>>("backlog")
+                .map_err(|_| a.error(pos, "backlog must be an integer"))?
+            {
+                opts.backlog = i32::try_from(b)
+                    .ok()
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| a.error(pos, "backlog out of range"))?;
+            }
+            opts.reuseport = t
+                .get::<Option<bool>>("reuseport")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+        }
+        _ => {
+            let b = a.integer(pos)?;
+            opts.backlog = i32::try_from(b)
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| a.error(pos, "backlog out of range"))?;
+        }
+    }
+    Ok(opts)
 }
 
 /// `connect(host, port)` → `id` (then `open` or `error` arrives) or `nil, message`.
@@ -427,6 +433,9 @@ fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
         t.raw_set("wtime", s.wtime as i64)?;
         t.raw_set("wbuffer", s.queued as i64)?;
         t.raw_set("paused", s.paused)?;
+        if s.tls {
+            t.raw_set("tls", true)?;
+        }
         if let Some(p) = &s.peer {
             t.raw_set("peer", p.as_str())?;
         }
@@ -521,11 +530,18 @@ fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail>
         if timeout.is_none() && eng.is_idle() {
             return Ok(0);
         }
-        eng.poll(&mut batch, timeout).map_err(|e| {
-            Fail::Lua(mlua::Error::RuntimeError(format!(
-                "skysocket poll failed: {e}"
-            )))
-        })?;
+        // Without a timeout, wait until there is something to deliver: readiness that
+        // yields no message (a flush, a TLS handshake round trip) is not "something".
+        loop {
+            eng.poll(&mut batch, timeout).map_err(|e| {
+                Fail::Lua(mlua::Error::RuntimeError(format!(
+                    "skysocket poll failed: {e}"
+                )))
+            })?;
+            if !batch.is_empty() || timeout.is_some() || eng.is_idle() {
+                break;
+            }
+        }
     }
     st.dispatching.set(true);
     let result = deliver_batch(lua, st, &batch);
@@ -664,6 +680,11 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                 }
                 "accept_burst" => c.accept_burst = positive()?,
                 "resolver_threads" => c.resolver_threads = positive()?.min(64),
+                "tls_handshake_timeout" => {
+                    let ms = u64::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'tls_handshake_timeout' must be >= 0"))?;
+                    c.tls_handshake_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+                }
                 "first_tag" => {
                     c.first_tag = u64::try_from(n)
                         .map_err(|_| a.error(1, "setting 'first_tag' must be >= 0"))?
@@ -694,6 +715,10 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
     t.raw_set("nodelay", c.nodelay)?;
     t.raw_set("first_tag", c.first_tag as i64)?;
     t.raw_set("resolver_threads", c.resolver_threads as i64)?;
+    t.raw_set(
+        "tls_handshake_timeout",
+        c.tls_handshake_timeout.map_or(0, |d| d.as_millis() as i64),
+    )?;
     ret(lua, t)
 }
 

@@ -13,6 +13,8 @@ mod dispatch;
 mod fast;
 mod hooks;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::rc::Rc;
 
@@ -66,7 +68,11 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
     let raw = lua.create_table()?;
-    for &(name, f) in api::FUNCTIONS {
+    #[cfg(feature = "tls")]
+    let tls_functions = tls::FUNCTIONS;
+    #[cfg(not(feature = "tls"))]
+    let tls_functions: &[(&str, api::ApiFn)] = &[];
+    for &(name, f) in api::FUNCTIONS.iter().chain(tls_functions) {
         let st = st.clone();
         let sentinel = sentinel.clone();
         let func = lua.create_function(move |lua, vals: MultiValue| {
@@ -98,6 +104,8 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;
     }
     module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
+    // Whether this build has TLS (the `tls` Cargo feature).
+    module.raw_set("tls", cfg!(feature = "tls"))?;
     Ok(module)
 }
 

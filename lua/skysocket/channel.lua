@@ -291,7 +291,7 @@ local function dispatch(self, s)
 end
 
 -- Open a TCP/Unix connection bounded by `ms` (nil: no bound). Returns id or nil, err.
-local function timed_open(host, port, ms)
+local function timed_open(host, port, ms, self)
   local id, err = raw.connect(host, port)
   if not id then return nil, err end
   local co = running()
@@ -310,7 +310,9 @@ local function timed_open(host, port, ms)
   raw.buffered(id) -- bytes sent at once by the server wait in the buffer
   local timer
   if ms then timer = timeout(ms, function() timer = nil; settle(false, "timeout") end) end
+  if self then self.abort_open = function() settle(false, "channel closed") end end
   if park(co) then yield() end
+  if self then self.abort_open = nil end
   if timer then cancel(timer) end
   if not result then
     raw.close(id, true)
@@ -336,7 +338,7 @@ local function connect_once(self)
   elseif self.tls then
     id, err = M.tls_open(self.host, self.port, self.connect_timeout, self.tls)
   else
-    id, err = timed_open(self.host, self.port, self.connect_timeout)
+    id, err = timed_open(self.host, self.port, self.connect_timeout, self)
   end
   if not id then return nil, "connect to " .. self.name .. " failed: " .. tostring(err) end
   if self.closed then
@@ -528,6 +530,7 @@ function Channel:close()
     drop(self, s, "channel closed", busy)
   end
   if self.cooler then cooled(self) end
+  if self.abort_open then self.abort_open() end
 end
 
 -- ch:pending() -> number of requests waiting for a reply.

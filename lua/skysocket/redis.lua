@@ -136,8 +136,8 @@ local function argerror(n, fname, msg, level)
   error(format("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 2) + 1)
 end
 
--- arg(v) -> v as a string (numbers: integers without exponent).
-local function arg(v, i, fname)
+-- argstr(v) -> v as a string (numbers: integers without exponent).
+local function argstr(v, i, fname)
   local tv = type(v)
   if tv == "string" then return v end
   if tv == "number" then
@@ -158,13 +158,13 @@ local function command(name, fname, ...)
     local v = select(i, ...)
     if type(v) == "table" then
       for j = 1, #v do
-        local a = arg(v[j], i, fname)
+        local a = argstr(v[j], i, fname)
         np = np + 1
         parts[np] = "$" .. #a .. "\r\n" .. a .. "\r\n"
         count = count + 1
       end
     else
-      local a = arg(v, i, fname)
+      local a = argstr(v, i, fname)
       np = np + 1
       parts[np] = "$" .. #a .. "\r\n" .. a .. "\r\n"
       count = count + 1
@@ -211,7 +211,7 @@ local function make(name)
     if n == 1 and ta == "string" then
       req = head1 .. "$" .. #a .. "\r\n" .. a .. "\r\n"
     elseif n == 2 and ta == "string" and (tb == "string" or tb == "number") then
-      if tb == "number" then b = arg(b, 2, name) end
+      if tb == "number" then b = argstr(b, 2, name) end
       req = head2 .. "$" .. #a .. "\r\n" .. a .. "\r\n$" .. #b .. "\r\n" .. b .. "\r\n"
     elseif n == 0 then
       req = head0

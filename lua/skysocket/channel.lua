@@ -92,7 +92,8 @@ function Sock:want(last)
 end
 
 local function new_sock(id)
-  return setmetatable({ id = id, buf = "", pos = 1, start = 1, need = nil, dispatching = false }, Sock)
+  return setmetatable({ id = id, buf = "", pos = 1, start = 1, need = nil, dispatching = false,
+    flushing = false, wq = {}, nw = 0, ch = nil }, Sock)
 end
 
 ---------------------------------------------------------------- argument checks
@@ -199,6 +200,34 @@ local function drop(self, s, msg, force)
   fail_pending(self, msg)
   if force then socket.shutdown(s.id) end
   socket.close(s.id)
+end
+
+-- End of a scheduler turn: write the requests gathered since the first one.
+local function flush(self, s)
+  s.flushing = false
+  local n = s.nw
+  if n == 0 then return end
+  local wq = s.wq
+  local data = n == 1 and wq[1] or concat(wq, "", 1, n)
+  for i = 1, n do wq[i] = nil end
+  s.nw = 0
+  if self.sock ~= s then return end
+  if not send(s.id, data) then drop(self, s, "connection to " .. self.name .. " lost") end
+end
+
+-- The connections with requests gathered in this turn, and whether the coroutine
+-- that writes them (one per turn, for all channels) is already forked.
+local dirty, ndirty, flusher = {}, 0, false
+
+local function flush_all()
+  local i = 1
+  while i <= ndirty do -- a flush may drop a connection: the list can change meanwhile
+    local s = dirty[i]
+    dirty[i] = nil
+    flush(s.ch, s)
+    i = i + 1
+  end
+  ndirty, flusher = 0, false
 end
 
 local IDLE, MORE = 1, 2
@@ -347,6 +376,7 @@ local function connect_once(self)
   end
   if self.nodelay then raw.nodelay(id) end
   local s = new_sock(id)
+  s.ch = self
   self.sock = s
   if self.auth then
     local co = running()
@@ -492,8 +522,28 @@ function Channel:request(data, reader, ms)
       if self.closed then return nil, "channel closed" end
       s = self.sock
     end
-    if s and send(s.id, data) then break end
-    if s then drop(self, s, "connection to " .. self.name .. " lost") end
+    if s then
+      -- The first request of a scheduler turn is written at once; the ones that follow
+      -- in the same turn are gathered and written together when the turn ends (one
+      -- write for many coroutines' requests).
+      if s.flushing then
+        local n = s.nw + 1
+        s.nw = n
+        s.wq[n] = data
+        break
+      end
+      if send(s.id, data) then
+        s.flushing = true
+        ndirty = ndirty + 1
+        dirty[ndirty] = s
+        if not flusher then
+          flusher = true
+          fork(flush_all)
+        end
+        break
+      end
+      drop(self, s, "connection to " .. self.name .. " lost")
+    end
     if authing then return nil, "connection to " .. self.name .. " lost" end
     s = nil
   end

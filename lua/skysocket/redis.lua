@@ -150,35 +150,51 @@ local function argstr(v, i, fname)
   argerror(i, fname, "string or number expected, got " .. tv, 4)
 end
 
+-- "$<n>\r\n" and "*<n>\r\n" for each length, made once (a number in a concatenation
+-- costs a snprintf call).
+local BULK = setmetatable({}, { __index = function(t, n)
+  local v = "$" .. n .. "\r\n"
+  if n < 65536 then t[n] = v end
+  return v
+end })
+local ARRAY = setmetatable({}, { __index = function(t, n)
+  local v = "*" .. n .. "\r\n"
+  if n < 4096 then t[n] = v end
+  return v
+end })
+-- "$<#name>\r\n<name>\r\n" per command name.
+local NAMES = setmetatable({}, { __index = function(t, name)
+  local v = "$" .. #name .. "\r\n" .. name .. "\r\n"
+  if #name < 64 then t[name] = v end
+  return v
+end })
+
 -- Build a RESP command from a name and arguments (array tables spread in place).
 local function command(name, fname, ...)
   local n = select("#", ...)
-  local parts, np, count = { "", "$" .. #name .. "\r\n" .. name .. "\r\n" }, 2, 1
+  local parts, np, count = { "", NAMES[name] }, 2, 1
   for i = 1, n do
     local v = select(i, ...)
     if type(v) == "table" then
       for j = 1, #v do
         local a = argstr(v[j], i, fname)
         np = np + 1
-        parts[np] = "$" .. #a .. "\r\n" .. a .. "\r\n"
+        parts[np] = BULK[#a] .. a .. "\r\n"
         count = count + 1
       end
     else
       local a = argstr(v, i, fname)
       np = np + 1
-      parts[np] = "$" .. #a .. "\r\n" .. a .. "\r\n"
+      parts[np] = BULK[#a] .. a .. "\r\n"
       count = count + 1
     end
   end
-  parts[1] = "*" .. count .. "\r\n"
+  parts[1] = ARRAY[count]
   return concat(parts)
 end
 M.command = command
 
 local unpack = table.unpack or unpack
-local function unpack_args(c)
-  return unpack(c, 2, #c)
-end
 
 local Redis = {}
 local methods = {}
@@ -209,10 +225,10 @@ local function make(name)
     local a, b = ...
     local ta, tb = type(a), type(b)
     if n == 1 and ta == "string" then
-      req = head1 .. "$" .. #a .. "\r\n" .. a .. "\r\n"
+      req = head1 .. BULK[#a] .. a .. "\r\n"
     elseif n == 2 and ta == "string" and (tb == "string" or tb == "number") then
       if tb == "number" then b = argstr(b, 2, name) end
-      req = head2 .. "$" .. #a .. "\r\n" .. a .. "\r\n$" .. #b .. "\r\n" .. b .. "\r\n"
+      req = head2 .. BULK[#a] .. a .. "\r\n" .. BULK[#b] .. b .. "\r\n"
     elseif n == 0 then
       req = head0
     else
@@ -330,15 +346,28 @@ end
 function methods:_pipeline(cmds)
   if type(cmds) ~= "table" then argerror(1, "pipeline", "table expected, got " .. type(cmds), 3) end
   local n = #cmds
-  local parts = {}
+  local parts, np = {}, 0
   for i = 1, n do
     local c = cmds[i]
     if type(c) ~= "table" or type(c[1]) ~= "string" then
       argerror(1, "pipeline", "command " .. i .. " must be an array { name, args... }", 3)
     end
-    local NAME = upper(c[1])
-    if PUBSUB[NAME] then argerror(1, "pipeline", c[1] .. " needs its own connection", 3) end
-    parts[i] = command(NAME, "pipeline", unpack_args(c))
+    local name = c[1]
+    if PUBSUB[upper(name)] then argerror(1, "pipeline", name .. " needs its own connection", 3) end
+    local m = #c
+    np = np + 1
+    parts[np] = ARRAY[m] .. NAMES[name]
+    for j = 2, m do
+      local a = c[j]
+      if type(a) ~= "string" then
+        if type(a) ~= "number" then
+          argerror(1, "pipeline", "command " .. i .. ": argument " .. (j - 1) .. " must be a string or number, got " .. type(a), 3)
+        end
+        a = argstr(a)
+      end
+      np = np + 1
+      parts[np] = BULK[#a] .. a .. "\r\n"
+    end
   end
   if n == 0 then return { n = 0 } end
   local ok, v, errs = self.ch:request(parts, function(s)

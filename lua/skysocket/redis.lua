@@ -370,22 +370,28 @@ function methods:_pipeline(cmds)
     end
   end
   if n == 0 then return { n = 0 } end
-  local ok, v, errs = self.ch:request(parts, function(s)
-    local results, errors = { n = n }, nil
-    for i = 1, n do
+  -- The reader keeps the replies it has parsed when the rest has not arrived yet: when
+  -- the channel calls it again (from the start of the pipeline's replies, which may have
+  -- moved in the buffer), it goes on after the last complete one.
+  local results, errors, k, rel = { n = n }, nil, 0, 0
+  local ok, v = self.ch:request(parts, function(s)
+    if k > 0 then s.pos = s.start + rel end
+    while k < n do
       local rok, rv = read_reply(s)
+      k = k + 1
       if rok then
-        results[i] = rv
+        results[k] = rv
       else
-        results[i] = false
+        results[k] = false
         errors = errors or {}
-        errors[i] = rv
+        errors[k] = rv
       end
+      rel = s.pos - s.start
     end
-    return true, { results, errors }
+    return true, results
   end)
   if not ok then return nil, v end
-  return v[1], v[2]
+  return results, errors
 end
 
 function methods:pipeline(cmds)

@@ -37,7 +37,7 @@ local M = {}
 
 local find, sub, concat = string.find, string.sub, table.concat
 local yield, running = coroutine.yield, coroutine.running
-local park, wakeup, fork = sched.park, sched.wakeup, sched.fork
+local park, wakeup, ready, fork = sched.park, sched.wakeup, sched.ready, sched.fork
 local send, timeout, cancel = raw.send, raw.timeout, raw.cancel_timeout
 local sread = socket.read
 
@@ -159,7 +159,7 @@ function M.new(opts)
     waiters = {}, whead = 1, wtail = 0, -- coroutines waiting for `ready`
     fails = 0, cooling = false, cooler = nil,
     -- order mode: parallel arrays of callers and readers, head..tail in flight
-    qco = {}, qrd = {}, head = 1, tail = 0,
+    qco = {}, qrd = {}, qa = {}, qb = {}, head = 1, tail = 0,
     -- session mode: session -> caller
     sessions = {}, npending = 0,
   }, Channel)
@@ -233,7 +233,7 @@ end
 local IDLE, MORE = 1, 2
 
 local function drain_order(self, s)
-  local qco, qrd = self.qco, self.qrd
+  local qco, qrd, qa, qb = self.qco, self.qrd, self.qa, self.qb
   local h = self.head
   while h <= self.tail do
     if s.pos > #s.buf then return MORE end
@@ -241,12 +241,15 @@ local function drain_order(self, s)
     local a, b = qrd[h](s)
     local co = qco[h]
     qco[h], qrd[h] = nil, nil
+    if co then
+      -- The caller finds its results in qa/qb[slot] (it runs before the next poll, so
+      -- before any later reply can reuse the slot); ready() wakes it without packing.
+      if a == nil then a = false end
+      qa[h], qb[h] = a, b
+      ready(co)
+    end
     h = h + 1
     self.head = h
-    if co then
-      if a == nil then a = false end
-      wakeup(co, a, b)
-    end
   end
   self.head, self.tail = 1, 0
   return IDLE
@@ -454,6 +457,10 @@ local function await(self, co, ms, slot, session)
   park(co)
   local a, b = yield()
   if timer then cancel(timer) end
+  if a == nil and b == nil and slot and slot > 0 then -- woken by drain_order's ready()
+    a, b = self.qa[slot], self.qb[slot]
+    self.qa[slot], self.qb[slot] = nil, nil
+  end
   return a, b
 end
 
@@ -505,10 +512,16 @@ function Channel:request(data, reader, ms)
   if ms ~= nil and (type(ms) ~= "number" or ms < 0) then
     argerror(3, "request", "number of milliseconds expected, got " .. type(ms))
   end
+  return self:_request(data, reader, ms, session_mode)
+end
+
+-- ch:_request(data, reader, ms, session_mode): request() without the argument checks
+-- (data a string, reader a function or nil / a session), for protocol modules.
+function Channel:_request(data, reader, ms, session_mode)
   if self.closed then return nil, "channel closed" end
   local co = running()
   if not co or sched.self() ~= co then
-    error("skysocket.channel: 'request' must be called from a coroutine of skysocket.sched", 2)
+    error("skysocket.channel: 'request' must be called from a coroutine of skysocket.sched", 3)
   end
   local authing = self.authco == co
   ms = ms or (authing and self.connect_timeout) or self.timeout

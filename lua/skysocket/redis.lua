@@ -27,7 +27,7 @@ local socket = require "skysocket.socket"
 local M = {}
 local NEED = channel.NEED
 
-local find, sub, byte, upper, format = string.find, string.sub, string.byte, string.upper, string.format
+local find, sub, byte, upper, format, match = string.find, string.sub, string.byte, string.upper, string.format, string.match
 local concat, tostring, tonumber, type, select = table.concat, tostring, tonumber, type, select
 local floor, huge = math.floor, math.huge
 
@@ -116,9 +116,37 @@ function parse(s, buf, pos)
 end
 M.parse = parse
 
+-- LEN["3"] == 3: bulk lengths, converted once.
+local LEN = setmetatable({}, { __index = function(t, k)
+  local n = tonumber(k)
+  if n and #k <= 5 then t[k] = n end
+  return n
+end })
+
 -- The channel reader for one reply (RESP3 push messages in between are skipped).
+-- Bulk strings, status and integer replies complete in the buffer take a short path.
 local function read_reply(s)
-  local buf = s.buf
+  local buf, p = s.buf, s.pos
+  local t, v, e = match(buf, "^([%$%+:])([^\r\n]*)\r\n()", p)
+  if t == "$" then
+    local n = LEN[v]
+    if n and n >= 0 then
+      local last = e + n - 1
+      if last + 2 <= #buf then
+        s.pos = last + 3
+        return true, sub(buf, e, last)
+      end
+    end
+  elseif t == "+" then
+    s.pos = e
+    return true, v
+  elseif t == ":" then
+    local n = tonumber(v)
+    if n then
+      s.pos = e
+      return true, n
+    end
+  end
   local ok, v, pos = parse(s, buf, s.pos)
   while byte(buf, s.pos) == 62 do -- '>' push: not a reply
     s.pos = pos
@@ -196,6 +224,7 @@ M.command = command
 
 local unpack = table.unpack or unpack
 
+
 local Redis = {}
 local methods = {}
 Redis.__index = methods
@@ -219,22 +248,23 @@ local function make(name)
   local head1 = "*2\r\n$" .. #NAME .. "\r\n" .. NAME .. "\r\n"
   local head2 = "*3\r\n$" .. #NAME .. "\r\n" .. NAME .. "\r\n"
   local head0 = "*1\r\n$" .. #NAME .. "\r\n" .. NAME .. "\r\n"
+  -- One or two string arguments (the common case) take a short path with as few calls
+  -- of C functions (type, select) as possible: each costs about as much as the rest.
   return function(self, ...)
     local n = select("#", ...)
-    local req
     local a, b = ...
-    local ta, tb = type(a), type(b)
-    if n == 1 and ta == "string" then
-      req = head1 .. BULK[#a] .. a .. "\r\n"
-    elseif n == 2 and ta == "string" and (tb == "string" or tb == "number") then
-      if tb == "number" then b = argstr(b, 2, name) end
-      req = head2 .. BULK[#a] .. a .. "\r\n" .. BULK[#b] .. b .. "\r\n"
+    local req
+    if n == 1 then
+      if type(a) == "string" then req = head1 .. BULK[#a] .. a .. "\r\n" end
+    elseif n == 2 then
+      if type(a) == "string" and type(b) == "string" then
+        req = head2 .. BULK[#a] .. a .. "\r\n" .. BULK[#b] .. b .. "\r\n"
+      end
     elseif n == 0 then
       req = head0
-    else
-      req = command(NAME, name, ...)
     end
-    return raise(self.ch:request(req, read_reply))
+    if not req then req = command(NAME, name, ...) end
+    return raise(self.ch:_request(req, read_reply))
   end
 end
 

@@ -198,8 +198,16 @@ local function drop(self, s, msg, force)
   if self.sock ~= s then return end
   self.sock, self.ready = nil, false
   fail_pending(self, msg)
-  if force then socket.shutdown(s.id) end
-  socket.close(s.id)
+  if sched.self() then
+    if force then socket.shutdown(s.id) end
+    socket.close(s.id) -- waits for the close and for the dispatcher's read to end
+  else
+    -- Not in a coroutine (the end-of-turn writer is an engine timer; close() may be
+    -- called from a callback): socket.close could not wait, and would forget the
+    -- socket without waking the dispatcher parked in its read. abandon() wakes it.
+    socket.abandon(s.id)
+    raw.close(s.id, force)
+  end
 end
 
 -- End of a scheduler turn: write the requests gathered since the first one.
@@ -215,11 +223,14 @@ local function flush(self, s)
   if not send(s.id, data) then drop(self, s, "connection to " .. self.name .. " lost") end
 end
 
--- The connections with requests gathered in this turn, and whether the coroutine
--- that writes them (one per turn, for all channels) is already forked.
+-- The connections with requests gathered in this turn, and whether the writer of them
+-- (one per turn, for all channels) is scheduled: a 0 ms engine timer, which fires in the
+-- scheduler's next poll, after every coroutine of this turn ran. (An engine timer, not
+-- a forked coroutine: it survives a sched.run that ends with sched.exit().)
 local dirty, ndirty, flusher = {}, 0, false
 
 local function flush_all()
+  flusher = true -- no new timer while this runs: requests it causes join this flush
   local i = 1
   while i <= ndirty do -- a flush may drop a connection: the list can change meanwhile
     local s = dirty[i]
@@ -551,7 +562,7 @@ function Channel:_request(data, reader, ms, session_mode)
         dirty[ndirty] = s
         if not flusher then
           flusher = true
-          fork(flush_all)
+          timeout(0, flush_all)
         end
         break
       end

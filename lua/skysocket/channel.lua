@@ -546,6 +546,9 @@ function Channel:_request(data, reader, ms, session_mode)
       if self.closed then return nil, "channel closed" end
       s = self.sock
     end
+    if session_mode and self.sessions[reader] ~= nil then
+      return nil, "session " .. tostring(reader) .. " is already in flight"
+    end
     if s then
       -- The first request of a scheduler turn is written at once; the ones that follow
       -- in the same turn are gathered and written together when the turn ends (one
@@ -574,9 +577,6 @@ function Channel:_request(data, reader, ms, session_mode)
   if not s then return nil, "connection to " .. self.name .. " lost" end
   local slot
   if session_mode then
-    if self.sessions[reader] ~= nil then
-      return nil, "session " .. tostring(reader) .. " is already in flight"
-    end
     self.sessions[reader] = co
     self.npending = self.npending + 1
   else

@@ -122,6 +122,14 @@ function tests.session_mode_matches_out_of_order_replies()
     while done < 30 do sched.sleep(5) end
     T.eq(wrong, 0, "replies matched by session")
     T.raises("bad argument #2 to 'request' (session expected, got nil)", ch.request, ch, "x\n")
+    -- a session already in flight is refused before anything is written
+    local first
+    sched.fork(function() first = { ch:request("777 one\n", 777) } end)
+    sched.sleep(0)
+    local ok, err = ch:request("777 two\n", 777)
+    T.eq(ok, nil, "refused"); T.eq(err, "session 777 is already in flight", "message")
+    while not first do sched.sleep(5) end
+    T.eq(first[2], "one!", "the first gets its own reply")
     ch:close()
     socket.close(lid)
   end)

@@ -6,19 +6,7 @@ local compat = require "skysocket.compat"
 local T = require "testlib"
 local tests = {}
 
--- Run main under the scheduler with a watchdog; errors in any coroutine fail the test.
-local function run(main, ms)
-  local timed_out, errors = false, {}
-  sched.on_error(function(e) errors[#errors + 1] = e end)
-  local wd = raw.timeout(ms or 8000, function() timed_out = true; sched.exit() end)
-  local r = compat.pack(sched.run(main))
-  raw.cancel_timeout(wd)
-  sched.on_error(nil)
-  if timed_out then error("test timed out", 2) end
-  if #errors > 0 then error(errors[1], 2) end
-  if not r[1] then error(tostring(r[2]), 2) end
-  return compat.unpack(r, 2, r.n)
-end
+local run = T.run_co
 
 -- Echo-ish server: handler(id, addr) runs per client. Returns listener id, port.
 local function server(handler)

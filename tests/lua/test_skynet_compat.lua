@@ -5,21 +5,10 @@
 local raw = require "skysocket"
 local socket = require "skysocket.socket"
 local sched = require "skysocket.sched"
-local compat = require "skysocket.compat"
 local T = require "testlib"
 local tests = {}
 
-local function run(main, ms)
-  local timed_out, errors = false, {}
-  sched.on_error(function(e) errors[#errors + 1] = e end)
-  local wd = raw.timeout(ms or 8000, function() timed_out = true; sched.exit() end)
-  local r = compat.pack(sched.run(main))
-  raw.cancel_timeout(wd)
-  sched.on_error(nil)
-  if timed_out then error("test timed out", 2) end
-  if #errors > 0 then error(errors[1], 2) end
-  if not r[1] then error(tostring(r[2]), 2) end
-end
+local run = T.run_co
 
 -- A listener whose accept handler is `handler(id)` (after start); returns lid, port.
 local function server(handler)

@@ -4,7 +4,6 @@
 local raw = require "skysocket"
 local socket = require "skysocket.socket"
 local sched = require "skysocket.sched"
-local compat = require "skysocket.compat"
 local T = require "testlib"
 local tests = {}
 
@@ -79,18 +78,7 @@ local function client_ctx(extra)
   return assert(raw.tls_context(o))
 end
 
-local function run(main, ms)
-  local timed_out, errors = false, {}
-  sched.on_error(function(e) errors[#errors + 1] = e end)
-  local wd = raw.timeout(ms or 20000, function() timed_out = true; sched.exit() end)
-  local r = compat.pack(sched.run(main))
-  raw.cancel_timeout(wd)
-  sched.on_error(nil)
-  if timed_out then error("test timed out", 2) end
-  if #errors > 0 then error(errors[1], 2) end
-  if not r[1] then error(tostring(r[2]), 2) end
-  return compat.unpack(r, 2, r.n)
-end
+local function run(main, ms) return T.run_co(main, ms or 20000) end
 
 ---------------------------------------------------------------- contexts
 

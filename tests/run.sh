@@ -63,7 +63,7 @@ step "cargo test (epoll)" cargo test
 step "cargo test (poll backend)" cargo test --features poll-backend
 if [ $QUICK = 0 ]; then
   step "cargo test (vendored Lua 5.5)" env CARGO_TARGET_DIR="$ROOT/target/t-lua55" \
-    cargo test --no-default-features --features lua55,vendored
+    cargo test --no-default-features --features lua55,vendored,tls
 fi
 
 # Build the loadable module for one interpreter into target/lua-<feature>/skysocket.so.

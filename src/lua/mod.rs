@@ -15,6 +15,9 @@ mod hooks;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_absent.rs"]
+mod tls;
 
 use std::rc::Rc;
 
@@ -68,11 +71,7 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
     let raw = lua.create_table()?;
-    #[cfg(feature = "tls")]
-    let tls_functions = tls::FUNCTIONS;
-    #[cfg(not(feature = "tls"))]
-    let tls_functions: &[(&str, api::ApiFn)] = &[];
-    for &(name, f) in api::FUNCTIONS.iter().chain(tls_functions) {
+    for &(name, f) in api::FUNCTIONS.iter().chain(tls::FUNCTIONS) {
         let st = st.clone();
         let sentinel = sentinel.clone();
         let func = lua.create_function(move |lua, vals: MultiValue| {

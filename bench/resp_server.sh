@@ -14,6 +14,7 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_resp() { # $1 = log, rest = extra interpreter args; sets $port
+  : >"$1"
   lua5.4 "${@:2}" examples/resp.lua 0 >"$1" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do grep -q "listening on" "$1" && break; sleep 0.05; done

@@ -22,8 +22,8 @@ build = {
    build_command = [[
 feat=`"$(LUA)" -e 'io.write(jit and "luajit" or ("lua" .. _VERSION:sub(5):gsub("%.", "")))'` &&
 echo "skysocket: building for $feat" &&
-cargo build --offline --release --no-default-features --features "$feat,module" ||
-cargo build --release --no-default-features --features "$feat,module"
+cargo build --offline --release --no-default-features --features "$feat,module,tls" ||
+cargo build --release --no-default-features --features "$feat,module,tls"
 ]],
    install_command = [[
 mkdir -p "$(LIBDIR)" "$(LUADIR)/skysocket" &&

@@ -394,6 +394,80 @@ fn warning_at_one_mib_and_zero_when_drained() {
 }
 
 #[test]
+fn write_budget_drops_the_sockets_with_a_backlog_and_counts_exactly() {
+    const BUDGET: usize = 2 << 20;
+    let mut h = Harness::with_config(Config {
+        write_budget: BUDGET,
+        ..Config::default()
+    });
+    let (lid, addr) = h.listen("127.0.0.1");
+    let _p1 = peer(addr); // never reads
+    let a = h.accept(lid);
+    let _p2 = peer(addr); // never reads
+    let b = h.accept(lid);
+    let chunk = vec![7u8; 64 * 1024];
+    let mut refused = Vec::new();
+    for _ in 0..1024 {
+        for id in [a, b] {
+            if refused.contains(&id) {
+                continue;
+            }
+            match h.engine.send(id, &chunk, Priority::High) {
+                Ok(()) => {}
+                Err(Error::BudgetExceeded { total, budget }) => {
+                    assert_eq!(budget, BUDGET);
+                    assert!(total + chunk.len() > BUDGET, "refused below the budget");
+                    refused.push(id);
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        // Within the budget, plus at most one send per socket whose queue was empty.
+        assert!(h.engine.queued_bytes() <= BUDGET + 2 * chunk.len());
+        if refused.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        2,
+        "64 MiB to two non-readers must pass a 2 MiB budget"
+    );
+    for id in [a, b] {
+        assert!(h.engine.info(id).is_none(), "dropped");
+        let m = h.wait_for("error", |m| m.kind == MsgKind::Error && m.id == id);
+        assert!(m.text().contains("write budget exceeded"), "{}", m.text());
+    }
+    // Dropped queues are uncounted: the accounting is exact.
+    assert_eq!(h.engine.queued_bytes(), 0);
+    // A reading peer's queue drains to zero as well.
+    let mut p3 = peer(addr);
+    let c = h.accept(lid);
+    let big = vec![1u8; 8 << 20];
+    h.engine.send(c, &big, Priority::High).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        while got < 8 << 20 {
+            got += p3.read(&mut buf).unwrap();
+        }
+        got
+    });
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while h.engine.queued_bytes() > 0 && std::time::Instant::now() < end {
+        h.step(Duration::from_millis(10));
+    }
+    assert_eq!(
+        h.engine.queued_bytes(),
+        0,
+        "queue drained, counter back to 0"
+    );
+    assert_eq!(reader.join().unwrap(), 8 << 20);
+    h.engine.close(c, false).unwrap();
+    h.engine.close(lid, true).unwrap();
+}
+
+#[test]
 fn write_limit_rejects_sends_beyond_it() {
     let mut h = Harness::new();
     let (lid, addr) = h.listen("127.0.0.1");
@@ -414,7 +488,14 @@ fn write_limit_rejects_sends_beyond_it() {
         }
     }
     assert!(rejected, "16 MiB to a non-reader must hit a 1 MiB limit");
-    assert!(h.engine.info(id).unwrap().queued <= 1 << 20);
+    // The stream is broken: the engine dropped the socket and tells its owner.
+    assert!(h.engine.info(id).is_none(), "socket dropped at the limit");
+    let m = h.wait_for("error", |m| m.kind == MsgKind::Error && m.id == id);
+    assert!(
+        m.text().contains("write queue limit exceeded"),
+        "{}",
+        m.text()
+    );
 }
 
 #[test]

@@ -33,6 +33,23 @@ check "echo.lua serves client.lua" timeout 20 "$LUA" examples/client.lua "$port"
 out=$(timeout 20 "$LUA" examples/client.lua "$port" "zero$(printf '\t')tab")
 check "client prints the echo" test "$out" = "echo: zero$(printf '\t')tab"
 
+# TLS: a CA and a localhost certificate minted here; the client verifies the server.
+if command -v openssl >/dev/null && "$LUA" -e 'os.exit(require("skysocket").tls and 0 or 1)'; then
+  ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  (cd "$tmp" &&
+    openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj '/CN=examples CA' &&
+    openssl req $ec -keyout server.key -out server.csr -subj '/CN=localhost' &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >leaf.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile leaf.ext -out server.pem) >"$tmp/mint.log" 2>&1
+  start_server "$tmp/tls_echo.out" examples/tls_echo.lua "$tmp/server.pem" "$tmp/server.key"
+  out=$(timeout 20 "$LUA" examples/tls_client.lua "$tmp/ca.pem" "$port" alpha beta)
+  check "tls_echo.lua serves tls_client.lua" test "$(echo "$out" | grep '^echo:' | tr '\n' ' ')" = "echo: alpha echo: beta "
+  check "tls_client reports the session" grep -q '^tls: TLSv1.3 TLS13_.* alpn=echo peer=CN=localhost' <<<"$out"
+  # A client trusting another CA must fail (verification is on by default).
+  check "tls_client rejects an unknown CA" bash -c "! timeout 20 '$LUA' examples/tls_client.lua '$tmp/server.pem' '$port' x 2>/dev/null"
+fi
+
 for ex in echo_co; do
   [ -f "examples/$ex.lua" ] || continue
   start_server "$tmp/$ex.out" "examples/$ex.lua"

@@ -74,7 +74,7 @@ fn dead_reader_without_limit_warns_and_close_times_out() {
 }
 
 #[test]
-fn dead_reader_with_limit_keeps_the_queue_at_the_limit() {
+fn dead_reader_with_limit_is_dropped_at_the_limit() {
     const LIMIT: usize = 4 << 20;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut h = harness();
@@ -92,6 +92,7 @@ fn dead_reader_with_limit_keeps_the_queue_at_the_limit() {
                 assert_eq!(limit, LIMIT);
                 assert!(queued <= LIMIT);
                 refused += 1;
+                break; // the engine dropped the socket
             }
             Err(e) => panic!("send: {e}"),
         }
@@ -112,14 +113,18 @@ fn dead_reader_with_limit_keeps_the_queue_at_the_limit() {
         rss1 < rss0 + 3 * (LIMIT as u64 / 1024) + 8 * 1024,
         "RSS grew from {rss0} to {rss1} KiB with a {LIMIT} byte limit"
     );
-    // A forced close finishes at once.
-    h.engine.close(sid, true).unwrap();
-    h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == sid);
+    // The refused send dropped the socket at once: its owner gets the error.
     assert!(h.engine.info(sid).is_none());
+    let m = h.wait_for("error", |m| m.kind == MsgKind::Error && m.id == sid);
+    assert!(
+        m.text().contains("write queue limit exceeded"),
+        "{}",
+        m.text()
+    );
     println!(
         "fault_slow (limit 4 MiB): attempted {attempted} bytes in {CHUNK}-byte sends, {refused} \
-         refused with LimitExceeded, peak queued {} KiB, RSS {rss0} -> {rss1} KiB; forced \
-         close immediate",
+         refused with LimitExceeded, peak queued {} KiB, RSS {rss0} -> {rss1} KiB; socket \
+         dropped at once",
         peak / 1024
     );
     h.engine.close(lid, true).unwrap();

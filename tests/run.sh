@@ -14,7 +14,7 @@ ROOT=$PWD
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 
-PKGS="lua5.4 liblua5.4-dev lua5.3 liblua5.3-dev lua5.1 liblua5.1-0-dev luajit libluajit-5.1-dev luarocks curl"
+PKGS="lua5.4 liblua5.4-dev lua5.3 liblua5.3-dev lua5.1 liblua5.1-0-dev luajit libluajit-5.1-dev luarocks openssl curl ca-certificates redis-server redis-tools"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -63,13 +63,13 @@ step "cargo test (epoll)" cargo test
 step "cargo test (poll backend)" cargo test --features poll-backend
 if [ $QUICK = 0 ]; then
   step "cargo test (vendored Lua 5.5)" env CARGO_TARGET_DIR="$ROOT/target/t-lua55" \
-    cargo test --no-default-features --features lua55,vendored
+    cargo test --no-default-features --features lua55,vendored,tls
 fi
 
 # Build the loadable module for one interpreter into target/lua-<feature>/skysocket.so.
 build_module() {
   local feat=$1
-  CARGO_TARGET_DIR="$ROOT/target/m-$feat" cargo build --release --no-default-features --features "$feat,module" &&
+  CARGO_TARGET_DIR="$ROOT/target/m-$feat" cargo build --release --no-default-features --features "$feat,module,tls" &&
     mkdir -p "$ROOT/target/lua-$feat" &&
     cp "$ROOT/target/m-$feat/release/libskysocket.so" "$ROOT/target/lua-$feat/skysocket.so"
 }

@@ -261,7 +261,7 @@ local function options(opts)
   for k, v in pairs(DEFAULTS) do o[k] = v end
   if opts then
     for k, v in pairs(opts) do
-      if DEFAULTS[k] == nil and k ~= "max_requests" then
+      if DEFAULTS[k] == nil and k ~= "max_requests" and k ~= "tls" then
         error(format("bad argument to 'http': unknown option '%s'", tostring(k)), 3)
       end
       o[k] = v
@@ -560,10 +560,20 @@ function M.listen(host, port, handler, opts)
   end
   local o = options(opts)
   o._checked = true
-  local lid, ip, p = socket.listen(host, port)
+  local lid, ip, p
+  if o.tls then
+    -- https: accepted sockets handshake first (bounded by header_timeout)
+    lid, ip, p = socket.tls_listen(host, port, o.tls)
+  else
+    lid, ip, p = socket.listen(host, port)
+  end
   if not lid then return nil, ip end
   socket.start(lid, function(id)
     if not socket.start(id) then return end
+    if o.tls and not socket.handshake(id, o.header_timeout) then
+      socket.close(id)
+      return
+    end
     M.serve(id, handler, o)
   end)
   return { id = lid, ip = ip, port = p, close = function() socket.close(lid) end }
@@ -571,14 +581,37 @@ end
 
 ---------------------------------------------------------------- client
 
--- Transports by URL scheme. https/wss are added by the TLS layer when it exists
--- (open(host, port, opts) -> id | nil, err, with the id on the coroutine layer).
+-- Transports by URL scheme: open(host, port, timeout_ms, opts) -> id | nil, err, with
+-- the id on the coroutine layer. Add one to support another scheme.
+local default_tls -- the verifying client context https uses unless opts.tls is given
+
+local function client_tls(opts)
+  if opts.tls then return opts.tls end
+  if not default_tls then
+    local ctx, err = socket.tls_context { alpn = "http/1.1" }
+    if not ctx then return nil, "https: " .. tostring(err) end
+    default_tls = ctx
+  end
+  return default_tls
+end
+
+local function with_timeout(timeout, f, ...)
+  local prev = socket.default_timeout(timeout)
+  local id, err = f(...)
+  socket.default_timeout(prev)
+  return id, err
+end
+
 M.schemes = {
   http = { port = 80, open = function(host, port, timeout)
-    local prev = socket.default_timeout(timeout)
-    local id, err = socket.open(host, port)
-    socket.default_timeout(prev)
-    return id, err
+    return with_timeout(timeout, socket.open, host, port)
+  end },
+  -- Verified against the system CA store by default; opts.tls: a client context
+  -- (e.g. a private CA), opts.server_name: the name to verify instead of the host.
+  https = { port = 443, open = function(host, port, timeout, opts)
+    local ctx, err = client_tls(opts)
+    if not ctx then return nil, err end
+    return with_timeout(timeout, socket.tls_open, host, port, ctx, opts.server_name)
   end },
 }
 
@@ -732,7 +765,7 @@ function M.request(method, url, opts)
     if not id then
       local ct = opts.connect_timeout or 10000
       if ct > timeout then ct = timeout end
-      id, err = transport.open(host, port, ct)
+      id, err = transport.open(host, port, ct, opts)
       if not id then
         if expired then err = "timeout" end
         break

@@ -11,6 +11,8 @@
 --   sched.wakeup(co, ...) wake a coroutine suspended in wait(); false if it was not.
 --   sched.exit()          make run() return after the current turn.
 --   sched.on_error(fn)    where errors of coroutines go (default: stderr); fn(text).
+--   sched.on_finish(fn)   fn(co, ok) after every coroutine ends (used by the socket
+--                         layer to close the sockets of a coroutine that raised).
 --   sched.self()          the running scheduled coroutine.
 --   sched.hold() / sched.release()
 --                         count something that can start coroutines later (the socket
@@ -18,6 +20,9 @@
 --                         UDP socket with a callback): run() also goes on while the
 --                         count is positive, so a server's main may simply return.
 --
+-- run() gives up ("N coroutine(s) wait for nothing") only when coroutines are left
+-- and the engine is idle (raw.idle(): no socket, timer or lookup that could wake
+-- one); a poll that delivered nothing while flushing writes is not a deadlock.
 -- Wakeups are queued and run after the current engine callback returns, so socket
 -- callbacks never resume coroutines themselves. An error in a coroutine is reported
 -- with its traceback and the others go on. Coroutines must suspend only through this
@@ -40,6 +45,7 @@ local exiting = false
 local running = false
 local main_co, main_result
 local error_hook
+local finish_hook   -- fn(co, ok) after each coroutine ends (the socket layer's cleanup)
 
 local TIMEOUT = {}
 -- debug may be absent (a sandboxed state): then errors go without a traceback.
@@ -79,6 +85,10 @@ local function finished(co, ok, ...)
   end
   if not ok then
     report(traceback(co, tostring((...))))
+  end
+  if finish_hook then
+    local hok, herr = pcall(finish_hook, co, ok)
+    if not hok then report("finish hook: " .. tostring(herr)) end
   end
 end
 
@@ -200,6 +210,15 @@ function S.on_error(fn)
   return old
 end
 
+-- on_finish(fn): fn(co, ok) runs after every scheduled coroutine ends (ok false: it
+-- raised; the error was reported first). One hook per state: skysocket.socket uses it
+-- to close the sockets a failed coroutine owned. Returns the previous hook.
+function S.on_finish(fn)
+  local old = finish_hook
+  finish_hook = fn
+  return old
+end
+
 function S.running() return running end
 
 function S.hold() holds = holds + 1 end
@@ -210,7 +229,6 @@ function S.run(main, ...)
   if running then error("sched.run: already running", 2) end
   running, exiting, main_result = true, false, nil
   main_co = S.fork(main, ...)
-  local idle = 0
   while true do
     -- The common turn: a coroutine woken without values suspends again. It is
     -- resumed here directly; `finished` runs only if it failed or may have ended
@@ -230,17 +248,15 @@ function S.run(main, ...)
     end
     if qhead > qtail then qhead, qtail = 1, 0 end
     if exiting or (live == 0 and holds == 0) then break end
-    local n = raw.poll()
-    if n == 0 and qhead > qtail then
-      idle = idle + 1
-      if idle >= 2 then
-        if live > 0 then
-          report(string.format("sched.run: %d coroutine(s) wait for nothing; giving up", live))
-        end
-        break
+    -- A poll may deliver nothing (it only flushed write queues, or accepted into a
+    -- backoff): that is no deadlock. Only an idle engine -- no socket, timer, message
+    -- or lookup left that could ever wake a coroutine -- means there is nothing to
+    -- wait for (raw.poll() then returns at once).
+    if raw.poll() == 0 and qhead > qtail and raw.idle() then
+      if live > 0 then
+        report(string.format("sched.run: %d coroutine(s) wait for nothing; giving up", live))
       end
-    else
-      idle = 0
+      break
     end
   end
   -- Forget whatever is left (after exit()): a later run() starts clean, and the

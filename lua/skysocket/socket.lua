@@ -10,12 +10,22 @@
 -- bytes | false, rest (closed); read(id) -> >= 1 byte | false, "" ; readline(id, sep)
 -- -> line | false, rest; readall(id) -> everything until close.
 -- Differences from Skynet, all deliberate:
---   * settimeout(id, ms) bounds every wait on that socket: the read returns
---     nil, "timeout" (nothing is consumed); default_timeout(ms) applies to open and
---     new sockets. Without a timeout a wait lasts until data or close, as in Skynet.
---   * readline returns nil, "line too long" when limit(id) bytes hold no separator.
+--   * settimeout(id, ms) bounds every read call on that socket (read, readline,
+--     readall, readframe: the whole call, so bytes trickling in do not extend it;
+--     block and close: each wait): it returns nil, "timeout" (nothing is consumed);
+--     default_timeout(ms) applies to open and new sockets. Without a timeout a wait
+--     lasts until data or close, as in Skynet.
+--   * a coroutine that raises closes the sockets it owns (see "Ownership" below).
+--   * readline returns nil, "line too long" when 64 MiB hold no separator (Skynet
+--     has no bound); shorter lines are returned whatever limit(id) is.
 --   * limit(id, bytes) sets the read-buffer pause threshold (back-pressure) instead
---     of closing the socket on overflow; read(id, n) / readall lift it as needed.
+--     of closing the socket on overflow; read(id, n) / readall / readline lift it as
+--     needed.
+-- Same as Skynet (issue 14): listen, udp*, udp_connect and resolve raise on failure;
+-- listen("", port) is every interface; a read that waits on a paused socket, or
+-- start(id), resumes it; a second start on an active socket raises; readall on a
+-- closed, drained socket returns false; netstat has Skynet's field names; write takes
+-- a string or an array of strings, and on a UDP socket with a peer sends to it.
 --   * close_write(id) is a true half-close (FIN after queued data); Skynet has none.
 --   * keepopen(id): after the peer's FIN (read returns false) the socket stays open for
 --     writing until close(id), so a reply to a half-closed request still goes out
@@ -40,6 +50,14 @@ local rare = {}    -- id -> the fields few sockets use, in a table made when one
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
 local NONE = {}    -- stands for a missing rare table when reading (never written)
 local onclose = {}   -- id -> callback
+-- Ownership, so that a coroutine that dies with an error does not leak its sockets:
+-- a TCP socket belongs to the coroutine that last took it -- the accept handler
+-- started for it, the coroutine that opened or started it, or the last one that
+-- waited to read it. When that coroutine raises, the socket is closed by force
+-- (unsent data and unread bytes dropped). A coroutine that ends normally leaves its
+-- sockets open and ownerless (another coroutine may be serving them).
+local owner = {}     -- id -> coroutine
+local owned = {}     -- coroutine -> id, or a set {id = true} when it owns several
 local DEFAULT_LIMIT = 128 * 1024
 local default_timeout
 
@@ -47,6 +65,7 @@ M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
 local wait, ready, self, park = sched.wait, sched.ready, sched.self, sched.park
 local yield, running = coroutine.yield, coroutine.running
+local floor = math.floor
 local readsome = raw.readsome
 
 local function warn(fmt, ...)
@@ -62,8 +81,36 @@ local function ext(id)
   return x
 end
 
+local function disown(id)
+  local co = owner[id]
+  if not co then return end
+  owner[id] = nil
+  local o = owned[co]
+  if o == id then
+    owned[co] = nil
+  elseif type(o) == "table" then
+    o[id] = nil
+  end
+end
+
+local function own(id, co)
+  local old = owner[id]
+  if old == co or not co then return end
+  if old then disown(id) end
+  owner[id] = co
+  local o = owned[co]
+  if o == nil then
+    owned[co] = id
+  elseif type(o) == "table" then
+    o[id] = true
+  else
+    owned[co] = { [o] = true, [id] = true }
+  end
+end
+
 local function forget(id)
   state[id], reader[id], rare[id] = nil, nil, nil
+  if owner[id] then disown(id) end
 end
 
 local function wake(id)
@@ -95,13 +142,27 @@ function H.open(id)
   if state[id] ~= nil then settle(id, true) end
 end
 
+-- A TLS handshake finished (for tls_open it follows `open`).
+function H.handshake(id)
+  if state[id] == nil then return end
+  local x = ext(id)
+  x.tls = "done"
+  wake(id)
+end
+
 function H.readable(id)
   local co = reader[id]
   if co then ready(co) end
 end
 
 function H.close(id)
-  if state[id] ~= nil then
+  local x = rare[id]
+  if x and (x.listen or x.protocol == "UDP") then
+    -- A listener or UDP socket closed from elsewhere (raw.close): nobody reads it, so
+    -- forget it now, and stop holding the scheduler for its callback.
+    if x.held then sched.release() end
+    forget(id)
+  elseif state[id] ~= nil then
     settle(id, false)
   else
     raw.unbuffer(id)
@@ -130,7 +191,7 @@ function H.accept(lid, id, addr)
     raw.close(id, true)
     return
   end
-  sched.fork(x.accept, id, addr)
+  own(id, sched.fork(x.accept, id, addr))
 end
 
 function H.warning(id, kb)
@@ -162,15 +223,57 @@ local function check(id)
   if state[id] == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
 end
 
+-- The deadline of one read call on a socket with a timeout (nil without one): a
+-- single timer for the whole call, so bytes trickling in (a slowloris client) do not
+-- extend it. The timer wakes the call's reader; suspend() then reports "timeout".
+local function arm(id)
+  local ms = (rare[id] or NONE).timeout
+  if not ms then return nil end
+  local dl = { co = false, expired = false }
+  dl.timer = raw.timeout(ms, function()
+    dl.expired, dl.timer = true, nil
+    local co = dl.co
+    if co and reader[id] == co then ready(co) end
+  end)
+  return dl
+end
+
+-- Cancel a call's deadline and pass its results through.
+local function done(dl, ...)
+  if dl and dl.timer then
+    raw.cancel_timeout(dl.timer)
+    dl.timer = nil
+  end
+  return ...
+end
+
+-- A read that has to wait on a socket paused by pause(id) resumes it first, as in
+-- Skynet (otherwise it would wait for data that can never arrive).
+local function unpause(id)
+  local x = rare[id]
+  if x and x.paused then
+    x.paused = nil
+    raw.resume(id)
+  end
+end
+
 -- Wait for the socket's next event (data, close, open). Returns true; false, "timeout";
 -- or nil if the socket was abandoned meanwhile (it is not ours any more: the caller
--- reports it closed, reading nothing).
-local function suspend(id)
+-- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
+-- it expires; without one, a timeout set on the socket bounds this wait.
+local function suspend(id, dl)
   if reader[id] then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
+  if dl then
+    if dl.expired then return false, "timeout" end
+    dl.co = co
+  end
   reader[id] = co
-  local ok, err = wait((rare[id] or NONE).timeout)
+  if owner[id] ~= co then own(id, co) end
+  unpause(id)
+  local ok, err
+  if dl then ok, err = wait() else ok, err = wait((rare[id] or NONE).timeout) end
   if reader[id] ~= co then return nil end
   reader[id] = false
   local x = rare[id]
@@ -183,12 +286,31 @@ local function rest(id)
   return raw.readsome(id) or ""
 end
 
+-- Lines longer than the read buffer's pause threshold are still returned (Skynet
+-- returns any line): while a readline waits, the threshold is lifted up to MAX_LINE.
+-- Only a line longer than that fails, with nil, "line too long", so a peer that never
+-- sends a separator cannot grow the buffer without bound.
+local MAX_LINE = 64 * 1024 * 1024
+
+-- Runtime failures of the functions that Skynet's module raises for (listen, udp*,
+-- resolve) are raised here too, at the caller's line.
+local function failure(fname, err)
+  err = tostring(err)
+  if err:sub(1, #fname) == fname then return err end
+  return fname .. ": " .. err
+end
+
+local function raise_on_fail(fname, v, err, ...)
+  if v == nil or v == false then error(failure(fname, err), 3) end
+  return v, err, ...
+end
+
 ---------------------------------------------------------------- TCP
 
-function M.open(host, port)
-  local id, err = raw.connect(host, port)
-  if not id then return nil, err end
+-- Wait for a connect started by raw.connect/raw.tls_connect to open (or fail).
+local function opened(id)
   new_socket(id, false)
+  own(id, self())
   ext(id).connecting = true
   raw.start(id, H)
   raw.buffered(id, DEFAULT_LIMIT)
@@ -205,9 +327,16 @@ function M.open(host, port)
   return nil, why or "connect failed"
 end
 
+function M.open(host, port)
+  local id, err = raw.connect(host, port)
+  if not id then return nil, err end
+  return opened(id)
+end
+
 function M.listen(host, port, backlog)
+  if host == "" then host = "0.0.0.0" end -- Skynet: an empty host is every interface
   local id, ip, p = raw.listen(host, port, backlog)
-  if not id then return nil, ip end
+  if not id then error(failure("listen", ip), 2) end
   state[id], rare[id] = false, { listen = true }
   return id, ip, p
 end
@@ -215,6 +344,8 @@ end
 -- start(listener, accept_cb): accept_cb(id, addr) runs in a new coroutine per client.
 -- start(id): take an accepted (or abandoned, or paused) socket and read from it.
 function M.start(id, func)
+  argcheck(func == nil or type(func) == "function", 2, "start",
+    "function expected, got " .. type(func))
   local x = rare[id]
   if func or (x and x.listen) then
     if state[id] == nil then state[id], rare[id] = false, { listen = true } end
@@ -227,14 +358,15 @@ function M.start(id, func)
   end
   if state[id] then
     if x and x.paused then
-      x.paused = nil
-      raw.resume(id)
+      unpause(id)
+      return id
     end
-    return id
+    error("socket is not closed", 2) -- Skynet: a second start on an active socket
   end
   local ok, err = raw.start(id, H)
   if not ok then return nil, err end
   new_socket(id, true)
+  own(id, self())
   raw.buffered(id, DEFAULT_LIMIT)
   raw.resume(id) -- an abandoned socket was paused
   return id
@@ -243,6 +375,9 @@ end
 function M.read(id, n)
   local connected = state[id]
   if connected == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
+  if n ~= nil and (type(n) ~= "number" or n < 0 or n ~= floor(n)) then
+    argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
+  end
   if n == nil then
     while true do
       local d = readsome(id)
@@ -254,10 +389,12 @@ function M.read(id, n)
       -- here goes more than one call below read.
       if reader[id] then error("socket " .. id .. " already has a waiting reader", 2) end
       local x = rare[id]
+      if x and x.paused then unpause(id) end
       local timeout, co = x and x.timeout, running()
       if timeout then co = self() elseif not park(co) then co = nil end
       if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
       reader[id] = co
+      if owner[id] ~= co then own(id, co) end
       local ok, err = true, nil
       if timeout then ok, err = wait(timeout) else yield() end
       if reader[id] ~= co then return false, "" end -- abandoned meanwhile
@@ -272,57 +409,80 @@ function M.read(id, n)
   if d then return d end
   local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
   if limit > 0 and n > limit then raw.buffered(id, n) end
+  local dl = arm(id)
   while true do
     if not state[id] then
       d = rest(id)
       break
     end
-    local ok, err = suspend(id)
+    local ok, err = suspend(id, dl)
     if ok == nil then
       d = ""
       break
     end
     if not ok then
       raw.buffered(id, limit)
-      return nil, err
+      return done(dl, nil, err)
     end
     d = raw.readn(id, n)
     if d then
       raw.buffered(id, limit)
-      return d
+      return done(dl, d)
     end
   end
-  return false, d
+  return done(dl, false, d)
 end
 
 function M.readline(id, sep)
   sep = sep or "\n"
   check(id)
+  argcheck(type(sep) == "string" and sep ~= "", 2, "readline",
+    "non-empty string expected, got " .. (sep == "" and "empty string" or type(sep)))
+  local line = raw.readline(id, sep)
+  if line then return line end
+  if not state[id] then return false, rest(id) end
+  local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
+  local lifted = false
+  local dl
+  local function finish(...)
+    if lifted then raw.buffered(id, limit) end
+    return done(dl, ...)
+  end
   while true do
-    local line = raw.readline(id, sep)
-    if line then return line end
-    if not state[id] then return false, rest(id) end
+    line = raw.readline(id, sep)
+    if line then return finish(line) end
+    if not state[id] then return finish(false, rest(id)) end
     local unread = raw.unread(id) or 0
-    local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
-    if limit > 0 and unread >= limit then return nil, "line too long" end
-    local ok, err = suspend(id)
-    if ok == nil then return false, "" end
-    if not ok then return nil, err end
+    if unread >= MAX_LINE then return finish(nil, "line too long") end
+    if limit > 0 and unread >= limit and not lifted then
+      lifted = true
+      raw.buffered(id, MAX_LINE)
+    end
+    dl = dl or arm(id)
+    local ok, err = suspend(id, dl)
+    if ok == nil then return finish(false, "") end
+    if not ok then return finish(nil, err) end
   end
 end
 
 function M.readall(id)
   check(id)
+  if not state[id] then
+    local r = rest(id)
+    return r ~= "" and r -- Skynet: false once a closed socket is drained
+  end
   if state[id] then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
+    local dl = arm(id)
     while state[id] do
-      local ok, err = suspend(id)
-      if ok == nil then return "" end
+      local ok, err = suspend(id, dl)
+      if ok == nil then return done(dl, "") end
       if not ok then
         raw.buffered(id, (rare[id] or NONE).limit or DEFAULT_LIMIT)
-        return nil, err
+        return done(dl, nil, err)
       end
     end
+    done(dl)
   end
   return rest(id)
 end
@@ -464,13 +624,15 @@ end
 -- readframe(id) -> payload | false, err (closed, or "frame ... exceeds the maximum").
 function M.readframe(id)
   check(id)
+  local dl
   while true do
     local f = raw.readframe(id)
-    if f then return f end
-    if not state[id] then return false, (rare[id] or NONE).err or "closed" end
-    local ok, err = suspend(id)
-    if ok == nil then return false, "closed" end
-    if not ok then return nil, err end
+    if f then return done(dl, f) end
+    if not state[id] then return done(dl, false, (rare[id] or NONE).err or "closed") end
+    dl = dl or arm(id)
+    local ok, err = suspend(id, dl)
+    if ok == nil then return done(dl, false, "closed") end
+    if not ok then return done(dl, nil, err) end
   end
 end
 
@@ -479,11 +641,79 @@ M.pack = raw.pack
 
 ---------------------------------------------------------------- UDP
 
+---------------------------------------------------------------- TLS
+-- Contexts come from skysocket.tls_context{...} (re-exported as tls_context). The
+-- handshake runs in the engine; these calls wait for it in the calling coroutine.
+
+M.tls_context = raw.tls_context
+M.tls_info = raw.tls_info
+
+-- Wait until the handshake of a TLS socket is done. Returns true, or nil, err (the
+-- handshake failed: the socket is closed; or "timeout": it stays open).
+local function handshaken(id, fname, timeout)
+  local x = ext(id)
+  local saved = x.timeout
+  if timeout then x.timeout = timeout end
+  local ok, err = true, nil
+  while x.tls ~= "done" and state[id] do
+    ok, err = suspend(id)
+    if ok == nil then err = "socket abandoned"; break end
+    if not ok then break end
+    x = ext(id)
+  end
+  x = rare[id]
+  if x then x.timeout = saved end
+  if x and x.tls == "done" then return true end
+  if ok and not err then err = (x and x.err) or "closed during the TLS handshake" end
+  return nil, err
+end
+
+-- tls_open(host, port, ctx [, server_name]): connect and handshake; id or nil, err.
+function M.tls_open(host, port, ctx, server_name)
+  local id, err = raw.tls_connect(host, port, ctx, server_name)
+  if not id then return nil, err end
+  return opened(id)
+end
+
+-- tls_listen(host, port, ctx [, backlog]): as listen; accepted sockets handshake once
+-- started (call handshake(id) in the accept coroutine to wait for it).
+function M.tls_listen(host, port, ctx, backlog)
+  local id, ip, p = raw.tls_listen(host, port, ctx, backlog)
+  if not id then return nil, ip end
+  state[id], rare[id] = false, { listen = true }
+  return id, ip, p
+end
+
+-- handshake(id [, timeout_ms]): wait for the TLS handshake of a started socket.
+function M.handshake(id, timeout)
+  check(id)
+  argcheck(timeout == nil or type(timeout) == "number", 2, "handshake", "number expected")
+  return handshaken(id, "handshake", timeout)
+end
+
+-- starttls(id, ctx [, server_name [, timeout_ms]]): upgrade a connected socket in place
+-- and wait for the handshake. Bytes already buffered unread are plaintext that came
+-- before the upgrade: they are discarded (they cannot be trusted as part of the
+-- protected stream).
+function M.starttls(id, ctx, server_name, timeout)
+  check(id)
+  argcheck(timeout == nil or type(timeout) == "number", 4, "starttls", "number expected")
+  if not state[id] then return nil, "socket is closed" end
+  raw.readsome(id) -- drop unprotected bytes read before the upgrade
+  local ok, err = raw.tls_upgrade(id, ctx, server_name)
+  if not ok then return nil, err end
+  ext(id).tls = "handshaking"
+  return handshaken(id, "starttls", timeout)
+end
+
+-- Registers the socket here only once the engine has taken it (a bad or unknown id
+-- raises or fails in raw.start and leaves no state behind).
 local function udp_object(id, cb)
+  local ok, err = raw.start(id, H)
+  if not ok then return nil, err end
   state[id], reader[id] = true, nil
   rare[id] = { protocol = "UDP", callback = cb, held = cb ~= nil }
   if cb then sched.hold() end
-  raw.start(id, H)
   return id
 end
 
@@ -491,8 +721,8 @@ end
 function M.udp(callback, host, port)
   local id, err
   if host then id, err = raw.udp(host, port) else id, err = raw.udp() end
-  if not id then return nil, err end
-  return udp_object(id, callback)
+  if not id then error(failure("udp", err), 2) end
+  return raise_on_fail("udp", udp_object(id, callback))
 end
 
 function M.udp_connect(id, host, port, callback)
@@ -501,26 +731,84 @@ function M.udp_connect(id, host, port, callback)
     if callback and not x.held then x.held = true; sched.hold() end
     if callback then x.callback = callback end
   else
-    udp_object(id, callback)
+    local ok, err = udp_object(id, callback)
+    if not ok then error(failure("udp_connect", err), 2) end
   end
-  return raw.udp_connect(id, host, port)
+  return raise_on_fail("udp_connect", raw.udp_connect(id, host, port))
 end
 
 function M.udp_listen(host, port, callback)
   local id, err = raw.udp_listen(host, port)
-  if not id then return nil, err end
-  return udp_object(id, callback)
+  if not id then error(failure("udp_listen", err), 2) end
+  return raise_on_fail("udp_listen", udp_object(id, callback))
 end
 
 function M.udp_dial(host, port, callback)
   local id, err = raw.udp_dial(host, port)
-  if not id then return nil, err end
-  return udp_object(id, callback)
+  if not id then error(failure("udp_dial", err), 2) end
+  return raise_on_fail("udp_dial", udp_object(id, callback))
 end
 
 M.sendto = raw.sendto
 M.udp_address = raw.udp_address
-M.netstat = raw.info
-M.resolve = raw.resolve
+-- netstat(): Skynet's field names (type "LISTEN", "TCP", "UDP", "CLOSING"; reading,
+-- writing; accept for listeners; peer/sock) beside the callback module's (as proto,
+-- state, paused ...). address is Skynet's owning service: always 0 here.
+function M.netstat()
+  local out = raw.info()
+  for _, s in ipairs(out) do
+    s.proto = s.type
+    if s.state == "listen" or s.state == "plisten" then
+      s.type, s.accept = "LISTEN", s.read
+    elseif s.type == "udp" then
+      s.type = "UDP"
+    elseif s.state == "halfclose_read" or s.state == "halfclose_write" then
+      s.type = "CLOSING"
+    else
+      s.type = "TCP"
+    end
+    s.address = 0
+    s.reading = not s.paused
+    s.writing = (s.wbuffer or 0) > 0
+  end
+  return out
+end
+
+-- resolve(host) -> array of addresses; raises on failure, as Skynet's driver does.
+function M.resolve(host, fn)
+  if fn ~= nil then return raw.resolve(host, fn) end
+  return raise_on_fail("resolve", raw.resolve(host))
+end
+
+---------------------------------------------------------------- ownership
+
+-- A socket whose owner raised: close it by force, drop its buffer, and wake whoever
+-- else waits on it (they see a close, as after abandon).
+local function drop(id)
+  if state[id] == nil then
+    raw.close(id, true) -- accepted, never started: still silent in the engine
+    return
+  end
+  local co, x = reader[id], rare[id]
+  if x and (x.listen or x.protocol == "UDP") then return end -- connections only
+  forget(id)
+  if co then ready(co) end
+  if x and x.closer then ready(x.closer) end
+  raw.close(id, true)
+  raw.unbuffer(id)
+end
+
+sched.on_finish(function(co, ok)
+  local o = owned[co]
+  if o == nil then return end
+  owned[co] = nil
+  if type(o) ~= "table" then o = { [o] = true } end
+  for id in pairs(o) do
+    if owner[id] == co then
+      owner[id] = nil
+      if not ok then drop(id) end
+    end
+  end
+end)
 
 return M

@@ -10,7 +10,7 @@
 -- Pings are answered inside read(); a protocol violation closes the connection with
 -- the RFC's code (1002 protocol error, 1007 invalid UTF-8, 1009 message too big).
 -- SHA-1, base64, the payload mask and UTF-8 validation run in Rust
--- (skysocket.sha1, base64_encode, ws_mask, utf8_valid). See docs/API.md.
+-- (skysocket.sha1, base64encode, base64decode, randomkey, ws_mask, utf8_valid). See docs/API.md.
 local raw = require "skysocket"
 local socket = require "skysocket.socket"
 local http = require "skysocket.http"
@@ -29,26 +29,17 @@ M.GUID = GUID
 
 -- accept_key(key) -> the Sec-WebSocket-Accept value for a Sec-WebSocket-Key.
 function M.accept_key(key)
-  return raw.base64_encode(raw.sha1(key .. GUID))
+  return raw.base64encode(raw.sha1(key .. GUID))
 end
 
--- Mask keys and handshake nonces: a xorshift generator seeded from the clock and a
--- table address, so clients do not share a sequence. (RFC 6455 wants unpredictable
--- masks to protect intermediaries from scripts in browsers; a Lua client is not that
--- threat, but keys still differ per process.)
-local seed = (os.time() * 1000 + floor(os.clock() * 1e6)) % 2147483647
-do
-  local addr = tostring({}):match("0x(%x+)") or tostring({}):match("(%x+)$")
-  if addr then seed = (seed + tonumber(sub(addr, -7), 16)) % 2147483647 end
-  if seed == 0 then seed = 12345 end
-end
+-- Mask keys and handshake nonces come from the OS random source (raw.randomkey gives
+-- 8 bytes per call), as RFC 6455 §5.3 asks for unpredictable masks.
+local random_pool = ""
 local function random_bytes(n)
-  local t = {}
-  for i = 1, n do
-    seed = (seed * 16807) % 2147483647
-    t[i] = floor(seed / 256) % 256
-  end
-  return char((table.unpack or unpack)(t))
+  while #random_pool < n do random_pool = random_pool .. raw.randomkey() end
+  local out = sub(random_pool, 1, n)
+  random_pool = sub(random_pool, n + 1)
+  return out
 end
 
 local function valid_close_code(code)
@@ -337,7 +328,7 @@ local function check_request(method, version, h)
   if not http.has_token(h.connection, "upgrade") then return nil, 400, "Connection: upgrade missing" end
   if h["sec-websocket-version"] ~= "13" then return nil, 426, "unsupported WebSocket version" end
   local key = h["sec-websocket-key"]
-  local decoded = key and raw.base64_decode(key)
+  local decoded = key and raw.base64decode(key)
   if not decoded or #decoded ~= 16 then return nil, 400, "bad Sec-WebSocket-Key" end
   return key
 end
@@ -424,8 +415,9 @@ function M.accept(id, opts)
   return c, { method = method, target = target, path = path, query = query, version = version, headers = h }
 end
 
--- Schemes: ws uses http's plain transport; wss is added by the TLS layer.
-M.schemes = { ws = "http" }
+-- Schemes: the http transport each uses (wss: TLS, verified by default; opts.tls and
+-- opts.server_name as for http.request).
+M.schemes = { ws = "http", wss = "https" }
 
 -- connect(url [, opts]) -> conn | nil, err. opts: headers, protocols (array; the
 -- chosen one is conn.protocol), timeout (ms for connect + handshake, default 10000;
@@ -441,11 +433,11 @@ function M.connect(url, opts)
   if not transport then return nil, "unsupported URL scheme '" .. scheme .. "'" end
   port = port or transport.port
   local timeout = opts.timeout or 10000
-  local id, err = transport.open(host, port, timeout)
+  local id, err = transport.open(host, port, timeout, opts)
   if not id then return nil, err end
   local hostname = host:find(":", 1, true) and "[" .. host .. "]" or host
   if port ~= transport.port then hostname = hostname .. ":" .. port end
-  local key = raw.base64_encode(random_bytes(16))
+  local key = raw.base64encode(random_bytes(16))
   local out = {
     "GET " .. target .. " HTTP/1.1\r\n", "Host: " .. hostname .. "\r\n",
     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",

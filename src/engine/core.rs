@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +67,10 @@ pub(crate) enum Sent {
     NeedSync,
     /// The direct write failed hard: the socket must be closed with this error.
     Broken(io::Error),
+    /// The send would pass the socket's write limit or the engine's write budget
+    /// (`Error::LimitExceeded` / `Error::BudgetExceeded`): nothing of the rest was
+    /// queued, and the socket must be dropped (closed by force, with this error).
+    Overflow(Error),
 }
 
 /// A snapshot of one socket for `info`.
@@ -82,6 +86,8 @@ pub struct SocketInfo {
     pub wtime: u64,
     pub queued: usize,
     pub paused: bool,
+    /// A TLS stream (or a TLS listener).
+    pub tls: bool,
     pub peer: Option<String>,
     pub local: Option<String>,
     /// TCP_NODELAY of a TCP stream socket (`None` for listeners, UDP, Unix sockets).
@@ -98,6 +104,8 @@ pub(crate) struct Core {
     time_cs: AtomicU64,
     pub resolver: Resolver,
     next_request: AtomicU64,
+    /// Bytes queued for writing in all sockets (checked against `write_budget`).
+    pub queued_total: AtomicUsize,
 }
 
 impl Socket {
@@ -119,6 +127,7 @@ impl Core {
             waker: Waker::new()?,
             epoch: Instant::now(),
             time_cs: AtomicU64::new(0),
+            queued_total: AtomicUsize::new(0),
         })
     }
 
@@ -416,14 +425,23 @@ impl Core {
             }
         }
         let queued = sock.wq.len_bytes();
+        // Bytes of this send already written stay written: the stream is broken, so
+        // the caller drops the socket (`Sent::Overflow`).
         if sock.limit > 0 && queued + rest.len() > sock.limit {
-            // Bytes of this send already written stay written: the stream is intact
-            // only if the caller treats the connection as failed (documented).
-            return Err(Error::LimitExceeded {
+            return Ok(Sent::Overflow(Error::LimitExceeded {
                 queued,
                 limit: sock.limit,
-            });
+            }));
         }
+        // Over the budget, a socket that already has a backlog is the one to drop: a
+        // peer that keeps up has an empty queue between sends, so it may still queue
+        // one (the total stays within the budget plus one send per socket).
+        let budget = self.config.write_budget;
+        let total = self.queued_total.load(Ordering::Relaxed);
+        if budget > 0 && queued > 0 && total + rest.len() > budget {
+            return Ok(Sent::Overflow(Error::BudgetExceeded { total, budget }));
+        }
+        self.queued_total.fetch_add(rest.len(), Ordering::Relaxed);
         sock.wq.push(Bytes::copy_from_slice(rest), prio);
         let size = sock.wq.len_bytes();
         if size >= sock.warn_at {
@@ -439,7 +457,8 @@ impl Core {
                 sock.warn_at *= 2;
             }
         }
-        Ok(if sock.needs_sync() {
+        // A TLS socket is written by the poll thread only: always ask it to flush.
+        Ok(if sock.needs_sync() || sock.is_tls() {
             Sent::NeedSync
         } else {
             Sent::Done
@@ -466,6 +485,10 @@ impl Core {
             return Err(Error::State("socket is closing"));
         }
         sock.shut_wr = true;
+        if sock.is_tls() {
+            // close_notify, then the FIN: both sent by the poll thread's flush.
+            return Ok(true);
+        }
         if sock.wq.is_empty() && !matches!(sock.state, State::Connecting | State::Reserve) {
             let fd = sock.raw_fd().expect("stream socket has an fd");
             net::shutdown(fd, net::Shutdown::Write)?;
@@ -606,6 +629,7 @@ impl Core {
                     .as_ref()
                     .map_or(0, |u| u.queue.iter().map(|(b, _)| b.len()).sum()),
             paused: sock.paused,
+            tls: sock.is_tls() || sock.is_tls_listener(),
             peer: fd.and_then(|fd| show(net::peer_addr(fd).ok().flatten())),
             local: fd.and_then(|fd| show(net::local_addr(fd).ok().flatten())),
             nodelay: match (sock.proto, sock.state) {

@@ -15,6 +15,12 @@ pub enum Error {
         queued: usize,
         limit: usize,
     },
+    /// A send would take the bytes queued in all sockets past the engine's
+    /// `write_budget`.
+    BudgetExceeded {
+        total: usize,
+        budget: usize,
+    },
     /// A bad address or argument (already in words).
     Invalid(String),
     Io(io::Error),
@@ -29,6 +35,10 @@ impl fmt::Display for Error {
             Error::LimitExceeded { queued, limit } => write!(
                 f,
                 "write queue limit exceeded ({queued} bytes queued, limit {limit})"
+            ),
+            Error::BudgetExceeded { total, budget } => write!(
+                f,
+                "write budget exceeded ({total} bytes queued in all sockets, budget {budget})"
             ),
             Error::Invalid(s) => f.write_str(s),
             Error::Io(e) => write!(f, "{e}"),

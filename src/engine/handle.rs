@@ -124,6 +124,14 @@ impl Handle {
                 self.core.command(Command::Abort { id, err });
                 Err(Error::Io(std::io::Error::other(text)))
             }
+            Sent::Overflow(err) => {
+                let text = err.to_string();
+                self.core.command(Command::Abort {
+                    id,
+                    err: std::io::Error::other(text),
+                });
+                Err(err)
+            }
         }
     }
 

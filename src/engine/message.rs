@@ -31,6 +31,8 @@ pub enum MsgKind {
     /// order a connect would try them. Failure: `extra` is `b"error"`
     /// (`engine::RESOLVE_FAILED`) and `data` the resolver's error text.
     Resolved,
+    /// A TLS handshake finished; `data` is the negotiated ALPN protocol (may be empty).
+    Handshake,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

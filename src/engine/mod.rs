@@ -13,6 +13,10 @@ pub mod resolver;
 mod slots;
 mod socket;
 mod timer;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub mod x509;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -32,6 +36,8 @@ pub use slots::SocketId;
 pub use socket::Priority;
 use socket::{Socket, State};
 use timer::Timers;
+#[cfg(feature = "tls")]
+pub use tls::{TlsContext, TlsInfo, TlsOptions, TlsVersion};
 
 use crate::sys::net::{self, Addr, ListenOptions};
 use crate::sys::{Event, Interest, Poller};
@@ -47,7 +53,9 @@ pub struct Config {
     pub max_read: usize,
     /// Queue size that triggers the first `Warning` (then each doubling).
     pub warn_size: usize,
-    /// Hard write-queue limit given to new sockets (0 = none).
+    /// Hard write-queue limit given to new sockets (0 = none). A send past a socket's
+    /// limit fails with `Error::LimitExceeded` and the socket is dropped: closed by
+    /// force, its owner told with `Error` (the stream is broken anyway).
     pub default_write_limit: usize,
     /// TCP_NODELAY on every accepted and connected TCP socket (default `true`, as
     /// Redis, nginx and Go do: request/response traffic otherwise stalls ~40 ms per
@@ -56,6 +64,12 @@ pub struct Config {
     /// For tests: the tag a slot's first socket gets, so ids can start near the top of
     /// the id space (2^53) and wrap. Default 0 (tags count 1, 2, …).
     pub first_tag: u64,
+    /// Most bytes queued for writing in all sockets together (0 = none). Past it, a
+    /// send that must queue behind data already queued on its socket fails with
+    /// `Error::BudgetExceeded` and the socket is dropped as for the write limit, so the
+    /// peers that do not read pay, not the process; a socket with an empty queue (a
+    /// peer that keeps up) may still queue one send.
+    pub write_budget: usize,
     /// A poll stops taking events once its batch holds this many payload bytes.
     pub batch_bytes: usize,
     /// Accepts taken per listener readiness event.
@@ -78,6 +92,9 @@ pub struct Config {
     pub resolver: ResolveFn,
     /// Most resolver threads (started lazily, on the first lookup of a name).
     pub resolver_threads: usize,
+    /// A TLS socket whose handshake has not finished this long after it started
+    /// fails with a timeout error (`None`: no limit). Default: 30 s.
+    pub tls_handshake_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -90,6 +107,7 @@ impl Default for Config {
             default_write_limit: 0,
             nodelay: true,
             first_tag: 0,
+            write_budget: 0,
             batch_bytes: 4 * 1024 * 1024,
             accept_burst: 32,
             reserve_fd: true,
@@ -97,6 +115,7 @@ impl Default for Config {
             close_timeout: Some(Duration::from_secs(60)),
             resolver: resolver::system_resolve,
             resolver_threads: 2,
+            tls_handshake_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -108,6 +127,9 @@ enum Internal {
     AcceptResume(SocketId),
     /// Check whether a flushing close has stalled past `close_timeout`.
     CloseCheck(SocketId),
+    /// Fail a TLS socket still handshaking.
+    #[cfg(feature = "tls")]
+    HandshakeCheck(SocketId),
 }
 
 /// `now + after`, capped at `MAX_DELAY` from now so it can never overflow `Instant`.
@@ -133,6 +155,9 @@ pub struct Engine {
     /// The spare descriptor for the EMFILE accept trick.
     reserve_fd: Option<OwnedFd>,
     internal: BinaryHeap<Reverse<(Instant, Internal)>>,
+    /// Ciphertext read buffer of the TLS sockets.
+    #[cfg(feature = "tls")]
+    tls_scratch: Vec<u8>,
 }
 
 impl Engine {
@@ -160,6 +185,8 @@ impl Engine {
                 None
             },
             internal: BinaryHeap::new(),
+            #[cfg(feature = "tls")]
+            tls_scratch: Vec::new(),
             core,
         })
     }
@@ -176,6 +203,13 @@ impl Engine {
     /// Number of open sockets.
     pub fn socket_count(&self) -> usize {
         self.core.slots.live()
+    }
+
+    /// Bytes queued for writing in all sockets (what `write_budget` bounds).
+    pub fn queued_bytes(&self) -> usize {
+        self.core
+            .queued_total
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn timer_count(&self) -> usize {
@@ -275,6 +309,10 @@ impl Engine {
                 self.abort(id, err);
                 Err(Error::Io(io::Error::other(text)))
             }
+            Sent::Overflow(err) => {
+                self.abort(id, io::Error::other(err.to_string()));
+                Err(err)
+            }
         }
     }
 
@@ -287,7 +325,16 @@ impl Engine {
             sock.state,
             State::Connected | State::HalfCloseRead | State::PAccept | State::HalfCloseWrite
         );
-        if force || !flushable || !sock.wants_write() {
+        // A TLS socket always flushes (its close_notify), unless its handshake is not
+        // done: then nothing queued could be sent, and it closes at once.
+        #[cfg(feature = "tls")]
+        let must_flush = match sock.tls.as_ref() {
+            Some(t) => !t.is_handshaking(),
+            None => sock.wants_write(),
+        };
+        #[cfg(not(feature = "tls"))]
+        let must_flush = sock.wants_write();
+        if force || !flushable || !must_flush {
             if !sock.reported {
                 self.pending
                     .emit(MsgKind::Close, id, sock.owner, 0, b"", b"");
@@ -302,6 +349,11 @@ impl Engine {
                 self.internal
                     .push(Reverse((deadline_after(t), Internal::CloseCheck(id))));
             }
+        }
+        #[cfg(feature = "tls")]
+        if sock.is_tls() {
+            tls::flush(&core, &mut self.poller, &mut sock, &mut self.pending);
+            return Ok(());
         }
         sync_socket(&mut self.poller, &mut sock)?;
         Ok(())
@@ -355,6 +407,148 @@ impl Engine {
         Ok(())
     }
 
+    // ---- TLS ----
+
+    /// Start TLS on a connected stream socket (STARTTLS): a server context answers a
+    /// handshake, a client context starts one. Anything queued before this call is
+    /// sent as plaintext first. `server_name` (client): the name to send and verify;
+    /// default: the context's, else the peer's IP address. A `Handshake` message
+    /// follows when the handshake is done, or `Error` if it fails.
+    #[cfg(feature = "tls")]
+    pub fn tls_upgrade(
+        &mut self,
+        id: SocketId,
+        ctx: &Arc<TlsContext>,
+        server_name: Option<&str>,
+    ) -> Result<()> {
+        let core = self.core.clone();
+        let mut sock = core.slots.lock(id).ok_or(Error::UnknownId)?;
+        if sock.is_tls() {
+            return Err(Error::State("socket already uses TLS"));
+        }
+        if sock.proto == socket::Proto::Udp
+            || !matches!(sock.state, State::Connected | State::PAccept)
+        {
+            return Err(Error::State("TLS needs a connected stream socket"));
+        }
+        if sock.closing || sock.shut_wr {
+            return Err(Error::State("socket is closing"));
+        }
+        let peer_ip = sock
+            .raw_fd()
+            .and_then(|fd| net::peer_addr(fd).ok().flatten())
+            .and_then(|a| match a {
+                Addr::Inet(sa) => Some(sa.ip().to_string()),
+                Addr::Unix(_) => None,
+            });
+        let conn = ctx
+            .connection(server_name, peer_ip.as_deref())
+            .map_err(Error::Invalid)?;
+        sock.wq.promote_all_low();
+        let prefix = sock.wq.len_bytes();
+        sock.tls = Some(Box::new(tls::TlsStream::new(conn, false, prefix)));
+        tls::arm_timeout(&core, &mut self.internal, id);
+        tls::flush(&core, &mut self.poller, &mut sock, &mut self.pending);
+        Ok(())
+    }
+
+    /// `connect` with TLS: `Open` is reported once the handshake is done (then
+    /// `Handshake`); a failed handshake reports `Error`. The server name defaults to
+    /// the context's, else the address's IP.
+    #[cfg(feature = "tls")]
+    pub fn tls_connect(
+        &mut self,
+        addr: &Addr,
+        ctx: &Arc<TlsContext>,
+        server_name: Option<&str>,
+        owner: u64,
+    ) -> Result<SocketId> {
+        let ip = match addr {
+            Addr::Inet(sa) => Some(sa.ip().to_string()),
+            Addr::Unix(_) => None,
+        };
+        let conn = self.tls_client(ctx, server_name, ip.as_deref())?;
+        let mut msgs = Vec::new();
+        let id = self.core.connect(addr, owner, &mut msgs)?;
+        self.tls_attach_connect(id, conn, msgs)
+    }
+
+    /// `connect_host` with TLS; the server name defaults to the context's, else `host`.
+    #[cfg(feature = "tls")]
+    pub fn tls_connect_host(
+        &mut self,
+        host: &str,
+        port: u16,
+        ctx: &Arc<TlsContext>,
+        server_name: Option<&str>,
+        owner: u64,
+    ) -> Result<SocketId> {
+        let conn = self.tls_client(ctx, server_name, Some(host))?;
+        let mut msgs = Vec::new();
+        let id = self.core.connect_host(host, port, owner, &mut msgs)?;
+        self.tls_attach_connect(id, conn, msgs)
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_client(
+        &self,
+        ctx: &Arc<TlsContext>,
+        server_name: Option<&str>,
+        fallback: Option<&str>,
+    ) -> Result<rustls::Connection> {
+        if ctx.is_server() {
+            return Err(Error::Invalid("tls connect needs a client context".into()));
+        }
+        ctx.connection(server_name, fallback)
+            .map_err(Error::Invalid)
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_attach_connect(
+        &mut self,
+        id: SocketId,
+        conn: rustls::Connection,
+        msgs: Vec<OwnedMessage>,
+    ) -> Result<SocketId> {
+        let core = self.core.clone();
+        // A connect that finished at once reported `Open`: hold it until the handshake.
+        self.pending.extend(
+            msgs.into_iter()
+                .filter(|m| !(m.kind == MsgKind::Open && m.id == id)),
+        );
+        let Some(mut sock) = core.slots.lock(id) else {
+            return Err(Error::UnknownId);
+        };
+        sock.tls = Some(Box::new(tls::TlsStream::new(conn, true, 0)));
+        tls::arm_timeout(&core, &mut self.internal, id);
+        tls::flush(&core, &mut self.poller, &mut sock, &mut self.pending);
+        Ok(id)
+    }
+
+    /// Make a listener hand out TLS sockets: each accepted socket gets a server
+    /// connection of `ctx`; its `Handshake` (or `Error`) follows `start`.
+    #[cfg(feature = "tls")]
+    pub fn tls_listen(&mut self, id: SocketId, ctx: &Arc<TlsContext>) -> Result<()> {
+        if !ctx.is_server() {
+            return Err(Error::Invalid(
+                "a TLS listener needs a server context".into(),
+            ));
+        }
+        let mut sock = self.core.slots.lock(id).ok_or(Error::UnknownId)?;
+        if !matches!(sock.state, State::PListen | State::Listen) {
+            return Err(Error::State("not a listening socket"));
+        }
+        sock.tls_listen = Some(ctx.clone());
+        Ok(())
+    }
+
+    /// The TLS session of a socket (`Err(State)` for a plain socket).
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self, id: SocketId) -> Result<TlsInfo> {
+        let sock = self.core.slots.lock(id).ok_or(Error::UnknownId)?;
+        tls::info(&sock).ok_or(Error::State("not a TLS socket"))
+    }
+
     /// Whether `id` names an open socket (a cheap check: no syscall).
     pub fn is_open(&self, id: SocketId) -> bool {
         self.core.slots.lock(id).is_some()
@@ -389,6 +583,12 @@ impl Engine {
         let Some(mut sock) = core.slots.lock(id) else {
             return Ok(()); // closed meanwhile: nothing to register
         };
+        #[cfg(feature = "tls")]
+        if sock.is_tls() {
+            // Sends on TLS sockets are written here, by the poll thread.
+            tls::flush(&core, &mut self.poller, &mut sock, &mut self.pending);
+            return Ok(());
+        }
         sync_socket(&mut self.poller, &mut sock).map_err(Error::Io)
     }
 
@@ -477,6 +677,14 @@ impl Engine {
             match what {
                 Internal::AcceptResume(id) => self.accept_resume(id),
                 Internal::CloseCheck(id) => self.close_check(id, batch),
+                #[cfg(feature = "tls")]
+                Internal::HandshakeCheck(id) => {
+                    let core = self.core.clone();
+                    let sock = core.slots.lock(id);
+                    if let Some(mut sock) = sock {
+                        tls::handshake_check(&core, &mut self.poller, &mut sock, batch);
+                    }
+                }
             }
         }
     }
@@ -591,7 +799,14 @@ impl Engine {
         let poller = &mut self.poller;
         match sock.state {
             State::Listen => {
-                if sock.wants_read() && !accept_ready(core, &mut self.reserve_fd, &mut sock, batch)
+                if sock.wants_read()
+                    && !accept_ready(
+                        core,
+                        &mut self.reserve_fd,
+                        &mut sock,
+                        batch,
+                        &mut self.internal,
+                    )
                 {
                     // Out of descriptors with no spare to shed the connection: rest.
                     sock.accept_backoff = true;
@@ -612,6 +827,10 @@ impl Engine {
                 if ev.writable {
                     udp_flush(core, poller, &mut sock, batch);
                 }
+            }
+            #[cfg(feature = "tls")]
+            _ if sock.is_tls() => {
+                tls::on_event(core, poller, &mut sock, ev, batch, &mut self.tls_scratch)
             }
             _ => {
                 if (ev.readable || ev.error)
@@ -676,6 +895,8 @@ fn free_socket(core: &Core, poller: &mut Poller, sock: &mut Socket) {
     }
     let id = sock.id;
     let file = sock.unlink.take();
+    core.queued_total
+        .fetch_sub(sock.wq.len_bytes(), std::sync::atomic::Ordering::Relaxed);
     *sock = Socket::default(); // drops the OwnedFd: the descriptor is closed here
     if let Some(f) = file {
         f.remove(); // after the close, so nobody can connect to a dead listener's file
@@ -717,7 +938,10 @@ fn accept_ready(
     reserve: &mut Option<OwnedFd>,
     listener: &mut Socket,
     out: &mut Batch,
+    internal: &mut BinaryHeap<Reverse<(Instant, Internal)>>,
 ) -> bool {
+    #[cfg(not(feature = "tls"))]
+    let _ = internal;
     let lfd = listener.raw_fd().expect("listener has an fd");
     for _ in 0..core.config.accept_burst {
         match net::accept(lfd) {
@@ -735,6 +959,21 @@ fn accept_ready(
                     listener.proto,
                     listener.owner,
                 );
+                #[cfg(feature = "tls")]
+                if let Some(ctx) = &listener.tls_listen {
+                    match ctx.connection(None, None) {
+                        Ok(conn) => {
+                            sock.tls = Some(Box::new(tls::TlsStream::new(conn, false, 0)));
+                            tls::arm_timeout(core, internal, id);
+                        }
+                        Err(e) => {
+                            *sock = Socket::default(); // closes the descriptor
+                            core.slots.release(id);
+                            listener_error(listener, &format!("accept: {e}"), out);
+                            continue;
+                        }
+                    }
+                }
                 let text = core::display_addr(peer.as_ref());
                 out.emit(
                     MsgKind::Accept,
@@ -836,15 +1075,23 @@ fn connected(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut impl
     sock.connect_rest = None;
     let peer = net::peer_addr(fd).ok().flatten();
     let text = core::display_addr(peer.as_ref());
-    out.emit(MsgKind::Open, sock.id, sock.owner, 0, text.as_bytes(), b"");
+    // A TLS connect reports `Open` when its handshake is done.
+    if !sock.is_tls() {
+        out.emit(MsgKind::Open, sock.id, sock.owner, 0, text.as_bytes(), b"");
+    }
     // `shutdown_write` while connecting with nothing queued: send the FIN now
     // (with data queued, the flush sends it once the queue drains).
-    if sock.shut_wr && sock.wq.is_empty() {
+    if sock.shut_wr && sock.wq.is_empty() && !sock.is_tls() {
         if let Err(e) = net::shutdown(fd, net::Shutdown::Write) {
             fail(core, poller, sock, &e, out);
             return;
         }
         sock.state = State::HalfCloseWrite;
+    }
+    #[cfg(feature = "tls")]
+    if sock.is_tls() {
+        tls::flush(core, poller, sock, out); // the ClientHello
+        return;
     }
     if let Err(e) = sync_socket(poller, sock) {
         fail(core, poller, sock, &e, out);
@@ -932,6 +1179,8 @@ fn stream_flush(core: &Core, poller: &mut Poller, sock: &mut Socket, out: &mut B
         match res {
             Ok(n) => {
                 sock.wq.consume(n);
+                core.queued_total
+                    .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
                 sock.stats.written += n as u64;
                 sock.stats.wtime = core.now_cs();
                 if n < total {

@@ -97,6 +97,14 @@ impl WriteQueue {
         }
     }
 
+    /// Put every low-priority buffer behind the high ones, so what is queued now keeps
+    /// its order against anything sent later (a STARTTLS upgrade needs this).
+    #[cfg(feature = "tls")]
+    pub fn promote_all_low(&mut self) {
+        let low = std::mem::take(&mut self.low);
+        self.high.extend(low);
+    }
+
     /// Up to `max` buffers in send order (all high, then low).
     pub fn front_slices<'a>(&'a self, out: &mut Vec<&'a [u8]>, max: usize) {
         out.extend(
@@ -175,6 +183,12 @@ pub struct Socket {
     /// A Unix listener's socket file, removed when the listener is released (if the
     /// path still names the very file this listener created).
     pub unlink: Option<Box<SocketFile>>,
+    /// A TLS stream's rustls connection (plaintext and ciphertext stay in the engine).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<super::tls::TlsStream>>,
+    /// A TLS listener: accepted sockets get a server connection of this context.
+    #[cfg(feature = "tls")]
+    pub tls_listen: Option<std::sync::Arc<super::tls::TlsContext>>,
 }
 
 /// A filesystem socket created by `listen`, identified by device and inode so closing
@@ -229,8 +243,36 @@ impl Socket {
             )
     }
 
+    /// Whether this is a TLS stream.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// Whether this is a listener handing out TLS sockets.
+    pub fn is_tls_listener(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls_listen.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
     /// Whether writes should be watched now.
     pub fn wants_write(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(w) = self.tls_wants_write() {
+            return w || self.state == State::Connecting;
+        }
         self.state == State::Connecting
             || !self.wq.is_empty()
             || self.udp.as_ref().is_some_and(|u| !u.queue.is_empty())
@@ -260,6 +302,7 @@ impl Socket {
     /// Whether a direct write may go out now (not while connecting or queued).
     pub fn can_write_now(&self) -> bool {
         self.wq.is_empty()
+            && !self.is_tls()
             && matches!(
                 self.state,
                 State::Connected | State::PAccept | State::HalfCloseRead

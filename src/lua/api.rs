@@ -4,7 +4,7 @@
 //! failure returns `nil, message` (functions that create sockets) or `false, message`
 //! (operations on an id). Ids are plain integers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mlua::{Lua, Table, Value};
 
@@ -12,6 +12,7 @@ use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::buffer::{self, Routed};
 use super::codec;
+use super::crypt;
 use super::dispatch;
 use super::fast;
 use super::state::State;
@@ -57,6 +58,7 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("backend", backend),
     ("configure", configure),
     ("count", count),
+    ("idle", idle),
     ("buffered", buffer::buffered),
     ("framed", buffer::framed),
     ("unbuffer", buffer::unbuffer),
@@ -65,12 +67,33 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("sendframe", buffer::sendframe),
     ("pack", buffer::pack),
     ("buffers", buffer::buffers),
-    ("sha1", codec::sha1),
-    ("base64_encode", codec::base64_encode),
-    ("base64_decode", codec::base64_decode),
+    ("now", now),
+    ("sha1", crypt::sha1),
+    ("hmac_sha1", crypt::hmac_sha1),
+    ("base64encode", crypt::base64encode),
+    ("base64decode", crypt::base64decode),
+    ("hexencode", crypt::hexencode),
+    ("hexdecode", crypt::hexdecode),
+    ("randomkey", crypt::randomkey),
+    ("xor_str", crypt::xor_str),
     ("ws_mask", codec::ws_mask),
     ("utf8_valid", codec::utf8_valid),
 ];
+
+/// `now()` → milliseconds (an integer) since the module was first loaded in this
+/// process, from a monotonic clock: unaffected by `configure` and by changes of the
+/// wall clock. (Skynet's `skynet.now()` is this divided by 10.)
+fn now(lua: &Lua, _st: &State, _a: &Args) -> Ret {
+    let ms = CLOCK_START.get_or_init(Instant::now).elapsed().as_millis();
+    ret(lua, ms.min(1 << 53) as i64)
+}
+
+static CLOCK_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Start `now()`'s clock (called when the module is opened).
+pub fn start_clock() {
+    CLOCK_START.get_or_init(Instant::now);
+}
 
 fn engine_err(lua: &Lua, e: Error) -> Ret {
     false_msg(lua, e)
@@ -86,7 +109,7 @@ fn ok_or_false(lua: &Lua, r: crate::engine::Result<()>) -> Ret {
 /// Read `(host, port)` starting at `pos`. Accepts `port` alone (number: 127.0.0.1),
 /// `"unix:/path"`, `"host:port"`, or `host, port`. Returns the address and the next
 /// argument position.
-fn host_port_args(
+pub(super) fn host_port_args(
     a: &Args,
     pos: usize,
     default_host: &str,
@@ -113,7 +136,7 @@ fn host_port_args(
     }
 }
 
-fn type_of(a: &Args, pos: usize) -> &'static str {
+pub(super) fn type_of(a: &Args, pos: usize) -> &'static str {
     if pos > a.len() {
         "no value"
     } else {
@@ -121,7 +144,7 @@ fn type_of(a: &Args, pos: usize) -> &'static str {
     }
 }
 
-fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret {
+pub(super) fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret {
     match local {
         Some(Addr::Inet(sa)) => ret(lua, (id as i64, sa.ip().to_string(), sa.port())),
         Some(Addr::Unix(p)) => ret(lua, (id as i64, format!("unix:{}", p.display()))),
@@ -133,36 +156,7 @@ fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret {
 /// `options` is a table `{ backlog = n, reuseport = bool }`.
 fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
     let (addr, next) = host_port_args(a, 1, "127.0.0.1")?;
-    let mut opts = ListenOptions {
-        backlog: DEFAULT_BACKLOG,
-        reuseport: false,
-    };
-    match a.get(next) {
-        Value::Nil => {}
-        Value::Table(t) => {
-            if let Some(b) = t
-                .get::<Option<i64>>("backlog")
-                .map_err(|_| a.error(next, "backlog must be an integer"))?
-            {
-                opts.backlog = i32::try_from(b)
-                    .ok()
-                    .filter(|b| *b > 0)
-                    .ok_or_else(|| a.error(next, "backlog out of range"))?;
-            }
-            opts.reuseport = t
-                .get::<Option<bool>>("reuseport")
-                .ok()
-                .flatten()
-                .unwrap_or(false);
-        }
-        _ => {
-            let b = a.integer(next)?;
-            opts.backlog = i32::try_from(b)
-                .ok()
-                .filter(|b| *b > 0)
-                .ok_or_else(|| a.error(next, "backlog out of range"))?;
-        }
-    }
+    let opts = listen_options(a, next)?;
     let addr = match addr {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
@@ -172,6 +166,41 @@ fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok((id, local)) => addr_results(lua, id, local),
         Err(e) => nil_msg(lua, format!("listen {addr}: {e}")),
     }
+}
+
+/// The listen options at `pos`: nil, a backlog, or `{ backlog = n, reuseport = bool }`.
+pub(super) fn listen_options(a: &Args, pos: usize) -> Result<ListenOptions, Fail> {
+    let mut opts = ListenOptions {
+        backlog: DEFAULT_BACKLOG,
+        reuseport: false,
+    };
+    match a.get(pos) {
+        Value::Nil => {}
+        Value::Table(t) => {
+            if let Some(b) = t
+                .get::<Option<i64>>("backlog")
+                .map_err(|_| a.error(pos, "backlog must be an integer"))?
+            {
+                opts.backlog = i32::try_from(b)
+                    .ok()
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| a.error(pos, "backlog out of range"))?;
+            }
+            opts.reuseport = t
+                .get::<Option<bool>>("reuseport")
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+        }
+        _ => {
+            let b = a.integer(pos)?;
+            opts.backlog = i32::try_from(b)
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| a.error(pos, "backlog out of range"))?;
+        }
+    }
+    Ok(opts)
 }
 
 /// `connect(host, port)` → `id` (then `open` or `error` arrives) or `nil, message`.
@@ -274,7 +303,8 @@ fn keepalive(lua: &Lua, st: &State, a: &Args) -> Ret {
     ok_or_false(lua, r)
 }
 
-/// `sendlimit(id, bytes)`: sends that would queue more than `bytes` fail (0 = no limit).
+/// `sendlimit(id, bytes)`: a send that would queue more than `bytes` fails and drops
+/// the socket (0 = no limit).
 fn sendlimit(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let limit = a.integer(2)?;
@@ -406,6 +436,9 @@ fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
         t.raw_set("wtime", s.wtime as i64)?;
         t.raw_set("wbuffer", s.queued as i64)?;
         t.raw_set("paused", s.paused)?;
+        if s.tls {
+            t.raw_set("tls", true)?;
+        }
         if let Some(p) = &s.peer {
             t.raw_set("peer", p.as_str())?;
         }
@@ -500,11 +533,18 @@ fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail>
         if timeout.is_none() && eng.is_idle() {
             return Ok(0);
         }
-        eng.poll(&mut batch, timeout).map_err(|e| {
-            Fail::Lua(mlua::Error::RuntimeError(format!(
-                "skysocket poll failed: {e}"
-            )))
-        })?;
+        // Without a timeout, wait until there is something to deliver: readiness that
+        // yields no message (a flush, a TLS handshake round trip) is not "something".
+        loop {
+            eng.poll(&mut batch, timeout).map_err(|e| {
+                Fail::Lua(mlua::Error::RuntimeError(format!(
+                    "skysocket poll failed: {e}"
+                )))
+            })?;
+            if !batch.is_empty() || timeout.is_some() || eng.is_idle() {
+                break;
+            }
+        }
     }
     st.dispatching.set(true);
     let result = deliver_batch(lua, st, &batch);
@@ -632,6 +672,10 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                     c.default_write_limit = usize::try_from(n)
                         .map_err(|_| a.error(1, "setting 'write_limit' must be >= 0"))?
                 }
+                "write_budget" => {
+                    c.write_budget = usize::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'write_budget' must be >= 0"))?
+                }
                 "close_timeout" => {
                     let ms = u64::try_from(n)
                         .map_err(|_| a.error(1, "setting 'close_timeout' must be >= 0"))?;
@@ -639,6 +683,11 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                 }
                 "accept_burst" => c.accept_burst = positive()?,
                 "resolver_threads" => c.resolver_threads = positive()?.min(64),
+                "tls_handshake_timeout" => {
+                    let ms = u64::try_from(n)
+                        .map_err(|_| a.error(1, "setting 'tls_handshake_timeout' must be >= 0"))?;
+                    c.tls_handshake_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+                }
                 "first_tag" => {
                     c.first_tag = u64::try_from(n)
                         .map_err(|_| a.error(1, "setting 'first_tag' must be >= 0"))?
@@ -660,6 +709,7 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
     t.raw_set("max_read", c.max_read as i64)?;
     t.raw_set("warn_size", c.warn_size as i64)?;
     t.raw_set("write_limit", c.default_write_limit as i64)?;
+    t.raw_set("write_budget", c.write_budget as i64)?;
     t.raw_set(
         "close_timeout",
         c.close_timeout.map_or(0, |d| d.as_millis() as i64),
@@ -668,11 +718,23 @@ fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
     t.raw_set("nodelay", c.nodelay)?;
     t.raw_set("first_tag", c.first_tag as i64)?;
     t.raw_set("resolver_threads", c.resolver_threads as i64)?;
+    t.raw_set(
+        "tls_handshake_timeout",
+        c.tls_handshake_timeout.map_or(0, |d| d.as_millis() as i64),
+    )?;
     ret(lua, t)
 }
 
 fn backend(lua: &Lua, _st: &State, _a: &Args) -> Ret {
     ret(lua, crate::sys::backend_name())
+}
+
+/// `idle()` → true when no message can arrive any more without a new call: no open
+/// socket, no timer, no undelivered message, no host-name lookup in flight (when
+/// `loop()` returns). A scheduler uses it to tell "nothing to wait for" from a poll
+/// that only flushed writes.
+fn idle(lua: &Lua, st: &State, _a: &Args) -> Ret {
+    ret(lua, st.engine.borrow().is_idle())
 }
 
 /// `count()` → number of open sockets.

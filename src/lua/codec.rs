@@ -1,13 +1,11 @@
-//! Byte codecs the HTTP and WebSocket modules need, where Lua is slow or lacks the
-//! operation: SHA-1 and base64 (the WebSocket handshake), the WebSocket payload mask
-//! (an XOR over every byte: ~100× faster than Lua 5.1 doing it byte by byte) and
-//! UTF-8 validation of text messages.
+//! Byte codecs the WebSocket module needs where Lua is slow or lacks the operation:
+//! the payload mask (an XOR over every byte: ~100× faster than Lua 5.1 doing it byte
+//! by byte) and UTF-8 validation of text messages. (SHA-1 and base64 for the
+//! handshake are the `crypt` functions.)
 
-use base64::Engine as _;
 use mlua::{Lua, Value};
-use sha1::{Digest, Sha1};
 
-use super::args::{nil_msg, ret, Args, Fail, Ret};
+use super::args::{ret, Args, Fail, Ret};
 use super::state::State;
 
 /// Run `f` over the bytes of argument `pos` (a string, or a number converted as
@@ -19,30 +17,6 @@ fn with_bytes<R>(a: &Args, pos: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, 
             let owned = a.bytes(pos)?;
             Ok(f(&owned))
         }
-    }
-}
-
-/// `sha1(data)` → the 20-byte binary digest.
-pub fn sha1(lua: &Lua, _st: &State, a: &Args) -> Ret {
-    let digest = with_bytes(a, 1, |b| Sha1::digest(b))?;
-    ret(lua, lua.create_string(digest.as_slice())?)
-}
-
-/// `base64_encode(data)` → standard base64 with padding.
-pub fn base64_encode(lua: &Lua, _st: &State, a: &Args) -> Ret {
-    let text = with_bytes(a, 1, |b| {
-        base64::engine::general_purpose::STANDARD.encode(b)
-    })?;
-    ret(lua, lua.create_string(&text)?)
-}
-
-/// `base64_decode(text)` → the bytes, or `nil, message` for invalid input.
-pub fn base64_decode(lua: &Lua, _st: &State, a: &Args) -> Ret {
-    match with_bytes(a, 1, |b| {
-        base64::engine::general_purpose::STANDARD.decode(b)
-    })? {
-        Ok(bytes) => ret(lua, lua.create_string(&bytes)?),
-        Err(e) => nil_msg(lua, format!("invalid base64: {e}")),
     }
 }
 

@@ -21,6 +21,7 @@ fn callback_name(kind: MsgKind) -> &'static str {
         MsgKind::Timer => "timer",
         MsgKind::Exit => "exit",
         MsgKind::Resolved => "resolved",
+        MsgKind::Handshake => "handshake",
     }
 }
 
@@ -153,6 +154,7 @@ pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Resul
     match m.kind {
         MsgKind::Data => call(st, &f, (id, data()?)),
         MsgKind::Open => call(st, &f, (id, data()?)),
+        MsgKind::Handshake => call(st, &f, (id, data()?)),
         MsgKind::Accept => call(st, &f, (id, m.ud as i64, data()?)),
         MsgKind::Close => call(st, &f, id),
         MsgKind::Error => call(st, &f, (id, data()?)),

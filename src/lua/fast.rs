@@ -148,18 +148,25 @@ unsafe fn closure_state<'a>(l: *mut ffi::lua_State) -> &'a State {
 unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State) -> c_int {
     let id = check_id(l, 1);
     let mut len: usize = 0;
-    // Strings and numbers (converted in place, as lua_tolstring does) only.
+    // Strings and numbers (converted in place, as lua_tolstring does), or an array of
+    // them (Skynet's `socket.write` takes a table too).
     let ptr = ffi::lua_tolstring(l, 2, &mut len);
-    if ptr.is_null() {
-        let got = arg_typename(l, 2);
-        let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
-        arg_error(l, 2, msg);
-    }
     let prio = if LOW { Priority::Low } else { Priority::High };
     let st = closure_state(l);
-    // SAFETY: the string stays on the stack (argument 2) for the whole call.
-    let data = std::slice::from_raw_parts(ptr as *const u8, len);
-    let sent = match catch_unwind(AssertUnwindSafe(|| send_bytes(st, id, data, prio))) {
+    let sent = if !ptr.is_null() {
+        // SAFETY: the string stays on the stack (argument 2) for the whole call.
+        let data = std::slice::from_raw_parts(ptr as *const u8, len);
+        catch_unwind(AssertUnwindSafe(|| send_bytes(st, id, data, prio)))
+    } else if ffi::lua_type(l, 2) == ffi::LUA_TTABLE {
+        let data = gather(l, 2);
+        // `data` moves in, so it is dropped even if the send panics.
+        catch_unwind(AssertUnwindSafe(move || send_bytes(st, id, &data, prio)))
+    } else {
+        let got = arg_typename(l, 2);
+        let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
+        arg_error(l, 2, msg)
+    };
+    let sent = match sent {
         Ok(sent) => sent,
         Err(payload) => raise_panic(l, payload),
     };
@@ -176,6 +183,48 @@ unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State
             2
         }
     }
+}
+
+/// The strings of the array at stack index `t`, joined into one buffer (one copy, and
+/// no Lua string is made for the whole). Every item is checked before anything is
+/// allocated, so an argument error leaves nothing behind.
+///
+/// SAFETY (for callers): `l` is inside a C function call; `t` is a table argument.
+unsafe fn gather(l: *mut ffi::lua_State, t: c_int) -> Vec<u8> {
+    let n = ffi::lua_rawlen(l, t);
+    let mut total = 0usize;
+    for i in 1..=n {
+        ffi::lua_pushinteger(l, i as ffi::lua_Integer);
+        ffi::lua_rawget(l, t);
+        let kind = ffi::lua_type(l, -1);
+        if kind != ffi::LUA_TSTRING && kind != ffi::LUA_TNUMBER {
+            let got = ffi::lua_typename(l, kind);
+            let msg = ffi::lua_pushfstring(
+                l,
+                c"array of strings expected, item %d is %s".as_ptr(),
+                i as c_int,
+                got,
+            );
+            arg_error(l, t, msg);
+        }
+        let mut len = 0usize;
+        ffi::lua_tolstring(l, -1, &mut len);
+        total = total.saturating_add(len);
+        ffi::lua_pop(l, 1);
+    }
+    let mut out = Vec::with_capacity(total);
+    for i in 1..=n {
+        ffi::lua_pushinteger(l, i as ffi::lua_Integer);
+        ffi::lua_rawget(l, t);
+        let mut len = 0usize;
+        let p = ffi::lua_tolstring(l, -1, &mut len);
+        if !p.is_null() {
+            // SAFETY: the string is on the stack until the pop below.
+            out.extend_from_slice(std::slice::from_raw_parts(p as *const u8, len));
+        }
+        ffi::lua_pop(l, 1);
+    }
+    out
 }
 
 /// Wrap `f` as a C closure with the upvalues every closure here expects: 1 = the

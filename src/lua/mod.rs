@@ -9,10 +9,16 @@ mod api;
 mod args;
 mod buffer;
 mod codec;
+mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_absent.rs"]
+mod tls;
 
 use std::rc::Rc;
 
@@ -43,13 +49,30 @@ end
 return M
 "#;
 
+/// Per-socket write-queue limit of the module's engine (`configure{write_limit=}`).
+pub const MODULE_WRITE_LIMIT: usize = 64 << 20;
+/// Bytes queued in all sockets of the module's engine (`configure{write_budget=}`).
+pub const MODULE_WRITE_BUDGET: usize = 256 << 20;
+
+/// The engine settings a new module state starts with: the engine's defaults, plus a
+/// write limit per socket and a write budget for all of them, so that peers which
+/// send and never read cannot grow a server without bound (they are dropped).
+pub fn module_config() -> crate::engine::Config {
+    crate::engine::Config {
+        default_write_limit: MODULE_WRITE_LIMIT,
+        write_budget: MODULE_WRITE_BUDGET,
+        ..Default::default()
+    }
+}
+
 /// Build the module table for `lua`.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
-    let st = Rc::new(State::new(lua, crate::engine::Config::default())?);
+    let st = Rc::new(State::new(lua, module_config())?);
+    api::start_clock();
     fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
     let raw = lua.create_table()?;
-    for &(name, f) in api::FUNCTIONS {
+    for &(name, f) in api::FUNCTIONS.iter().chain(tls::FUNCTIONS) {
         let st = st.clone();
         let sentinel = sentinel.clone();
         let func = lua.create_function(move |lua, vals: MultiValue| {
@@ -81,6 +104,8 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;
     }
     module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
+    // Whether this build has TLS (the `tls` Cargo feature).
+    module.raw_set("tls", cfg!(feature = "tls"))?;
     Ok(module)
 }
 

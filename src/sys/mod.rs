@@ -6,6 +6,7 @@
 
 pub mod net;
 pub mod process;
+pub mod random;
 mod waker;
 
 #[cfg(all(target_os = "linux", not(feature = "poll-backend")))]

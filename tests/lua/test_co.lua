@@ -6,19 +6,7 @@ local compat = require "skysocket.compat"
 local T = require "testlib"
 local tests = {}
 
--- Run main under the scheduler with a watchdog; errors in any coroutine fail the test.
-local function run(main, ms)
-  local timed_out, errors = false, {}
-  sched.on_error(function(e) errors[#errors + 1] = e end)
-  local wd = raw.timeout(ms or 8000, function() timed_out = true; sched.exit() end)
-  local r = compat.pack(sched.run(main))
-  raw.cancel_timeout(wd)
-  sched.on_error(nil)
-  if timed_out then error("test timed out", 2) end
-  if #errors > 0 then error(errors[1], 2) end
-  if not r[1] then error(tostring(r[2]), 2) end
-  return compat.unpack(r, 2, r.n)
-end
+local run = T.run_co
 
 -- Echo-ish server: handler(id, addr) runs per client. Returns listener id, port.
 local function server(handler)
@@ -450,6 +438,23 @@ function tests.open_times_out_against_a_full_backlog()
   end)
   for i = 1, 8 do raw.close(fillers[i], true) end
   raw.close(lid, true)
+end
+
+-- A listener or UDP socket of this layer closed through the callback module is
+-- forgotten here and stops holding the scheduler, so run() still ends; and its id
+-- leaves no state behind.
+function tests.listener_and_udp_closed_from_elsewhere_release_the_scheduler()
+  local lid, uid
+  run(function()
+    lid = assert(socket.listen("127.0.0.1", 0))
+    socket.start(lid, function(id) socket.close(id) end)
+    uid = assert(socket.udp(function() end, "127.0.0.1", 0))
+    raw.close(lid)
+    raw.close(uid)
+  end, 3000)
+  T.eq(socket.invalid(lid), true, "listener forgotten")
+  T.eq(socket.invalid(uid), true, "udp socket forgotten")
+  T.raises("bad argument #2 to 'start' (function expected, got number)", socket.start, 1, 5)
 end
 
 return tests

@@ -130,7 +130,8 @@ end
 function tests.bad_arguments_raise_clear_errors()
   T.raises("bad argument #1 to 'send' (number expected, got no value)", socket.send)
   T.raises("bad argument #2 to 'send' (string expected, got nil)", socket.send, 1, nil)
-  T.raises("bad argument #2 to 'send' (string expected, got table)", socket.send, 1, {})
+  T.raises("bad argument #2 to 'send' (string expected, got boolean)", socket.send, 1, false)
+  T.raises("bad argument #2 to 'send' (array of strings expected, item 1 is table)", socket.send, 1, { {} })
   T.raises("bad argument #1 to 'send' (number has no integer representation)", socket.send, 1.5, "x")
   T.raises("bad argument #1 to 'close' (socket id must be a positive integer)", socket.close, -3)
   T.raises("bad argument #1 to 'close' (number has no integer representation)", socket.close, 0/0)
@@ -306,7 +307,8 @@ function tests.configure_settings()
   T.eq(c.max_sockets, 65536, "default max_sockets")
   T.eq(c.max_read, 131072, "default max_read")
   T.eq(c.warn_size, 1048576, "default warn_size")
-  T.eq(c.write_limit, 0, "default write_limit")
+  T.eq(c.write_limit, 64 * 1024 * 1024, "default write_limit")
+  T.eq(c.write_budget, 256 * 1024 * 1024, "default write_budget")
   T.eq(c.close_timeout, 60000, "default close_timeout")
   T.raises("unknown setting 'nope'", socket.configure, { nope = 1 })
   T.raises("setting 'max_sockets' must be > 0", socket.configure, { max_sockets = 0 })
@@ -326,7 +328,7 @@ function tests.configure_settings()
   assert(err:find("too many sockets", 1, true), err)
   socket.close(a); socket.close(b)
   T.settle(10)
-  socket.configure { max_sockets = 65536, write_limit = 0 }
+  socket.configure { max_sockets = 65536, write_limit = c.write_limit }
 end
 
 function tests.peer_close_reports_close_once()
@@ -344,6 +346,27 @@ function tests.peer_close_reports_close_once()
   T.wait("server sees close", function() return closes == 1 end)
   T.settle(50)
   T.eq(closes, 1, "close count")
+  socket.close(lid)
+end
+
+function tests.send_takes_an_array_of_strings()
+  local got = {}
+  local lid, port = T.listen { accept = function(_, id)
+    socket.start(id, { data = function(_, s) got[#got + 1] = s end })
+  end }
+  local cid = assert(socket.connect("127.0.0.1", port))
+  socket.start(cid, {})
+  T.eq(socket.send(cid, { "*2\r\n", "$3\r\nGET\r\n", 42, "" }), true, "send array")
+  T.eq(socket.lwrite(cid, { "|low" }), true, "lwrite array")
+  T.eq(socket.write(cid, {}), true, "empty array")
+  local want = "*2\r\n$3\r\nGET\r\n42|low"
+  T.wait("gathered bytes", function() return table.concat(got) == want end)
+  T.raises("bad argument #2 to 'send' (array of strings expected, item 2 is table)",
+    socket.send, cid, { "a", {} })
+  T.raises("bad argument #2 to 'write' (array of strings expected, item 2 is boolean)",
+    socket.write, cid, { "a", true })
+  T.raises("bad argument #2 to 'send' (string expected, got boolean)", socket.send, cid, true)
+  socket.close(cid)
   socket.close(lid)
 end
 

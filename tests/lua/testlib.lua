@@ -92,4 +92,22 @@ function T.bytes(n, seed)
   return table.concat(t)
 end
 
+-- Run main under skysocket.sched with a watchdog (default 8 s); a timeout, an error
+-- in any coroutine or in main fails the test at the caller's line. Returns main's
+-- results.
+function T.run_co(main, ms)
+  local sched = require "skysocket.sched"
+  local compat = require "skysocket.compat"
+  local timed_out, errors = false, {}
+  sched.on_error(function(e) errors[#errors + 1] = e end)
+  local wd = socket.timeout(ms or 8000, function() timed_out = true; sched.exit() end)
+  local r = compat.pack(sched.run(main))
+  socket.cancel_timeout(wd)
+  sched.on_error(nil)
+  if timed_out then error("test timed out", 2) end
+  if #errors > 0 then error(errors[1], 2) end
+  if not r[1] then error(tostring(r[2]), 2) end
+  return compat.unpack(r, 2, r.n)
+end
+
 return T

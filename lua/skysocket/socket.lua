@@ -577,7 +577,9 @@ function M.settimeout(id, ms)
 end
 
 function M.default_timeout(ms)
+  local prev = default_timeout
   default_timeout = ms
+  return prev
 end
 
 function M.invalid(id)

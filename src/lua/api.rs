@@ -11,6 +11,7 @@ use mlua::{Lua, Table, Value};
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::buffer::{self, Routed};
+use super::codec;
 use super::crypt;
 use super::dispatch;
 use super::fast;
@@ -75,6 +76,8 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("hexdecode", crypt::hexdecode),
     ("randomkey", crypt::randomkey),
     ("xor_str", crypt::xor_str),
+    ("ws_mask", codec::ws_mask),
+    ("utf8_valid", codec::utf8_valid),
 ];
 
 /// `now()` → milliseconds (an integer) since the module was first loaded in this

@@ -8,6 +8,7 @@ mod address;
 mod api;
 mod args;
 mod buffer;
+mod codec;
 mod crypt;
 mod dispatch;
 mod fast;

@@ -134,12 +134,13 @@ function M.new(opts)
       argerror(1, "new", "field '" .. k .. "' must be a function")
     end
   end
-  if opts.tls ~= nil and not opts.open then
-    -- TLS hook: a TLS layer provides an `open(host, port, timeout, tls)` function that
-    -- returns a skysocket.socket id whose reads/writes carry plaintext; the channel
-    -- itself never sees ciphertext. Until one is installed (M.tls_open), refuse.
-    if not M.tls_open then
+  if opts.tls ~= nil and opts.tls ~= false and not opts.open then
+    -- TLS runs in the engine: the channel only ever sees plaintext.
+    if not raw.tls then
       argerror(1, "new", "field 'tls': TLS is not available in this build")
+    end
+    if opts.tls ~= true and type(opts.tls) ~= "userdata" then
+      argerror(1, "new", "field 'tls' must be true or a TLS context (skysocket.tls_context)")
     end
   end
   local self = setmetatable({
@@ -334,8 +335,14 @@ local function dispatch(self, s)
 end
 
 -- Open a TCP/Unix connection bounded by `ms` (nil: no bound). Returns id or nil, err.
-local function timed_open(host, port, ms, self)
-  local id, err = raw.connect(host, port)
+-- ctx: a TLS client context: the socket opens once the handshake is done.
+local function timed_open(host, port, ms, self, ctx)
+  local id, err
+  if ctx then
+    id, err = raw.tls_connect(host, port, ctx)
+  else
+    id, err = raw.connect(host, port)
+  end
   if not id then return nil, err end
   local co = running()
   local result, why
@@ -379,7 +386,9 @@ local function connect_once(self)
   if self.opener then
     id, err = self.opener(self.host, self.port, self.connect_timeout, self.tls)
   elseif self.tls then
-    id, err = M.tls_open(self.host, self.port, self.connect_timeout, self.tls)
+    local ctx
+    ctx, err = M.tls_client(self.tls)
+    if ctx then id, err = timed_open(self.host, self.port, self.connect_timeout, self, ctx) end
   else
     id, err = timed_open(self.host, self.port, self.connect_timeout, self)
   end
@@ -625,6 +634,31 @@ function M.open(host, port, ms)
     error("skysocket.channel: 'open' must be called from a coroutine of skysocket.sched", 2)
   end
   return timed_open(host, port, ms)
+end
+
+-- The client context for opts.tls: the context itself, or for `true` one shared
+-- context that verifies the server against the system CA store.
+local system_tls
+function M.tls_client(tls)
+  if tls ~= true then return tls end
+  if not system_tls then
+    local ctx, err = raw.tls_context {}
+    if not ctx then return nil, "tls: " .. tostring(err) end
+    system_tls = ctx
+  end
+  return system_tls
+end
+
+-- tls_open(host, port, ms, tls) -> id | nil, err: open with a TLS handshake (tls: true or
+-- a client context); the id carries plaintext on skysocket.socket.
+function M.tls_open(host, port, ms, tls)
+  local co = running()
+  if not co or sched.self() ~= co then
+    error("skysocket.channel: 'tls_open' must be called from a coroutine of skysocket.sched", 2)
+  end
+  local ctx, err = M.tls_client(tls)
+  if not ctx then return nil, err end
+  return timed_open(host, port, ms, nil, ctx)
 end
 
 M.Channel = Channel

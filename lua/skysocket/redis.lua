@@ -450,7 +450,7 @@ Sub.__index = Sub
 function M.subscriber(opts)
   opts = opts or {}
   check_opts(opts, "subscriber")
-  if opts.tls ~= nil and not opts.open and not channel.tls_open then
+  if opts.tls ~= nil and opts.tls ~= false and not opts.open and not require("skysocket").tls then
     argerror(1, "subscriber", "field 'tls': TLS is not available in this build")
   end
   return setmetatable({

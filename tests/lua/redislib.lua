@@ -40,6 +40,7 @@ Server.__index = Server
 
 function Server:cli(args)
   local auth = self.password and (" -a " .. self.password .. " --no-auth-warning") or ""
+  if self.tls then auth = auth .. " --tls --cacert " .. self.tls.ca end
   return read_cmd(string.format("redis-cli -h 127.0.0.1 -p %d%s %s 2>&1", self.port, auth, args))
 end
 
@@ -53,9 +54,15 @@ end
 
 function Server:launch()
   os.remove(self.dir .. "/redis.pid")
+  local ports = string.format("--port %d", self.port)
+  if self.tls then
+    -- TLS only: the plain port is off; clients need not present a certificate
+    ports = string.format("--port 0 --tls-port %d --tls-cert-file %s --tls-key-file %s --tls-ca-cert-file %s --tls-auth-clients no",
+      self.port, self.tls.cert, self.tls.key, self.tls.ca)
+  end
   local args = string.format(
-    "--port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s --pidfile %s/redis.pid --logfile %s/redis.log --daemonize no --protected-mode no",
-    self.port, self.dir, self.dir, self.dir)
+    "%s --bind 127.0.0.1 --save '' --appendonly no --dir %s --pidfile %s/redis.pid --logfile %s/redis.log --daemonize no --protected-mode no",
+    ports, self.dir, self.dir, self.dir)
   if self.password then args = args .. " --requirepass " .. self.password end
   if self.extra then args = args .. " " .. self.extra end
   assert(sh(string.format("(timeout -s KILL %d redis-server %s >>%s/stdout.log 2>&1 &)",
@@ -89,12 +96,12 @@ function Server:stop()
   if self.dir and self.dir:match("^/tmp/skysocket%-redis%.") then sh("rm -rf " .. self.dir) end
 end
 
--- start{password=, extra=} -> server {port, dir, password}
+-- start{password=, extra=, tls={cert=, key=, ca=}} -> server {port, dir, password}
 function R.start(opts)
   opts = opts or {}
   local dir = read_cmd("mktemp -d /tmp/skysocket-redis.XXXXXX"):gsub("%s+$", "")
   assert(dir ~= "", "mktemp failed")
-  local s = setmetatable({ dir = dir, password = opts.password, extra = opts.extra,
+  local s = setmetatable({ dir = dir, password = opts.password, extra = opts.extra, tls = opts.tls,
     lifetime = opts.lifetime or 300 }, Server)
   local last
   for _ = 1, 5 do -- the free port may be taken by someone else in between

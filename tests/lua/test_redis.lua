@@ -324,6 +324,48 @@ function tests.subscriber_resubscribes_after_a_drop()
   end)
 end
 
+-- Redis over TLS (redis-server --tls-port): the client verifies the server against a
+-- private CA; pipelined commands, pub/sub and the failure without the CA.
+local PKI = require "pkilib"
+function tests.redis_over_tls()
+  if not raw.tls or not PKI.available() then return end
+  local p = PKI.pki()
+  R.with({ password = "pw", tls = { cert = p.server, key = p.server_key, ca = p.ca } }, function(srv)
+    T.eq(srv:cli("ping"), "PONG\n", "redis-cli over TLS")
+    run(function()
+      local ctx = assert(raw.tls_context { ca = p.ca })
+      local db = redis.new { port = srv.port, password = "pw", tls = ctx }
+      T.eq(db:set("k", all_bytes()), "OK", "set over TLS")
+      T.eq(db:get("k"), all_bytes(), "binary-safe get over TLS")
+      -- 50 coroutines pipelining over the one TLS connection
+      local done = 0
+      for _ = 1, 50 do
+        sched.fork(function()
+          for _ = 1, 20 do assert(db:incr("n")) end
+          done = done + 1
+        end)
+      end
+      while done < 50 do sched.sleep(5) end
+      T.eq(db:get("n"), "1000", "1000 pipelined INCRs")
+      -- pub/sub over TLS
+      local sub = redis.subscriber { port = srv.port, password = "pw", tls = ctx }
+      assert(sub:subscribe("ch"))
+      T.eq(sub:message(2000), "subscribe", "subscribed")
+      T.eq(db:publish("ch", "over tls"), 1, "one subscriber")
+      local k, ch, payload = sub:message(2000)
+      T.eq(k, "message", "message"); T.eq(ch, "ch", "channel"); T.eq(payload, "over tls", "payload")
+      sub:close()
+      db:close()
+      -- tls = true verifies against the system store: our private CA is refused
+      local bad = redis.new { port = srv.port, password = "pw", tls = true, connect_timeout = 2000 }
+      local ok, err = bad:pcall("PING")
+      T.eq(ok, false, "unknown CA refused")
+      assert(err:find("certificate", 1, true) or err:find("Unknown", 1, true), err)
+      bad:close()
+    end, 30000)
+  end)
+end
+
 function tests.timeout_against_a_stopped_server_then_recovery()
   R.with({}, function(srv)
     run(function()

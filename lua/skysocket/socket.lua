@@ -675,11 +675,11 @@ function M.tls_open(host, port, ctx, server_name)
   return opened(id)
 end
 
--- tls_listen(host, port, ctx [, backlog]): as listen; accepted sockets handshake once
+-- tls_listen(host, port, ctx [, backlog]): as listen (raises on failure); accepted sockets handshake once
 -- started (call handshake(id) in the accept coroutine to wait for it).
 function M.tls_listen(host, port, ctx, backlog)
   local id, ip, p = raw.tls_listen(host, port, ctx, backlog)
-  if not id then return nil, ip end
+  if not id then error(failure("tls_listen", ip), 2) end -- as listen
   state[id], rare[id] = false, { listen = true }
   return id, ip, p
 end

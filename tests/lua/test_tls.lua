@@ -166,6 +166,13 @@ local function echo_server(ctx, extra)
   return lid, port
 end
 
+function tests.coroutine_tls_listen_raises_like_listen()
+  local lid, port = echo_server(server_ctx())
+  T.raises("Address already in use", socket.tls_listen, "127.0.0.1", port, server_ctx())
+  T.raises("tls context expected", socket.tls_listen, "127.0.0.1", 0, "ctx")
+  socket.close(lid)
+end
+
 function tests.coroutine_many_connections_bulk_both_ways()
   local conns = tonumber(os.getenv("TLS_CONNS") or "") or (REAL and 32 or 6)
   local size = (tonumber(os.getenv("TLS_MIB") or "") or (REAL and 4 or 0.25)) * 1024 * 1024

@@ -335,6 +335,19 @@ local function dispatch(self, s)
 end
 
 -- Open a TCP/Unix connection bounded by `ms` (nil: no bound). Returns id or nil, err.
+-- The client context for opts.tls: the context itself, or for `true` one shared
+-- context that verifies the server against the system CA store.
+local system_tls
+local function tls_client(tls)
+  if tls ~= true then return tls end
+  if not system_tls then
+    local ctx, err = raw.tls_context {}
+    if not ctx then return nil, "tls: " .. tostring(err) end
+    system_tls = ctx
+  end
+  return system_tls
+end
+
 -- ctx: a TLS client context: the socket opens once the handshake is done.
 local function timed_open(host, port, ms, self, ctx)
   local id, err
@@ -387,7 +400,7 @@ local function connect_once(self)
     id, err = self.opener(self.host, self.port, self.connect_timeout, self.tls)
   elseif self.tls then
     local ctx
-    ctx, err = M.tls_client(self.tls)
+    ctx, err = tls_client(self.tls)
     if ctx then id, err = timed_open(self.host, self.port, self.connect_timeout, self, ctx) end
   else
     id, err = timed_open(self.host, self.port, self.connect_timeout, self)
@@ -636,19 +649,6 @@ function M.open(host, port, ms)
   return timed_open(host, port, ms)
 end
 
--- The client context for opts.tls: the context itself, or for `true` one shared
--- context that verifies the server against the system CA store.
-local system_tls
-function M.tls_client(tls)
-  if tls ~= true then return tls end
-  if not system_tls then
-    local ctx, err = raw.tls_context {}
-    if not ctx then return nil, "tls: " .. tostring(err) end
-    system_tls = ctx
-  end
-  return system_tls
-end
-
 -- tls_open(host, port, ms, tls) -> id | nil, err: open with a TLS handshake (tls: true or
 -- a client context); the id carries plaintext on skysocket.socket.
 function M.tls_open(host, port, ms, tls)
@@ -656,7 +656,7 @@ function M.tls_open(host, port, ms, tls)
   if not co or sched.self() ~= co then
     error("skysocket.channel: 'tls_open' must be called from a coroutine of skysocket.sched", 2)
   end
-  local ctx, err = M.tls_client(tls)
+  local ctx, err = tls_client(tls)
   if not ctx then return nil, err end
   return timed_open(host, port, ms, nil, ctx)
 end

@@ -107,8 +107,8 @@ local function body_framing(headers)
   end
   if cl then
     local first
-    for v in cl:gmatch("[^,]+") do -- repeated identical values are allowed
-      v = v:match("^%s*(.-)%s*$")
+    for item in cl:gmatch("[^,]+") do -- repeated identical values are allowed
+      local v = item:match("^%s*(.-)%s*$")
       if not find(v, "^%d+$") or #v > 15 then return nil, nil, "bad Content-Length" end
       if first and first ~= v then return nil, nil, "conflicting Content-Length" end
       first = v

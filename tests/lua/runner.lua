@@ -19,12 +19,15 @@ for _, file in ipairs(files) do
   table.sort(names)
   for _, name in ipairs(names) do
     T.reset()
+    local t0 = socket.now()
     local ok, err = xpcall(tests[name], function(e) return debug and debug.traceback(tostring(e)) or e end)
     if ok then
       ok, err = pcall(T.check_clean)
     end
     T.cleanup()
     local label = file:match("[^/]*$") .. ": " .. name
+    local ms = socket.now() - t0
+    if ms >= 1000 then label = label .. string.format(" (%.1f s)", ms / 1000) end -- keep the suite short
     if ok then
       passed = passed + 1
       io.write("ok     ", label, "\n")

@@ -56,6 +56,10 @@ end
 
 -- Parse header lines of `head` from `pos`: returns a table of lower-cased names (a
 -- repeated header's values joined with ", ") or nil, why.
+-- Request heads are parsed in Rust: raw.http_request_head's failures as statuses.
+local parse_request = raw.http_request_head
+local HEAD_STATUS = { ["bad request"] = 400, ["bad version"] = 505, ["too many headers"] = 431 }
+
 local function parse_headers(head, pos, max_count)
   local headers, count, n = {}, 0, #head
   while pos <= n do
@@ -466,17 +470,12 @@ function M.serve(id, handler, opts)
       if err == "too large" then reject(simple_response(431)) end
       break
     end
-    -- RFC 9112 2.2: ignore empty lines before a request line
-    local s = 1
-    while sub(head, s, s + 1) == "\r\n" do s = s + 2 end
-    local e = find(head, "\r\n", s, true) or #head + 1
     if #head > o.max_header then reject(simple_response(431)); break end
-    local method, target, version = sub(head, s, e - 1):match("^(%S+) (%S+) HTTP/(%d%.%d)$")
-    if not method or not find(method, TOKEN) then reject(simple_response(400)); break end
-    if version ~= "1.1" and version ~= "1.0" then reject(simple_response(505)); break end
-    local headers, herr = parse_headers(head, e + 2, o.max_headers)
-    if not headers then
-      reject(simple_response(herr == "too many headers" and 431 or 400))
+    -- httparse (Rust) parses the request line and headers; empty lines before the
+    -- request line are skipped (RFC 9112 2.2)
+    local method, target, version, headers = parse_request(head, o.max_headers)
+    if not method then
+      reject(simple_response(HEAD_STATUS[target] or 400))
       break
     end
     if version == "1.1" and not headers.host then reject(simple_response(400)); break end

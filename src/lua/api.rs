@@ -15,6 +15,7 @@ use super::codec;
 use super::crypt;
 use super::dispatch;
 use super::fast;
+use super::http_head;
 use super::state::State;
 use crate::engine::{address, Error, SocketId};
 use crate::sys::net::{Addr, ListenOptions};
@@ -77,6 +78,7 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("randomkey", crypt::randomkey),
     ("xor_str", crypt::xor_str),
     ("ws_mask", codec::ws_mask),
+    ("http_request_head", http_head::http_request_head),
     ("utf8_valid", codec::utf8_valid),
 ];
 

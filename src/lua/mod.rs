@@ -13,6 +13,7 @@ mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
+mod http_head;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;

@@ -127,6 +127,30 @@ print("|".join(out))
   end)
 end
 
+function tests.request_heads_are_parsed_by_httparse()
+  local parse = raw.http_request_head
+  local m, t, v, h = parse("\r\nGET /a?b HTTP/1.1\r\nHost: x\r\nX-A:  1 \t\r\nx-a: 2\r\nEmpty:\r\nObs: caf\233")
+  T.eq(m, "GET", "method"); T.eq(t, "/a?b", "target"); T.eq(v, "1.1", "version")
+  T.eq(h.host, "x", "host"); T.eq(h["x-a"], "1, 2", "repeated header joined, blanks trimmed")
+  T.eq(h.empty, "", "empty value"); T.eq(h.obs, "caf\233", "obs-text kept")
+  m, t, v, h = parse("OPTIONS * HTTP/1.0")
+  T.eq(m, "OPTIONS", "method"); T.eq(t, "*", "asterisk form"); T.eq(v, "1.0", "1.0")
+  T.eq(next(h), nil, "no headers")
+  T.eq(select(2, parse("GET / HTTP/2.0\r\nHost: x")), "bad version", "HTTP/2.0")
+  T.eq(select(2, parse("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3", 2)), "too many headers", "3 > 2")
+  T.truthy(parse("GET / HTTP/1.1\r\nA: 1\r\nB: 2", 2), "2 = 2")
+  for _, bad in ipairs {
+    "", "GET / HTTP/1.1\r\nHost: x\r\n folded", "GET / HTTP/1.1\r\nBad Name: x",
+    "G(T / HTTP/1.1", "GET / HTTP/1.1\r\nHost: a\0b", "GET  / HTTP/1.1", "GET /\r\nHost: x",
+    "GET / HTTP/1.1\r\n: novalue",
+  } do
+    local r, why = parse(bad)
+    T.eq(r, nil, "rejected: " .. bad); T.eq(why, "bad request", "why: " .. bad)
+  end
+  T.raises("bad argument #1 to 'http_request_head' (string expected, got no value)", parse)
+  T.raises("bad argument #2 to 'http_request_head'", parse, "GET / HTTP/1.1", -1)
+end
+
 function tests.pipelined_requests_answered_in_order()
   run(function()
     local srv = server(hello)

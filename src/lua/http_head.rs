@@ -1,0 +1,106 @@
+//! `http_request_head(head [, max_headers])`: an HTTP/1.x request head parsed by the
+//! `httparse` crate (the field's standard parser, used by hyper), for
+//! `skysocket.http`'s server. Measured against the Lua patterns it replaced: the same
+//! cost for a minimal 36-byte head, 2.5–3× faster for a 15-header browser head
+//! (BENCHMARKS.md).
+
+use mlua::{Lua, Table};
+
+use super::args::{nil_msg, ret, Args, Fail, Ret};
+use super::state::State;
+
+/// Header lines accepted when the caller gives no limit (the server's default).
+const DEFAULT_MAX_HEADERS: i64 = 100;
+/// The most header lines any call may allow (the parser's slots live on the heap).
+const MAX_HEADERS_CAP: i64 = 10_000;
+/// Parser slots kept on the stack (32 bytes each).
+const STACK_SLOTS: usize = 128;
+
+/// `http_request_head(head [, max_headers])` → `method, target, version, headers`, or
+/// `nil, why` where `why` is `"bad request"`, `"bad version"` or `"too many headers"`.
+/// `head` is the request head without its final blank line (as `readline(id,
+/// "\r\n\r\n")` returns it); empty lines before the request line are skipped.
+/// `version` is `"1.0"` or `"1.1"`; `headers` maps lower-cased names to values with
+/// surrounding blanks removed, a repeated header's values joined with `", "`.
+pub fn http_request_head(lua: &Lua, _st: &State, a: &Args) -> Ret {
+    let mut buf = a.bytes(1)?;
+    let max_headers = a.opt_integer(2, DEFAULT_MAX_HEADERS)?;
+    if !(0..=MAX_HEADERS_CAP).contains(&max_headers) {
+        return Err(a.error(2, format!("max_headers must be in 0..{MAX_HEADERS_CAP}")));
+    }
+    // httparse wants the whole head, blank line included.
+    buf.extend_from_slice(b"\r\n\r\n");
+    // One slot more than allowed: a full array means "too many". Small limits (the
+    // usual case) use slots on the stack.
+    let wanted = max_headers as usize + 1;
+    let mut stack = [httparse::EMPTY_HEADER; STACK_SLOTS];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header<'_>] = if wanted <= STACK_SLOTS {
+        &mut stack[..wanted]
+    } else {
+        heap.resize(wanted, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(slots);
+    match req.parse(&buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // The head ended early (e.g. CRLFCRLF inside it cannot happen; a bare LF
+        // sequence can): treat as malformed.
+        Ok(httparse::Status::Partial) => return nil_msg(lua, "bad request"),
+        Err(httparse::Error::Version) => return nil_msg(lua, "bad version"),
+        Err(httparse::Error::TooManyHeaders) => return nil_msg(lua, "too many headers"),
+        Err(_) => return nil_msg(lua, "bad request"),
+    }
+    if req.headers.len() > max_headers as usize {
+        return nil_msg(lua, "too many headers");
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return nil_msg(lua, "bad request");
+    };
+    let version = if minor == 1 { "1.1" } else { "1.0" };
+    let headers = header_table(lua, req.headers)?;
+    ret(lua, (method, target, version, headers))
+}
+
+fn header_table(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Table, Fail> {
+    let t = lua.create_table_with_capacity(0, headers.len())?;
+    let mut name = Vec::with_capacity(32);
+    for h in headers {
+        name.clear();
+        name.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
+        let key = lua.create_string(&name)?;
+        let value = trim_blanks(h.value);
+        match t.raw_get::<Option<mlua::LuaString>>(&key)? {
+            None => t.raw_set(key, lua.create_string(value)?)?,
+            Some(old) => {
+                let mut joined = old.as_bytes().to_vec();
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(value);
+                t.raw_set(key, lua.create_string(&joined)?)?;
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// The value without leading or trailing spaces and tabs (RFC 9110 5.5: OWS is not
+/// part of the value).
+fn trim_blanks(v: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !blank(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !blank(b)).map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_blanks;
+
+    #[test]
+    fn trims_spaces_and_tabs_only() {
+        assert_eq!(trim_blanks(b"  a b\t "), b"a b");
+        assert_eq!(trim_blanks(b" \t "), b"");
+        assert_eq!(trim_blanks(b""), b"");
+        assert_eq!(trim_blanks(b"x"), b"x");
+    }
+}

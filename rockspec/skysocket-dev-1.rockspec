@@ -8,7 +8,8 @@ description = {
    summary = "Skynet's socket engine (epoll/kqueue/poll, Rust) as a Lua module",
    detailed = [[
 skysocket brings Skynet's socket_server to any Lua 5.1-5.4 or LuaJIT program:
-TCP, UDP and Unix sockets with a callback dispatcher and a Skynet-style coroutine layer.
+TCP, UDP and Unix sockets with a callback dispatcher and a Skynet-style coroutine layer,
+TLS (rustls), HTTP/1.1 and WebSocket, a Redis client, and a Skynet compatibility shim.
 Building needs a Rust toolchain (cargo).
 ]],
    license = "MIT",

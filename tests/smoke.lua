@@ -34,5 +34,10 @@ local ok, err = co.run(function()
 end)
 assert(ok, err)
 assert(echoed == "coroutine smoke", "coroutine echo failed: " .. tostring(echoed))
+-- Every Lua module of the rock is installed and loads.
+for _, m in ipairs { "sched", "compat", "http", "websocket", "channel", "redis", "skynet" } do
+  assert(require("skysocket." .. m), m)
+end
+assert(socket.tls, "built with TLS")
 print("smoke ok: " .. _VERSION .. (jit and (" " .. jit.version) or "") .. ", " .. socket.backend())
 print("1 passed, 0 failed")

@@ -280,6 +280,13 @@ fn many_connections_exchange_megabytes_byte_exact() {
     for cid in clients {
         assert!(got[&cid] == want[&cid], "stream of {cid} differs");
     }
+    // Every byte left the queues, so nothing counts against the write budget any more
+    // (a leak here once made a long-running TLS server drop healthy peers).
+    assert_eq!(
+        h.engine.queued_bytes(),
+        0,
+        "write budget accounting after TLS"
+    );
 }
 
 #[test]

@@ -658,7 +658,14 @@ pub(super) fn flush(
     let Some(mut t) = sock.tls.take() else {
         return true;
     };
+    let queued = sock.wq.len_bytes();
     let res = pump(&mut t, sock, fd, core.now_cs());
+    // What left the queue (into rustls or, before an upgrade, the kernel) no longer
+    // counts against the engine's write budget.
+    core.queued_total.fetch_sub(
+        queued - sock.wq.len_bytes(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let handshaking = t.conn.is_handshaking();
     sock.tls = Some(t);
     match res {

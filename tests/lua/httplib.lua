@@ -4,6 +4,7 @@ local raw = require "skysocket"
 local socket = require "skysocket.socket"
 local sched = require "skysocket.sched"
 local compat = require "skysocket.compat"
+local T = require "testlib"
 local L = {}
 
 -- The interpreter running the suite (lowest arg index), or nil in-process.
@@ -16,19 +17,13 @@ L.root = (arg and arg[0] and arg[0]:match("^(.*)/tests/lua/[^/]*$")) or "."
 
 local children = {} -- handles of L.sh commands started during the current L.run
 
+-- T.run_co with a 15 s default watchdog; whatever happened, no child started by
+-- L.sh during the run outlives it.
 function L.run(main, ms)
-  local timed_out, errors = false, {}
-  sched.on_error(function(e) errors[#errors + 1] = e end)
-  local wd = raw.timeout(ms or 15000, function() timed_out = true; sched.exit() end)
-  local r = compat.pack(sched.run(main))
-  raw.cancel_timeout(wd)
-  sched.on_error(nil)
-  -- whatever happened, no child outlives its test
+  local r = compat.pack(pcall(T.run_co, main, ms or 15000))
   for h in pairs(children) do h:kill() end
   children = {}
-  if #errors > 0 then error(errors[1], 2) end
-  if timed_out then error("test timed out", 2) end
-  if not r[1] then error(tostring(r[2]), 2) end
+  if not r[1] then error(r[2], 2) end
   return compat.unpack(r, 2, r.n)
 end
 

@@ -23,15 +23,8 @@ end
 -- external peers can be spawned. In the in-process cargo run (debug) stay small.
 local REAL = arg and arg[-1] ~= nil
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local pki = require("pkilib").pki
+local PKI = require "pkilib"
+local pki, slurp = PKI.pki, PKI.slurp
 
 local function server_ctx(extra)
   local p = pki()

@@ -158,7 +158,7 @@ fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().listen(&addr, opts, 0);
+    let r = st.engine.borrow_mut().ops().listen(&addr, opts, 0);
     match r {
         Ok((id, local)) => addr_results(lua, id, local),
         Err(e) => nil_msg(lua, format!("listen {addr}: {e}")),
@@ -212,7 +212,7 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
         };
         if let Some(name) = name {
             if address::parse_numeric(&name, port).is_none() {
-                let r = st.engine.borrow_mut().connect_host(&name, port, 0);
+                let r = st.engine.borrow_mut().ops().connect_host(&name, port, 0);
                 return match r {
                     Ok(id) => ret(lua, id as i64),
                     Err(e) => nil_msg(lua, format!("connect {name}:{port}: {e}")),
@@ -225,7 +225,7 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().connect(&addr, 0);
+    let r = st.engine.borrow_mut().ops().connect(&addr, 0);
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("connect {addr}: {e}")),
@@ -237,7 +237,7 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
 fn start(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let handler = a.opt_handler(2)?;
-    let r = st.engine.borrow_mut().start(id, 0);
+    let r = st.engine.borrow_mut().ops().start(id, 0);
     if r.is_ok() {
         if let Some(h) = handler {
             st.set_handler(id as i64, h)?;
@@ -250,27 +250,27 @@ fn start(lua: &Lua, st: &State, a: &Args) -> Ret {
 fn close(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let force = a.opt_bool(2, false);
-    let r = st.engine.borrow_mut().close(id, force);
+    let r = st.engine.borrow_mut().ops().close(id, force);
     ok_or_false(lua, r)
 }
 
 /// `shutdown(id)`: Skynet's name for a forced close.
 fn shutdown(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
-    let r = st.engine.borrow_mut().close(id, true);
+    let r = st.engine.borrow_mut().ops().close(id, true);
     ok_or_false(lua, r)
 }
 
 /// `close_write(id)`: half-close the write side once queued data is sent.
 fn close_write(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
-    let r = st.engine.borrow_mut().shutdown_write(id);
+    let r = st.engine.borrow_mut().ops().shutdown_write(id);
     ok_or_false(lua, r)
 }
 
 fn pause(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
-    let r = st.engine.borrow_mut().pause(id);
+    let r = st.engine.borrow_mut().ops().pause(id);
     if r.is_ok() {
         buffer::on_user_pause(st, id, true);
     }
@@ -279,7 +279,7 @@ fn pause(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 fn resume(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
-    let r = st.engine.borrow_mut().resume(id);
+    let r = st.engine.borrow_mut().ops().resume(id);
     if r.is_ok() {
         buffer::on_user_pause(st, id, false);
     }
@@ -289,14 +289,14 @@ fn resume(lua: &Lua, st: &State, a: &Args) -> Ret {
 fn nodelay(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let on = a.opt_bool(2, true);
-    let r = st.engine.borrow_mut().set_nodelay(id, on);
+    let r = st.engine.borrow_mut().ops().set_nodelay(id, on);
     ok_or_false(lua, r)
 }
 
 fn keepalive(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let on = a.opt_bool(2, true);
-    let r = st.engine.borrow_mut().set_keepalive(id, on);
+    let r = st.engine.borrow_mut().ops().set_keepalive(id, on);
     ok_or_false(lua, r)
 }
 
@@ -306,7 +306,7 @@ fn sendlimit(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let limit = a.integer(2)?;
     let limit = usize::try_from(limit).map_err(|_| a.error(2, "limit must be >= 0"))?;
-    let r = st.engine.borrow_mut().set_limit(id, limit);
+    let r = st.engine.borrow_mut().ops().set_limit(id, limit);
     ok_or_false(lua, r)
 }
 
@@ -315,7 +315,7 @@ fn sendlimit(lua: &Lua, st: &State, a: &Args) -> Ret {
 fn keepopen(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let on = a.opt_bool(2, true);
-    let r = st.engine.borrow_mut().set_keep_open(id, on);
+    let r = st.engine.borrow_mut().ops().set_keep_open(id, on);
     ok_or_false(lua, r)
 }
 
@@ -330,7 +330,7 @@ fn udp(lua: &Lua, st: &State, a: &Args) -> Ret {
             Err(msg) => return nil_msg(lua, msg),
         }
     };
-    let r = st.engine.borrow_mut().udp(bind.as_ref(), true, 0);
+    let r = st.engine.borrow_mut().ops().udp(bind.as_ref(), true, 0);
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("udp: {e}")),
@@ -344,7 +344,7 @@ fn udp_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().udp(Some(&addr), false, 0);
+    let r = st.engine.borrow_mut().ops().udp(Some(&addr), false, 0);
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("udp_listen {addr}: {e}")),
@@ -360,12 +360,12 @@ fn udp_dial(lua: &Lua, st: &State, a: &Args) -> Ret {
     };
     let v6 = matches!(addr, Addr::Inet(sa) if sa.is_ipv6());
     let mut eng = st.engine.borrow_mut();
-    let id = match eng.udp(None, v6, 0) {
+    let id = match eng.ops().udp(None, v6, 0) {
         Ok(id) => id,
         Err(e) => return nil_msg(lua, format!("udp_dial: {e}")),
     };
-    if let Err(e) = eng.udp_connect(id, &addr) {
-        let _ = eng.close(id, true);
+    if let Err(e) = eng.ops().udp_connect(id, &addr) {
+        let _ = eng.ops().close(id, true);
         return nil_msg(lua, format!("udp_dial {addr}: {e}"));
     }
     ret(lua, id as i64)
@@ -379,7 +379,7 @@ fn udp_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return false_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().udp_connect(id, &addr);
+    let r = st.engine.borrow_mut().ops().udp_connect(id, &addr);
     ok_or_false(lua, r)
 }
 
@@ -399,10 +399,11 @@ fn sendto(lua: &Lua, st: &State, a: &Args) -> Ret {
         Value::String(s) => st
             .engine
             .borrow_mut()
+            .ops()
             .sendto(id, to.as_ref(), &s.as_bytes()),
         _ => {
             let data = a.bytes(3)?;
-            st.engine.borrow_mut().sendto(id, to.as_ref(), &data)
+            st.engine.borrow_mut().ops().sendto(id, to.as_ref(), &data)
         }
     };
     ok_or_false(lua, r)
@@ -420,7 +421,7 @@ fn udp_address(lua: &Lua, _st: &State, a: &Args) -> Ret {
 /// `info()` → array of `{ id, type, state, read, write, rtime, wtime, wbuffer, paused,
 /// peer, sock }` tables.
 fn info(lua: &Lua, st: &State, _a: &Args) -> Ret {
-    let all = st.engine.borrow().info_all();
+    let all = st.engine.borrow_mut().ops().info_all();
     let out = lua.create_table_with_capacity(all.len(), 0)?;
     for (i, s) in all.iter().enumerate() {
         let t: Table = lua.create_table_with_capacity(0, 12)?;
@@ -457,11 +458,11 @@ fn resolve(lua: &Lua, st: &State, a: &Args) -> Ret {
     let host = a.string(1)?;
     if !a.is_none(2) {
         let f = a.function(2)?;
-        let req = st.engine.borrow_mut().resolve_async(&host, 0);
+        let req = st.engine.borrow_mut().ops().resolve_async(&host, 0);
         st.resolves.raw_set(req as i64, f)?;
         return ret(lua, true);
     }
-    let r = st.engine.borrow().resolve(&host);
+    let r = st.engine.borrow_mut().ops().resolve(&host);
     match r {
         Ok(ips) => {
             let mut out: Vec<String> = Vec::new();
@@ -553,7 +554,6 @@ fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail>
 /// Deliver a batch in order: runs of plain `data` messages through the raw fast path,
 /// everything else through the high-level dispatcher.
 fn deliver_batch(lua: &Lua, st: &State, batch: &crate::engine::Batch) -> mlua::Result<()> {
-    let msgs = batch.messages();
     let route = |id: u64, data: &[u8]| {
         if st.buffers.borrow().is_empty() {
             Routed::Normal
@@ -562,7 +562,7 @@ fn deliver_batch(lua: &Lua, st: &State, batch: &crate::engine::Batch) -> mlua::R
         }
     };
     let mut i = 0;
-    while i < msgs.len() {
+    while i < batch.len() {
         let (next, errors) = fast::deliver_data_run(lua, st, batch, i, &route)?;
         for e in errors {
             dispatch::report(st, e);
@@ -571,7 +571,7 @@ fn deliver_batch(lua: &Lua, st: &State, batch: &crate::engine::Batch) -> mlua::R
             i = next;
             continue;
         }
-        dispatch::deliver(lua, st, batch, &msgs[i])?;
+        dispatch::deliver(lua, st, batch.get(i), &route)?;
         i += 1;
     }
     Ok(())

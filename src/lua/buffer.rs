@@ -272,7 +272,11 @@ pub enum Routed {
 
 fn pause_engine(st: &State, id: SocketId, on: bool) {
     let mut eng = st.engine.borrow_mut();
-    let _ = if on { eng.pause(id) } else { eng.resume(id) };
+    let _ = if on {
+        eng.ops().pause(id)
+    } else {
+        eng.ops().resume(id)
+    };
 }
 
 /// Protocol error: force-close the socket and remember the message so that the
@@ -281,7 +285,7 @@ fn protocol_error(st: &State, id: SocketId, b: &mut ReadBuf, msg: String) {
     b.extra().error = Some(msg);
     b.data.clear();
     b.pos = 0;
-    let _ = st.engine.borrow_mut().close(id, true);
+    let _ = st.engine.borrow_mut().ops().close(id, true);
 }
 
 /// A `data` message for `id`.
@@ -419,7 +423,7 @@ pub fn buffered(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 /// An open socket, or a closed one whose buffer still holds unread bytes.
 fn known(st: &State, id: SocketId) -> bool {
-    st.buffers.borrow().contains_key(&id) || st.engine.borrow().is_open(id)
+    st.buffers.borrow().contains_key(&id) || st.engine.borrow_mut().ops().is_open(id)
 }
 
 /// `framed(id [, opts])`: length-prefixed framing. `opts`: `{ header = 2|4, max = n,
@@ -674,7 +678,7 @@ pub fn sendframe(lua: &Lua, st: &State, a: &Args) -> Ret {
         match bufs.get_mut(&id) {
             Some(b) => protocol_error(st, id, b, msg.clone()),
             None => {
-                let _ = st.engine.borrow_mut().close(id, true);
+                let _ = st.engine.borrow_mut().ops().close(id, true);
             }
         }
         return false_msg(lua, msg);
@@ -682,7 +686,7 @@ pub fn sendframe(lua: &Lua, st: &State, a: &Args) -> Ret {
     let mut out = Vec::with_capacity(f.header + data.len());
     f.encode(data.len(), &mut out);
     out.extend_from_slice(&data);
-    let r = st.engine.borrow_mut().send(id, &out, Priority::High);
+    let r = st.engine.borrow_mut().ops().send(id, &out, Priority::High);
     match r {
         Ok(()) => ret(lua, true),
         Err(e) => false_msg(lua, e),

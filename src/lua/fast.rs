@@ -24,7 +24,7 @@ use mlua::{ffi, AnyUserData, Function, Lua};
 
 use super::buffer::{self, Routed};
 use super::state::State;
-use crate::engine::{Batch, Message, MsgKind, Priority};
+use crate::engine::{Batch, Priority};
 
 /// `lua_typename` of argument `i`, or "no value" past the top.
 ///
@@ -101,7 +101,7 @@ fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String
     let Ok(mut eng) = st.engine.try_borrow_mut() else {
         return Some("engine busy".into());
     };
-    eng.send(id, data, prio).err().map(|e| e.to_string())
+    eng.ops().send(id, data, prio).err().map(|e| e.to_string())
 }
 
 /// The State of the only module instance the process ever opened: its closures then
@@ -524,29 +524,23 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
         select_handler(l, run, run.frame_id, true);
         deliver_frames(l, run);
     }
-    let msgs: &[Message] = run.batch.messages();
-    while run.next < msgs.len() {
-        let m = &msgs[run.next];
-        if m.kind != MsgKind::Data || run.st.handler_epoch.get() != run.epoch {
+    while let Some((sid, data)) = run.batch.data_at(run.next) {
+        if run.st.handler_epoch.get() != run.epoch {
             break;
         }
-        let id = m.id as ffi::lua_Integer;
+        let id = sid as ffi::lua_Integer;
         // The common case, the module-wide handler already cached, without a call.
         let cached = run.cached == Cached::Default && run.st.own_handlers.get() == 0;
         if !cached && !select_handler(l, run, id, false) {
             break; // the high-level dispatcher takes it from here
         }
         run.next += 1;
-        let (batch, route) = (run.batch, run.route);
-        let routed = match catch_unwind(AssertUnwindSafe(|| {
-            let data = batch.data(m);
-            (data, route(m.id, data))
-        })) {
+        let route = run.route;
+        let routed = match catch_unwind(AssertUnwindSafe(|| route(sid, data))) {
             Ok(r) => r,
             // Reported as this message's callback error; delivery resumes after it.
             Err(payload) => raise_panic(l, payload),
         };
-        let (data, routed) = routed;
         match routed {
             Routed::Normal => {
                 if run.has_data {
@@ -588,8 +582,7 @@ pub fn deliver_data_run(
     start: usize,
     route: &dyn Fn(u64, &[u8]) -> Routed,
 ) -> mlua::Result<(usize, Vec<String>)> {
-    let msgs: &[Message] = batch.messages();
-    if start >= msgs.len() || msgs[start].kind != MsgKind::Data {
+    if batch.data_at(start).is_none() {
         return Ok((start, Vec::new()));
     }
     let handlers = st.socket_handlers.clone();

@@ -28,25 +28,35 @@ use crate::engine::{Batch, Priority};
 
 /// `lua_typename` of argument `i`, or "no value" past the top.
 ///
-/// SAFETY (for callers): `l` must be a valid state inside a C function call.
+/// # Safety
+///
+/// `l` must be a valid state inside a C function call.
 unsafe fn arg_typename(l: *mut ffi::lua_State, i: c_int) -> *const c_char {
-    if i > ffi::lua_gettop(l) {
-        c"no value".as_ptr()
-    } else {
-        ffi::lua_typename(l, ffi::lua_type(l, i))
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        if i > ffi::lua_gettop(l) {
+            c"no value".as_ptr()
+        } else {
+            ffi::lua_typename(l, ffi::lua_type(l, i))
+        }
     }
 }
 
 /// Raise `bad argument #i to 'name' (msg)` at the caller's line, like `luaL_argerror`.
 ///
-/// SAFETY (for callers): no Rust value with a destructor may be alive in the frames
+/// # Safety
+///
+/// no Rust value with a destructor may be alive in the frames
 /// this error unwinds through (it longjmps on PUC Lua).
 unsafe fn arg_error(l: *mut ffi::lua_State, i: c_int, msg: *const c_char) -> ! {
-    let name = ffi::lua_tostring(l, ffi::lua_upvalueindex(2));
-    ffi::luaL_where(l, 1);
-    ffi::lua_pushfstring(l, c"bad argument #%d to '%s' (%s)".as_ptr(), i, name, msg);
-    ffi::lua_concat(l, 2);
-    ffi::lua_error(l)
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        let name = ffi::lua_tostring(l, ffi::lua_upvalueindex(2));
+        ffi::luaL_where(l, 1);
+        ffi::lua_pushfstring(l, c"bad argument #%d to '%s' (%s)".as_ptr(), i, name, msg);
+        ffi::lua_concat(l, 2);
+        ffi::lua_error(l)
+    }
 }
 
 /// Raise a Lua error for a Rust panic caught in this module, naming it an internal error.
@@ -56,44 +66,63 @@ unsafe fn arg_error(l: *mut ffi::lua_State, i: c_int, msg: *const c_char) -> ! {
 /// and a `catch_unwind` it reaches aborts the process. So a panic comes out of its
 /// `catch_unwind` as a value, and only then becomes a Lua error.
 ///
-/// SAFETY (for callers): as `arg_error`.
+/// # Safety
+///
+/// as `arg_error`.
 unsafe fn raise_panic(l: *mut ffi::lua_State, payload: Box<dyn Any + Send>) -> ! {
-    let reason = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    };
-    drop(payload);
-    let text = format!("skysocket internal error (a bug, please report it): {reason}");
-    ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
-    drop(text);
-    ffi::lua_error(l)
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        let reason = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "unknown panic".to_string()
+        };
+        drop(payload);
+        let text = format!("skysocket internal error (a bug, please report it): {reason}");
+        ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
+        drop(text);
+        ffi::lua_error(l)
+    }
 }
 
 /// Check argument `i` as an integer (`luaL_checkinteger`'s messages).
+///
+/// # Safety
+///
+/// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
 unsafe fn check_integer(l: *mut ffi::lua_State, i: c_int) -> ffi::lua_Integer {
-    let mut isnum: c_int = 0;
-    let v = ffi::lua_tointegerx(l, i, &mut isnum);
-    if isnum == 0 {
-        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
-            arg_error(l, i, c"number has no integer representation".as_ptr());
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        let mut isnum: c_int = 0;
+        let v = ffi::lua_tointegerx(l, i, &mut isnum);
+        if isnum == 0 {
+            if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
+                arg_error(l, i, c"number has no integer representation".as_ptr());
+            }
+            let got = arg_typename(l, i);
+            let msg = ffi::lua_pushfstring(l, c"number expected, got %s".as_ptr(), got);
+            arg_error(l, i, msg);
         }
-        let got = arg_typename(l, i);
-        let msg = ffi::lua_pushfstring(l, c"number expected, got %s".as_ptr(), got);
-        arg_error(l, i, msg);
+        v
     }
-    v
 }
 
 /// Check argument `i` as a socket id (a positive integer).
+///
+/// # Safety
+///
+/// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
 unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
-    let v = check_integer(l, i);
-    if v <= 0 {
-        arg_error(l, i, c"socket id must be a positive integer".as_ptr());
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        let v = check_integer(l, i);
+        if v <= 0 {
+            arg_error(l, i, c"socket id must be a positive integer".as_ptr());
+        }
+        v as u64
     }
-    v as u64
 }
 
 /// The engine call behind `send`; returns the failure text, if any.
@@ -130,57 +159,69 @@ pub fn forget_state(st: &State) {
 
 /// The State of the running closure (upvalue 1, unless there is only one instance).
 ///
-/// SAFETY (for callers): `l` is inside a closure made by `c_closure`.
+/// # Safety
+///
+/// `l` is inside a closure made by `c_closure`.
 unsafe fn closure_state<'a>(l: *mut ffi::lua_State) -> &'a State {
-    let only = ONLY_STATE.load(Ordering::Acquire);
-    if only as usize > MANY {
-        // SAFETY: set from a live Rc<State> and cleared before that State drops; the
-        // closure's upvalue 3 keeps the State alive meanwhile.
-        &*only
-    } else {
-        // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 3.
-        &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State)
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        let only = ONLY_STATE.load(Ordering::Acquire);
+        if only as usize > MANY {
+            // SAFETY: set from a live Rc<State> and cleared before that State drops; the
+            // closure's upvalue 3 keeps the State alive meanwhile.
+            &*only
+        } else {
+            // SAFETY: upvalue 1 is the State pointer, kept alive by upvalue 3.
+            &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const State)
+        }
     }
 }
 
 /// `send(id, data)` as a C closure (`LOW`: `lwrite`). Upvalues: 1 = `*const State`,
 /// 2 = the function's name for errors, 3 = the userdata keeping State alive.
+///
+/// # Safety
+///
+/// Called by Lua only, as a C function: `l` is a valid state inside that call.
 unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State) -> c_int {
-    let id = check_id(l, 1);
-    let mut len: usize = 0;
-    // Strings and numbers (converted in place, as lua_tolstring does), or an array of
-    // them (Skynet's `socket.write` takes a table too).
-    let ptr = ffi::lua_tolstring(l, 2, &mut len);
-    let prio = if LOW { Priority::Low } else { Priority::High };
-    let st = closure_state(l);
-    let sent = if !ptr.is_null() {
-        // SAFETY: the string stays on the stack (argument 2) for the whole call.
-        let data = std::slice::from_raw_parts(ptr as *const u8, len);
-        catch_unwind(AssertUnwindSafe(|| send_bytes(st, id, data, prio)))
-    } else if ffi::lua_type(l, 2) == ffi::LUA_TTABLE {
-        let data = gather(l, 2);
-        // `data` moves in, so it is dropped even if the send panics.
-        catch_unwind(AssertUnwindSafe(move || send_bytes(st, id, &data, prio)))
-    } else {
-        let got = arg_typename(l, 2);
-        let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
-        arg_error(l, 2, msg)
-    };
-    let sent = match sent {
-        Ok(sent) => sent,
-        Err(payload) => raise_panic(l, payload),
-    };
-    match sent {
-        None => {
-            ffi::lua_pushboolean(l, 1);
-            1
-        }
-        Some(text) => {
-            ffi::lua_pushboolean(l, 0);
-            // Only a memory error can raise here; `text` would then leak, nothing worse.
-            ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
-            drop(text);
-            2
+    // SAFETY: Lua calls this with a valid state, as a C function (see # Safety).
+    unsafe {
+        let id = check_id(l, 1);
+        let mut len: usize = 0;
+        // Strings and numbers (converted in place, as lua_tolstring does), or an array of
+        // them (Skynet's `socket.write` takes a table too).
+        let ptr = ffi::lua_tolstring(l, 2, &mut len);
+        let prio = if LOW { Priority::Low } else { Priority::High };
+        let st = closure_state(l);
+        let sent = if !ptr.is_null() {
+            // SAFETY: the string stays on the stack (argument 2) for the whole call.
+            let data = std::slice::from_raw_parts(ptr as *const u8, len);
+            catch_unwind(AssertUnwindSafe(|| send_bytes(st, id, data, prio)))
+        } else if ffi::lua_type(l, 2) == ffi::LUA_TTABLE {
+            let data = gather(l, 2);
+            // `data` moves in, so it is dropped even if the send panics.
+            catch_unwind(AssertUnwindSafe(move || send_bytes(st, id, &data, prio)))
+        } else {
+            let got = arg_typename(l, 2);
+            let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
+            arg_error(l, 2, msg)
+        };
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(payload) => raise_panic(l, payload),
+        };
+        match sent {
+            None => {
+                ffi::lua_pushboolean(l, 1);
+                1
+            }
+            Some(text) => {
+                ffi::lua_pushboolean(l, 0);
+                // Only a memory error can raise here; `text` would then leak, nothing worse.
+                ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
+                drop(text);
+                2
+            }
         }
     }
 }
@@ -189,42 +230,47 @@ unsafe extern "C-unwind" fn send_closure<const LOW: bool>(l: *mut ffi::lua_State
 /// no Lua string is made for the whole). Every item is checked before anything is
 /// allocated, so an argument error leaves nothing behind.
 ///
-/// SAFETY (for callers): `l` is inside a C function call; `t` is a table argument.
+/// # Safety
+///
+/// `l` is inside a C function call; `t` is a table argument.
 unsafe fn gather(l: *mut ffi::lua_State, t: c_int) -> Vec<u8> {
-    let n = ffi::lua_rawlen(l, t);
-    let mut total = 0usize;
-    for i in 1..=n {
-        ffi::lua_pushinteger(l, i as ffi::lua_Integer);
-        ffi::lua_rawget(l, t);
-        let kind = ffi::lua_type(l, -1);
-        if kind != ffi::LUA_TSTRING && kind != ffi::LUA_TNUMBER {
-            let got = ffi::lua_typename(l, kind);
-            let msg = ffi::lua_pushfstring(
-                l,
-                c"array of strings expected, item %d is %s".as_ptr(),
-                i as c_int,
-                got,
-            );
-            arg_error(l, t, msg);
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        let n = ffi::lua_rawlen(l, t);
+        let mut total = 0usize;
+        for i in 1..=n {
+            ffi::lua_pushinteger(l, i as ffi::lua_Integer);
+            ffi::lua_rawget(l, t);
+            let kind = ffi::lua_type(l, -1);
+            if kind != ffi::LUA_TSTRING && kind != ffi::LUA_TNUMBER {
+                let got = ffi::lua_typename(l, kind);
+                let msg = ffi::lua_pushfstring(
+                    l,
+                    c"array of strings expected, item %d is %s".as_ptr(),
+                    i as c_int,
+                    got,
+                );
+                arg_error(l, t, msg);
+            }
+            let mut len = 0usize;
+            ffi::lua_tolstring(l, -1, &mut len);
+            total = total.saturating_add(len);
+            ffi::lua_pop(l, 1);
         }
-        let mut len = 0usize;
-        ffi::lua_tolstring(l, -1, &mut len);
-        total = total.saturating_add(len);
-        ffi::lua_pop(l, 1);
-    }
-    let mut out = Vec::with_capacity(total);
-    for i in 1..=n {
-        ffi::lua_pushinteger(l, i as ffi::lua_Integer);
-        ffi::lua_rawget(l, t);
-        let mut len = 0usize;
-        let p = ffi::lua_tolstring(l, -1, &mut len);
-        if !p.is_null() {
-            // SAFETY: the string is on the stack until the pop below.
-            out.extend_from_slice(std::slice::from_raw_parts(p as *const u8, len));
+        let mut out = Vec::with_capacity(total);
+        for i in 1..=n {
+            ffi::lua_pushinteger(l, i as ffi::lua_Integer);
+            ffi::lua_rawget(l, t);
+            let mut len = 0usize;
+            let p = ffi::lua_tolstring(l, -1, &mut len);
+            if !p.is_null() {
+                // SAFETY: the string is on the stack until the pop below.
+                out.extend_from_slice(std::slice::from_raw_parts(p as *const u8, len));
+            }
+            ffi::lua_pop(l, 1);
         }
-        ffi::lua_pop(l, 1);
+        out
     }
-    out
 }
 
 /// Wrap `f` as a C closure with the upvalues every closure here expects: 1 = the
@@ -272,10 +318,17 @@ pub fn send_function(
 
 /// The raw closure behind the `"raw"` test hook: a panic under `catch_unwind`, raised
 /// as a Lua error as every closure here does.
+///
+/// # Safety
+///
+/// Called by Lua only, as a C function: `l` is a valid state inside that call.
 unsafe extern "C-unwind" fn panic_closure(l: *mut ffi::lua_State) -> c_int {
-    match catch_unwind(|| -> c_int { panic!("test hook: panic in a raw closure") }) {
-        Ok(n) => n,
-        Err(payload) => raise_panic(l, payload),
+    // SAFETY: Lua calls this with a valid state, as a C function (see # Safety).
+    unsafe {
+        match catch_unwind(|| -> c_int { panic!("test hook: panic in a raw closure") }) {
+            Ok(n) => n,
+            Err(payload) => raise_panic(l, payload),
+        }
     }
 }
 
@@ -289,73 +342,87 @@ const READLINE: u8 = 1;
 const READSOME: u8 = 2;
 
 /// Check argument `i` as a byte count >= 0; `None` when it is absent and optional.
+///
+/// # Safety
+///
+/// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
 unsafe fn check_size(
     l: *mut ffi::lua_State,
     i: c_int,
     optional: bool,
     what: &CStr,
 ) -> Option<usize> {
-    if optional && ffi::lua_type(l, i) <= ffi::LUA_TNIL {
-        return None;
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        if optional && ffi::lua_type(l, i) <= ffi::LUA_TNIL {
+            return None;
+        }
+        let v = check_integer(l, i);
+        if v < 0 {
+            arg_error(l, i, what.as_ptr());
+        }
+        Some(v as usize)
     }
-    let v = check_integer(l, i);
-    if v < 0 {
-        arg_error(l, i, what.as_ptr());
-    }
-    Some(v as usize)
 }
 
 /// `readn(id, n)`, `readline(id [, sep])`, `readsome(id [, max])` as C closures: one
 /// Lua string pushed straight from the socket's Rust buffer, or nil.
+///
+/// # Safety
+///
+/// Called by Lua only, as a C function: `l` is a valid state inside that call.
 unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State) -> c_int {
-    let id = check_id(l, 1);
-    let sep: &[u8] = if KIND == READLINE {
-        match ffi::lua_type(l, 2) {
-            t if t <= ffi::LUA_TNIL => b"\n",
-            ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
-                let mut len = 0usize;
-                let p = ffi::lua_tolstring(l, 2, &mut len);
-                if len == 0 {
-                    arg_error(l, 2, c"separator must not be empty".as_ptr());
+    // SAFETY: Lua calls this with a valid state, as a C function (see # Safety).
+    unsafe {
+        let id = check_id(l, 1);
+        let sep: &[u8] = if KIND == READLINE {
+            match ffi::lua_type(l, 2) {
+                t if t <= ffi::LUA_TNIL => b"\n",
+                ffi::LUA_TSTRING | ffi::LUA_TNUMBER => {
+                    let mut len = 0usize;
+                    let p = ffi::lua_tolstring(l, 2, &mut len);
+                    if len == 0 {
+                        arg_error(l, 2, c"separator must not be empty".as_ptr());
+                    }
+                    // SAFETY: the string stays on the stack (argument 2) for the whole call.
+                    std::slice::from_raw_parts(p as *const u8, len)
                 }
-                // SAFETY: the string stays on the stack (argument 2) for the whole call.
-                std::slice::from_raw_parts(p as *const u8, len)
+                _ => {
+                    let got = arg_typename(l, 2);
+                    let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
+                    arg_error(l, 2, msg)
+                }
             }
-            _ => {
-                let got = arg_typename(l, 2);
-                let msg = ffi::lua_pushfstring(l, c"string expected, got %s".as_ptr(), got);
-                arg_error(l, 2, msg)
-            }
-        }
-    } else {
-        b""
-    };
-    let n = match KIND {
-        READN => check_size(l, 2, false, c"size must be >= 0").unwrap_or(0),
-        READSOME => check_size(l, 2, true, c"limit must be >= 0").unwrap_or(usize::MAX),
-        _ => 0,
-    };
-    let st = closure_state(l);
-    // Arguments are checked. The Rust steps run under `catch_unwind`; the string is
-    // pushed between them (a memory error raised there leaves the buffer table
-    // borrowed: later reads then return nil, nothing worse).
-    let found = catch_unwind(AssertUnwindSafe(|| match KIND {
-        READN => buffer::begin_take(st, id, buffer::pick_n(n)),
-        READLINE => buffer::begin_take(st, id, buffer::pick_line(sep)),
-        _ => buffer::begin_take(st, id, buffer::pick_some(n)),
-    }));
-    match found {
-        Err(payload) => raise_panic(l, payload),
-        Ok(None) => ffi::lua_pushnil(l),
-        Ok(Some(taking)) => {
-            let bytes = taking.bytes();
-            ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taking.finish(st))) {
-                raise_panic(l, payload);
+        } else {
+            b""
+        };
+        let n = match KIND {
+            READN => check_size(l, 2, false, c"size must be >= 0").unwrap_or(0),
+            READSOME => check_size(l, 2, true, c"limit must be >= 0").unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        let st = closure_state(l);
+        // Arguments are checked. The Rust steps run under `catch_unwind`; the string is
+        // pushed between them (a memory error raised there leaves the buffer table
+        // borrowed: later reads then return nil, nothing worse).
+        let found = catch_unwind(AssertUnwindSafe(|| match KIND {
+            READN => buffer::begin_take(st, id, buffer::pick_n(n)),
+            READLINE => buffer::begin_take(st, id, buffer::pick_line(sep)),
+            _ => buffer::begin_take(st, id, buffer::pick_some(n)),
+        }));
+        match found {
+            Err(payload) => raise_panic(l, payload),
+            Ok(None) => ffi::lua_pushnil(l),
+            Ok(Some(taking)) => {
+                let bytes = taking.bytes();
+                ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taking.finish(st))) {
+                    raise_panic(l, payload);
+                }
             }
         }
+        1
     }
-    1
 }
 
 /// `readn`, `readline` and `readsome` for the module table.
@@ -380,14 +447,21 @@ pub fn read_functions(
 }
 
 /// Message handler for the per-message `lua_pcall`: append a traceback.
+///
+/// # Safety
+///
+/// Called by Lua only, as a C function: `l` is a valid state inside that call.
 unsafe extern "C-unwind" fn traceback(l: *mut ffi::lua_State) -> c_int {
-    let msg = ffi::lua_tostring(l, 1);
-    if msg.is_null() {
-        ffi::lua_pushstring(l, c"(error object is not a string)".as_ptr());
-        return 1;
+    // SAFETY: Lua calls this with a valid state, as a C function (see # Safety).
+    unsafe {
+        let msg = ffi::lua_tostring(l, 1);
+        if msg.is_null() {
+            ffi::lua_pushstring(l, c"(error object is not a string)".as_ptr());
+            return 1;
+        }
+        ffi::luaL_traceback(l, l, msg, 1);
+        1
     }
-    ffi::luaL_traceback(l, l, msg, 1);
-    1
 }
 
 /// State of one delivery run, kept in the frame that makes the protected calls: a
@@ -434,75 +508,87 @@ const S_READABLE: c_int = 8;
 /// handler needs the high-level dispatcher (a metatable, or not a table); `force_raw`
 /// reads a table's fields raw even if it has a metatable (pending packets must go on).
 ///
-/// SAFETY (for callers): `l` is inside `deliver_loop`, whose slots are set up.
+/// # Safety
+///
+/// `l` is inside `deliver_loop`, whose slots are set up.
 unsafe fn select_handler(
     l: *mut ffi::lua_State,
     run: &mut Run,
     id: ffi::lua_Integer,
     force_raw: bool,
 ) -> bool {
-    // Most servers give no socket its own handler: then the table lookup is skipped.
-    let own = run.st.own_handlers.get() > 0 && {
-        // Not lua_rawgeti: on Lua 5.1 and LuaJIT it takes a C int, and ids go past 2^31.
-        ffi::lua_pushinteger(l, id);
-        ffi::lua_rawget(l, A_HANDLERS);
-        let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
-        if !found {
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        // Most servers give no socket its own handler: then the table lookup is skipped.
+        let own = run.st.own_handlers.get() > 0 && {
+            // Not lua_rawgeti: on Lua 5.1 and LuaJIT it takes a C int, and ids go past 2^31.
+            ffi::lua_pushinteger(l, id);
+            ffi::lua_rawget(l, A_HANDLERS);
+            let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
+            if !found {
+                ffi::lua_pop(l, 1);
+            }
+            found
+        };
+        if !own {
+            if run.cached == Cached::Default {
+                return true;
+            }
+            ffi::lua_pushvalue(l, A_DEFAULT);
+        } else if run.cached == Cached::Own && ffi::lua_rawequal(l, -1, S_HANDLER) != 0 {
             ffi::lua_pop(l, 1);
-        }
-        found
-    };
-    if !own {
-        if run.cached == Cached::Default {
             return true;
         }
-        ffi::lua_pushvalue(l, A_DEFAULT);
-    } else if run.cached == Cached::Own && ffi::lua_rawequal(l, -1, S_HANDLER) != 0 {
-        ffi::lua_pop(l, 1);
-        return true;
-    }
-    match ffi::lua_type(l, -1) {
-        ffi::LUA_TNIL => {
-            // No handler at all: messages are dropped.
-            ffi::lua_pushnil(l);
-            ffi::lua_replace(l, S_DATA);
-            ffi::lua_pushnil(l);
-            ffi::lua_replace(l, S_READABLE);
-        }
-        ffi::LUA_TTABLE => {
-            if !force_raw && ffi::lua_getmetatable(l, -1) != 0 {
-                ffi::lua_pop(l, 2);
+        match ffi::lua_type(l, -1) {
+            ffi::LUA_TNIL => {
+                // No handler at all: messages are dropped.
+                ffi::lua_pushnil(l);
+                ffi::lua_replace(l, S_DATA);
+                ffi::lua_pushnil(l);
+                ffi::lua_replace(l, S_READABLE);
+            }
+            ffi::LUA_TTABLE => {
+                if !force_raw && ffi::lua_getmetatable(l, -1) != 0 {
+                    ffi::lua_pop(l, 2);
+                    return false;
+                }
+                ffi::lua_pushvalue(l, A_DATA_KEY);
+                ffi::lua_rawget(l, -2);
+                ffi::lua_replace(l, S_DATA);
+                ffi::lua_pushvalue(l, A_READABLE_KEY);
+                ffi::lua_rawget(l, -2);
+                ffi::lua_replace(l, S_READABLE);
+            }
+            _ => {
+                ffi::lua_pop(l, 1);
                 return false;
             }
-            ffi::lua_pushvalue(l, A_DATA_KEY);
-            ffi::lua_rawget(l, -2);
-            ffi::lua_replace(l, S_DATA);
-            ffi::lua_pushvalue(l, A_READABLE_KEY);
-            ffi::lua_rawget(l, -2);
-            ffi::lua_replace(l, S_READABLE);
         }
-        _ => {
-            ffi::lua_pop(l, 1);
-            return false;
-        }
+        ffi::lua_replace(l, S_HANDLER);
+        run.cached = if own { Cached::Own } else { Cached::Default };
+        run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
+        run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
+        true
     }
-    ffi::lua_replace(l, S_HANDLER);
-    run.cached = if own { Cached::Own } else { Cached::Default };
-    run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
-    run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
-    true
 }
 
 /// Deliver the pending framed-mode packets of `run`.
+///
+/// # Safety
+///
+/// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
 unsafe fn deliver_frames(l: *mut ffi::lua_State, run: &mut Run) {
-    while run.frame_pos < run.frames.len() {
-        let f = &run.frames[run.frame_pos];
-        run.frame_pos += 1;
-        if run.has_data {
-            ffi::lua_pushvalue(l, S_DATA);
-            ffi::lua_pushinteger(l, run.frame_id);
-            ffi::lua_pushlstring(l, f.as_ptr() as *const c_char, f.len());
-            ffi::lua_call(l, 2, 0);
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        while run.frame_pos < run.frames.len() {
+            let f = &run.frames[run.frame_pos];
+            run.frame_pos += 1;
+            if run.has_data {
+                ffi::lua_pushvalue(l, S_DATA);
+                ffi::lua_pushinteger(l, run.frame_id);
+                ffi::lua_pushlstring(l, f.as_ptr() as *const c_char, f.len());
+                ffi::lua_call(l, 2, 0);
+            }
         }
     }
 }
@@ -511,62 +597,69 @@ unsafe fn deliver_frames(l: *mut ffi::lua_State, run: &mut Run) {
 /// after each callback error. Callbacks run with `lua_call`: one protected call covers
 /// the whole run instead of one per message. Nothing in this frame has a destructor, so
 /// an error unwinding it leaves no Rust state behind (progress lives in `Run`).
+///
+/// # Safety
+///
+/// Called by Lua only, as a C function: `l` is a valid state inside that call.
 unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: argument 1 is the `Run` of the caller's frame, alive during this call.
-    let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
-    ffi::lua_settop(l, S_READABLE);
-    run.cached = Cached::Nothing;
-    run.has_data = false;
-    run.has_readable = false;
-    if run.frame_pos < run.frames.len() {
-        // Packets left by a callback error go to the socket's handler as it is now
-        // (if a callback made it something other than a table, they are dropped).
-        select_handler(l, run, run.frame_id, true);
-        deliver_frames(l, run);
-    }
-    while let Some((sid, data)) = run.batch.data_at(run.next) {
-        if run.st.handler_epoch.get() != run.epoch {
-            break;
+    // SAFETY: Lua calls this with a valid state, as a C function (see # Safety).
+    unsafe {
+        // SAFETY: argument 1 is the `Run` of the caller's frame, alive during this call.
+        let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
+        ffi::lua_settop(l, S_READABLE);
+        run.cached = Cached::Nothing;
+        run.has_data = false;
+        run.has_readable = false;
+        if run.frame_pos < run.frames.len() {
+            // Packets left by a callback error go to the socket's handler as it is now
+            // (if a callback made it something other than a table, they are dropped).
+            select_handler(l, run, run.frame_id, true);
+            deliver_frames(l, run);
         }
-        let id = sid as ffi::lua_Integer;
-        // The common case, the module-wide handler already cached, without a call.
-        let cached = run.cached == Cached::Default && run.st.own_handlers.get() == 0;
-        if !cached && !select_handler(l, run, id, false) {
-            break; // the high-level dispatcher takes it from here
-        }
-        run.next += 1;
-        let route = run.route;
-        let routed = match catch_unwind(AssertUnwindSafe(|| route(sid, data))) {
-            Ok(r) => r,
-            // Reported as this message's callback error; delivery resumes after it.
-            Err(payload) => raise_panic(l, payload),
-        };
-        match routed {
-            Routed::Normal => {
-                if run.has_data {
-                    ffi::lua_pushvalue(l, S_DATA);
-                    ffi::lua_pushinteger(l, id);
-                    ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
-                    ffi::lua_call(l, 2, 0);
+        while let Some((sid, data)) = run.batch.data_at(run.next) {
+            if run.st.handler_epoch.get() != run.epoch {
+                break;
+            }
+            let id = sid as ffi::lua_Integer;
+            // The common case, the module-wide handler already cached, without a call.
+            let cached = run.cached == Cached::Default && run.st.own_handlers.get() == 0;
+            if !cached && !select_handler(l, run, id, false) {
+                break; // the high-level dispatcher takes it from here
+            }
+            run.next += 1;
+            let route = run.route;
+            let routed = match catch_unwind(AssertUnwindSafe(|| route(sid, data))) {
+                Ok(r) => r,
+                // Reported as this message's callback error; delivery resumes after it.
+                Err(payload) => raise_panic(l, payload),
+            };
+            match routed {
+                Routed::Normal => {
+                    if run.has_data {
+                        ffi::lua_pushvalue(l, S_DATA);
+                        ffi::lua_pushinteger(l, id);
+                        ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+                        ffi::lua_call(l, 2, 0);
+                    }
+                }
+                Routed::Readable(n) => {
+                    if run.has_readable {
+                        ffi::lua_pushvalue(l, S_READABLE);
+                        ffi::lua_pushinteger(l, id);
+                        ffi::lua_pushinteger(l, n as ffi::lua_Integer);
+                        ffi::lua_call(l, 2, 0);
+                    }
+                }
+                Routed::Frames(frames) => {
+                    run.frames = frames;
+                    run.frame_pos = 0;
+                    run.frame_id = id;
+                    deliver_frames(l, run);
                 }
             }
-            Routed::Readable(n) => {
-                if run.has_readable {
-                    ffi::lua_pushvalue(l, S_READABLE);
-                    ffi::lua_pushinteger(l, id);
-                    ffi::lua_pushinteger(l, n as ffi::lua_Integer);
-                    ffi::lua_call(l, 2, 0);
-                }
-            }
-            Routed::Frames(frames) => {
-                run.frames = frames;
-                run.frame_pos = 0;
-                run.frame_id = id;
-                deliver_frames(l, run);
-            }
         }
+        0
     }
-    0
 }
 
 /// Deliver messages from `start` on while they are `data` messages whose socket's

@@ -11,6 +11,7 @@ use mlua::{Lua, Table, Value};
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::buffer::{self, Routed};
+use super::buffer_api;
 use super::crypt;
 use super::dispatch;
 use super::fast;
@@ -58,14 +59,14 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("configure", configure),
     ("count", count),
     ("idle", idle),
-    ("buffered", buffer::buffered),
-    ("framed", buffer::framed),
-    ("unbuffer", buffer::unbuffer),
-    ("unread", buffer::unread),
-    ("readframe", buffer::readframe),
-    ("sendframe", buffer::sendframe),
-    ("pack", buffer::pack),
-    ("buffers", buffer::buffers),
+    ("buffered", buffer_api::buffered),
+    ("framed", buffer_api::framed),
+    ("unbuffer", buffer_api::unbuffer),
+    ("unread", buffer_api::unread),
+    ("readframe", buffer_api::readframe),
+    ("sendframe", buffer_api::sendframe),
+    ("pack", buffer_api::pack),
+    ("buffers", buffer_api::buffers),
     ("now", now),
     ("sha1", crypt::sha1),
     ("hmac_sha1", crypt::hmac_sha1),

@@ -8,10 +8,12 @@ mod address;
 mod api;
 mod args;
 mod buffer;
+mod buffer_api;
 mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
+mod readbuf;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;

@@ -4,17 +4,17 @@
 //! failure returns `nil, message` (functions that create sockets) or `false, message`
 //! (operations on an id). Ids are plain integers.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mlua::{Lua, Table, Value};
 
 use super::address::{resolve_one, split_host_port, unix_path};
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
-use super::buffer::{self, Routed};
+use super::buffer;
 use super::buffer_api;
+use super::configure::configure;
 use super::crypt;
-use super::dispatch;
-use super::fast;
+use super::run::{cancel_timeout, dispatch_handler, exit, on_error, poll, run_loop, timeout};
 use super::state::State;
 use crate::engine::{address, Error, SocketId};
 use crate::sys::net::{Addr, ListenOptions};
@@ -108,10 +108,16 @@ fn ok_or_false(lua: &Lua, r: crate::engine::Result<()>) -> Ret {
 /// `"unix:/path"`, `"host:port"`, or `host, port`. Returns the address and the next
 /// argument position.
 pub(super) fn host_port_args(
+    st: &State,
     a: &Args,
     pos: usize,
     default_host: &str,
 ) -> Result<(Result<Addr, String>, usize), Fail> {
+    // Names go through the engine's resolver (`Config::resolver`), like every other
+    // lookup of the module.
+    let resolve_one = |host: &str, port: u16| {
+        resolve_one(host, port, |h| st.engine.borrow_mut().ops().resolve(h))
+    };
     match a.get(pos) {
         Value::Integer(_) | Value::Number(_) => {
             let port = a.port(pos)?;
@@ -153,7 +159,7 @@ pub(super) fn addr_results(lua: &Lua, id: SocketId, local: Option<Addr>) -> Ret 
 /// `listen(host, port [, backlog | options])` → `id, ip, port` or `nil, message`.
 /// `options` is a table `{ backlog = n, reuseport = bool }`.
 fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let (addr, next) = host_port_args(a, 1, "127.0.0.1")?;
+    let (addr, next) = host_port_args(st, a, 1, "127.0.0.1")?;
     let opts = listen_options(a, next)?;
     let addr = match addr {
         Ok(addr) => addr,
@@ -221,7 +227,7 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
             }
         }
     }
-    let (addr, _) = host_port_args(a, 1, "127.0.0.1")?;
+    let (addr, _) = host_port_args(st, a, 1, "127.0.0.1")?;
     let addr = match addr {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
@@ -326,7 +332,7 @@ fn udp(lua: &Lua, st: &State, a: &Args) -> Ret {
     let bind = if a.is_none(1) {
         None
     } else {
-        match host_port_args(a, 1, "127.0.0.1")?.0 {
+        match host_port_args(st, a, 1, "127.0.0.1")?.0 {
             Ok(addr) => Some(addr),
             Err(msg) => return nil_msg(lua, msg),
         }
@@ -340,7 +346,7 @@ fn udp(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 /// `udp_listen(host, port)` → id of a bound UDP socket.
 fn udp_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let (addr, _) = host_port_args(a, 1, "127.0.0.1")?;
+    let (addr, _) = host_port_args(st, a, 1, "127.0.0.1")?;
     let addr = match addr {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
@@ -354,7 +360,7 @@ fn udp_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 /// `udp_dial(host, port)` → id of an unbound UDP socket connected to that peer.
 fn udp_dial(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let (addr, _) = host_port_args(a, 1, "127.0.0.1")?;
+    let (addr, _) = host_port_args(st, a, 1, "127.0.0.1")?;
     let addr = match addr {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
@@ -375,7 +381,7 @@ fn udp_dial(lua: &Lua, st: &State, a: &Args) -> Ret {
 /// `udp_connect(id, host, port)`: set the default peer.
 fn udp_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
-    let (addr, _) = host_port_args(a, 2, "127.0.0.1")?;
+    let (addr, _) = host_port_args(st, a, 2, "127.0.0.1")?;
     let addr = match addr {
         Ok(addr) => addr,
         Err(msg) => return false_msg(lua, msg),
@@ -477,250 +483,6 @@ fn resolve(lua: &Lua, st: &State, a: &Args) -> Ret {
         }
         Err(e) => nil_msg(lua, format!("cannot resolve '{host}': {e}")),
     }
-}
-
-/// `timeout(ms, fn)` → timer id; `fn()` runs once after `ms` milliseconds.
-fn timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let ms = a.number(1)?;
-    if !ms.is_finite() || ms < 0.0 {
-        return Err(a.error(1, "timeout must be a finite number >= 0"));
-    }
-    let f = a.function(2)?;
-    let tid = st.engine.borrow_mut().add_timer(millis(ms));
-    st.timers.raw_set(tid as i64, f)?;
-    ret(lua, tid as i64)
-}
-
-/// A finite, non-negative number of milliseconds as a `Duration`, saturating at
-/// `Duration::MAX` (`from_secs_f64` would panic past `u64::MAX` seconds).
-fn millis(ms: f64) -> Duration {
-    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
-}
-
-/// `cancel_timeout(timer)` → true if it was pending.
-fn cancel_timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let tid = a.integer(1)?;
-    let was = tid > 0 && st.engine.borrow_mut().cancel_timer(tid as u64);
-    st.timers.raw_set(tid, Value::Nil)?;
-    ret(lua, was)
-}
-
-/// `dispatch(handler)`: the module-wide handler; returns the previous one.
-fn dispatch_handler(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let h = a.opt_handler(1)?.unwrap_or(Value::Nil);
-    let old = st.default_handler.replace(h);
-    st.handler_epoch.set(st.handler_epoch.get() + 1);
-    ret(lua, old)
-}
-
-/// `on_error(fn)`: where callback errors go (nil: stderr); returns the previous hook.
-fn on_error(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let f = if a.is_none(1) {
-        None
-    } else {
-        Some(a.function(1)?)
-    };
-    let old = st.on_error.replace(f);
-    ret(lua, old)
-}
-
-/// One poll step and the delivery of its messages. Returns how many were delivered.
-fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail> {
-    let mut batch = st.batch.borrow_mut();
-    {
-        let mut eng = st.engine.borrow_mut();
-        if timeout.is_none() && eng.is_idle() {
-            return Ok(0);
-        }
-        // Without a timeout, wait until there is something to deliver: readiness that
-        // yields no message (a flush, a TLS handshake round trip) is not "something".
-        loop {
-            eng.poll(&mut batch, timeout).map_err(|e| {
-                Fail::Lua(mlua::Error::RuntimeError(format!(
-                    "skysocket poll failed: {e}"
-                )))
-            })?;
-            if !batch.is_empty() || timeout.is_some() || eng.is_idle() {
-                break;
-            }
-        }
-    }
-    st.dispatching.set(true);
-    let result = deliver_batch(lua, st, &batch);
-    st.dispatching.set(false);
-    result?;
-    Ok(batch.len())
-}
-
-/// Deliver a batch in order: runs of plain `data` messages through the raw fast path,
-/// everything else through the high-level dispatcher.
-fn deliver_batch(lua: &Lua, st: &State, batch: &crate::engine::Batch) -> mlua::Result<()> {
-    let route = |id: u64, data: &[u8]| {
-        if st.buffers.borrow().is_empty() {
-            Routed::Normal
-        } else {
-            buffer::on_data(st, id, data)
-        }
-    };
-    let mut i = 0;
-    while i < batch.len() {
-        let (next, errors) = fast::deliver_data_run(lua, st, batch, i, &route)?;
-        for e in errors {
-            dispatch::report(st, e);
-        }
-        if next > i {
-            i = next;
-            continue;
-        }
-        dispatch::deliver(lua, st, batch.get(i), &route)?;
-        i += 1;
-    }
-    Ok(())
-}
-
-fn not_in_callback(st: &State, a: &Args) -> Result<(), Fail> {
-    if st.dispatching.get() {
-        return Err(Fail::Arg(format!(
-            "'{}' cannot be called from inside a callback",
-            a.name()
-        )));
-    }
-    Ok(())
-}
-
-/// `poll([timeout_ms])`: wait at most `timeout_ms` (nil: until something happens;
-/// returns at once when nothing is open) and deliver what arrived.
-fn poll(lua: &Lua, st: &State, a: &Args) -> Ret {
-    not_in_callback(st, a)?;
-    let timeout = if a.is_none(1) {
-        None
-    } else {
-        let ms = a.number(1)?;
-        if ms.is_nan() {
-            return Err(a.error(1, "timeout is NaN"));
-        }
-        if ms < 0.0 || ms.is_infinite() {
-            None
-        } else {
-            Some(millis(ms))
-        }
-    };
-    let n = step(lua, st, timeout)?;
-    ret(lua, n as i64)
-}
-
-/// `loop()`: deliver messages until `exit()` is called or nothing is left to wait on.
-fn run_loop(lua: &Lua, st: &State, a: &Args) -> Ret {
-    not_in_callback(st, a)?;
-    st.exit.set(false);
-    while !st.exit.get() {
-        if st.engine.borrow().is_idle() {
-            break;
-        }
-        step(lua, st, None)?;
-    }
-    st.exit.set(false);
-    ret(lua, true)
-}
-
-/// `exit()`: make `loop()` return after the current message.
-fn exit(lua: &Lua, st: &State, _a: &Args) -> Ret {
-    st.exit.set(true);
-    ret(lua, ())
-}
-
-/// `configure([settings])`: with a table, rebuild the engine with these settings (only
-/// while no socket or timer exists); always returns the settings now in force.
-fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
-    not_in_callback(st, a)?;
-    if !a.is_none(1) {
-        let Value::Table(t) = a.get(1) else {
-            return Err(a.error(1, format!("table expected, got {}", type_of(a, 1))));
-        };
-        let mut c = st.engine.borrow().config().clone();
-        for pair in t.pairs::<Value, Value>() {
-            let (k, v) = pair?;
-            let key = match &k {
-                Value::String(s) => s.to_string_lossy(),
-                _ => return Err(a.error(1, "setting names must be strings")),
-            };
-            if key == "nodelay" {
-                let Value::Boolean(on) = v else {
-                    return Err(a.error(1, "setting 'nodelay' must be a boolean"));
-                };
-                c.nodelay = on;
-                continue;
-            }
-            let n = match v {
-                Value::Integer(i) => i,
-                Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
-                _ => return Err(a.error(1, format!("setting '{key}' must be an integer"))),
-            };
-            let positive = || {
-                usize::try_from(n)
-                    .ok()
-                    .filter(|&v| v > 0)
-                    .ok_or_else(|| a.error(1, format!("setting '{key}' must be > 0")))
-            };
-            match key.as_str() {
-                "max_sockets" => c.max_sockets = positive()?.min(1 << 30),
-                "max_read" => c.max_read = positive()?.max(c.min_read),
-                "warn_size" => c.warn_size = positive()?,
-                "write_limit" => {
-                    c.default_write_limit = usize::try_from(n)
-                        .map_err(|_| a.error(1, "setting 'write_limit' must be >= 0"))?
-                }
-                "write_budget" => {
-                    c.write_budget = usize::try_from(n)
-                        .map_err(|_| a.error(1, "setting 'write_budget' must be >= 0"))?
-                }
-                "close_timeout" => {
-                    let ms = u64::try_from(n)
-                        .map_err(|_| a.error(1, "setting 'close_timeout' must be >= 0"))?;
-                    c.close_timeout = (ms > 0).then(|| Duration::from_millis(ms));
-                }
-                "accept_burst" => c.accept_burst = positive()?,
-                "resolver_threads" => c.resolver_threads = positive()?.min(64),
-                "tls_handshake_timeout" => {
-                    let ms = u64::try_from(n)
-                        .map_err(|_| a.error(1, "setting 'tls_handshake_timeout' must be >= 0"))?;
-                    c.tls_handshake_timeout = (ms > 0).then(|| Duration::from_millis(ms));
-                }
-                "first_tag" => {
-                    c.first_tag = u64::try_from(n)
-                        .map_err(|_| a.error(1, "setting 'first_tag' must be >= 0"))?
-                }
-                other => return Err(a.error(1, format!("unknown setting '{other}'"))),
-            }
-        }
-        if !st.engine.borrow().is_idle() {
-            return false_msg(lua, "configure: close every socket and timer first");
-        }
-        let engine = crate::engine::Engine::new(c)
-            .map_err(|e| Fail::Lua(mlua::Error::RuntimeError(format!("configure: {e}"))))?;
-        *st.engine.borrow_mut() = engine;
-    }
-    let eng = st.engine.borrow();
-    let c = eng.config();
-    let t = lua.create_table()?;
-    t.raw_set("max_sockets", c.max_sockets as i64)?;
-    t.raw_set("max_read", c.max_read as i64)?;
-    t.raw_set("warn_size", c.warn_size as i64)?;
-    t.raw_set("write_limit", c.default_write_limit as i64)?;
-    t.raw_set("write_budget", c.write_budget as i64)?;
-    t.raw_set(
-        "close_timeout",
-        c.close_timeout.map_or(0, |d| d.as_millis() as i64),
-    )?;
-    t.raw_set("accept_burst", c.accept_burst as i64)?;
-    t.raw_set("nodelay", c.nodelay)?;
-    t.raw_set("first_tag", c.first_tag as i64)?;
-    t.raw_set("resolver_threads", c.resolver_threads as i64)?;
-    t.raw_set(
-        "tls_handshake_timeout",
-        c.tls_handshake_timeout.map_or(0, |d| d.as_millis() as i64),
-    )?;
-    ret(lua, t)
 }
 
 fn backend(lua: &Lua, _st: &State, _a: &Args) -> Ret {

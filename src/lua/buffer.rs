@@ -24,9 +24,9 @@
 
 use std::cell::RefMut;
 
+pub use super::readbuf::{Buffers, ReadBuf, Spare};
 use super::state::State;
 use crate::engine::SocketId;
-pub use super::readbuf::{Buffers, ReadBuf, Spare};
 
 /// Default unread size above which reading pauses.
 pub const DEFAULT_LIMIT: usize = 128 * 1024;

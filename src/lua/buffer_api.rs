@@ -266,4 +266,3 @@ fn take(
         None => ret(lua, Value::Nil),
     }
 }
-

@@ -9,11 +9,13 @@ mod api;
 mod args;
 mod buffer;
 mod buffer_api;
+mod configure;
 mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
 mod readbuf;
+mod run;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;

@@ -203,7 +203,7 @@ fn tls_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
 /// `tls_listen(host, port, ctx [, backlog | options])` → `id, ip, port`, or
 /// `nil, message`. Sockets it accepts do a server handshake once started.
 fn tls_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let (addr, next) = host_port_args(a, 1, "127.0.0.1")?;
+    let (addr, next) = host_port_args(st, a, 1, "127.0.0.1")?;
     let ctx = ctx_arg(a, next)?;
     if !ctx.is_server() {
         return Err(a.error(next, "a server context (mode = \"server\") is needed"));

@@ -8,12 +8,16 @@ mod address;
 mod api;
 mod args;
 mod buffer;
+mod buffer_api;
 mod codec;
+mod configure;
 mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
 mod http_head;
+mod readbuf;
+mod run;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;

@@ -32,3 +32,9 @@ impl Handle {
         self.core.slots.live()
     }
 }
+
+// A handle goes to other threads and may be shared between them.
+const _: fn() = || {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Handle>();
+};

@@ -17,8 +17,8 @@ impl Handle {
         Handle { core }
     }
 
-    /// The socket operations, from this thread. Messages they produce (and work only
-    /// the poll thread can do) reach the poll thread when the `Ops` is dropped.
+    /// The socket operations, from this thread. Messages they produce, and work only
+    /// the poll thread can do, reach the poll thread as commands (it is woken).
     pub fn ops(&self) -> Ops<'_> {
         Ops::remote(&self.core)
     }

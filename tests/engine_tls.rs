@@ -403,6 +403,62 @@ fn sends_from_other_threads_go_through_the_poll_thread() {
     }
 }
 
+#[test]
+fn tls_connect_and_upgrade_from_another_thread() {
+    // The TLS operations are the same `Ops` off the poll thread: the connection is
+    // attached there, the poll thread arms the handshake timeout and flushes.
+    let ca = Ca::new("remote ca");
+    let sctx = server_ctx(&ca, &["localhost"]);
+    let cctx = client_ctx(&ca);
+    let mut h = Harness::new();
+    let (lid, addr) = tls_listener(&mut h, &sctx);
+    let handle = h.engine.handle();
+    let c2 = cctx.clone();
+    let cid = thread::spawn(move || {
+        handle
+            .ops()
+            .tls_connect(&Addr::Inet(addr), &c2, Some("localhost"), 5)
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    let sid = h.accept(lid);
+    h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
+    h.wait_for("client hs", |m| m.kind == MsgKind::Handshake && m.id == cid);
+    h.wait_for("server hs", |m| m.kind == MsgKind::Handshake && m.id == sid);
+    let handle = h.engine.handle();
+    thread::spawn(move || handle.ops().send(cid, b"over tls", Priority::High).unwrap())
+        .join()
+        .unwrap();
+    let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == sid);
+    assert_eq!(d.data, b"over tls");
+
+    // STARTTLS on both ends of a plain pair, asked for from other threads.
+    let (plid, paddr) = h.listen("127.0.0.1");
+    let pc = h.engine.ops().connect(&Addr::Inet(paddr), 5).unwrap();
+    h.wait_for("plain open", |m| m.kind == MsgKind::Open && m.id == pc);
+    let ps = h.accept(plid);
+    let (handle, s2, c2) = (h.engine.handle(), sctx.clone(), cctx.clone());
+    thread::spawn(move || {
+        handle.ops().tls_upgrade(ps, &s2, None).unwrap();
+        handle
+            .ops()
+            .tls_upgrade(pc, &c2, Some("localhost"))
+            .unwrap();
+        assert!(handle.ops().tls_upgrade(pc, &c2, None).is_err(), "twice");
+    })
+    .join()
+    .unwrap();
+    h.wait_for("client hs", |m| m.kind == MsgKind::Handshake && m.id == pc);
+    h.wait_for("server hs", |m| m.kind == MsgKind::Handshake && m.id == ps);
+    h.engine
+        .ops()
+        .send(pc, b"upgraded", Priority::High)
+        .unwrap();
+    let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == ps);
+    assert_eq!(d.data, b"upgraded");
+}
+
 /// Expect an `Error` on `id` whose text contains `needle`, and no close of `keep`.
 fn expect_error(h: &mut Harness, id: u64, needle: &str) -> String {
     let m = h.wait_for("error", |m| {

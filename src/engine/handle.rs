@@ -17,8 +17,8 @@ impl Handle {
         Handle { core }
     }
 
-    /// The socket operations, from this thread. Messages they produce (and work only
-    /// the poll thread can do) reach the poll thread when the `Ops` is dropped.
+    /// The socket operations, from this thread. Messages they produce, and work only
+    /// the poll thread can do, reach the poll thread as commands (it is woken).
     pub fn ops(&self) -> Ops<'_> {
         Ops::remote(&self.core)
     }
@@ -32,3 +32,9 @@ impl Handle {
         self.core.slots.live()
     }
 }
+
+// A handle goes to other threads and may be shared between them.
+const _: fn() = || {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Handle>();
+};

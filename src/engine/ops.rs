@@ -5,8 +5,9 @@
 //! carries out the returned step. On the poll thread the step happens at once, under
 //! the same lock. On another thread whatever needs the poller becomes a command for
 //! the poll thread (which the waker interrupts), and so do messages produced on the
-//! way; everything else (a direct write, queueing,
-//! pause/resume flags, socket options) happens right there under the socket's lock.
+//! way (each operation hands them over before it returns); everything else (a direct
+//! write, queueing, pause/resume flags, socket options) happens right there under the
+//! socket's lock.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +28,7 @@ use super::socket::{Priority, Proto, Socket, SocketFile};
 use crate::sys::net::{self, Addr, ListenOptions};
 
 /// Where an operation's messages go: the poll thread's pending batch, or a batch of
-/// its own that another thread's `Ops` hands over when dropped.
+/// its own that another thread's `Ops` hands over before each operation returns.
 enum Out<'a> {
     Poll(&'a mut Batch),
     Remote(Batch),

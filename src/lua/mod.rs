@@ -97,7 +97,7 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         .load(SHIM)
         .set_name("=skysocket")
         .call((raw, sentinel))?;
-    // The hot path: send/write/lwrite are raw C closures (see fast.rs).
+    // The hot path: send/write/lwrite are raw C closures (see fast/mod.rs).
     module.raw_set("send", fast::send_function(lua, &st, c"send", false)?)?;
     module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
     module.raw_set("lwrite", fast::send_function(lua, &st, c"lwrite", true)?)?;

@@ -30,9 +30,9 @@ pub struct State {
     pub resolves: Table,
     /// Receives callback errors; `None` writes them to stderr.
     pub on_error: RefCell<Option<Function>>,
-    /// Read buffers of sockets in buffered or framed mode (see `buffer.rs`).
+    /// Read buffers of sockets in buffered or framed mode (see `readbuf.rs`).
     pub buffers: RefCell<Buffers>,
-    /// Storage of drained read buffers, for reuse (see `buffer.rs`).
+    /// Storage of drained read buffers, for reuse (see `readbuf.rs`).
     pub spare: RefCell<super::buffer::Spare>,
 }
 

@@ -23,8 +23,13 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use mlua::{ffi, AnyUserData, Function, Lua};
 
 use super::buffer::{self, Routed};
+
+// The coroutine layer's `readable` handler as a C closure (issue 18).
+#[path = "fast_wake.rs"]
+mod wake;
 use super::state::State;
 use crate::engine::{Batch, Message, MsgKind, Priority};
+pub use wake::waker_function;
 
 /// `lua_typename` of argument `i`, or "no value" past the top.
 ///

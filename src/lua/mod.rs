@@ -98,6 +98,8 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     for (name, f) in fast::read_functions(lua, &st)? {
         module.raw_set(name, f)?;
     }
+    // The coroutine layer's readable handler (internal; see fast_wake.rs).
+    module.raw_set("waker", fast::waker_function(lua)?)?;
     if hooks::enabled() {
         module.raw_set("_test_panic", test_panic_function(lua)?)?;
         module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;

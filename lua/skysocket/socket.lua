@@ -44,7 +44,9 @@ local M = {}
 -- per client):
 local state = {}   -- id -> connected (true/false; UDP true, listeners false); nil: the
                    --       id is not a socket of this module
-local reader = {}  -- id -> the coroutine waiting in a read of the socket, else false
+local reader = {}  -- id -> the coroutine waiting in a read of the socket; else true if
+                   --       the last read(id) drained the buffer and nothing arrived
+                   --       since (read(id) then waits without looking), else false
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
                    --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
@@ -63,7 +65,8 @@ local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
-local wait, ready, self, park = sched.wait, sched.ready, sched.self, sched.park
+local wait, ready, self = sched.wait, sched.ready, sched.self
+local threads, PARKED = sched.threads, sched.PARKED
 local yield, running = coroutine.yield, coroutine.running
 local floor = math.floor
 local readsome = raw.readsome
@@ -115,7 +118,7 @@ end
 
 local function wake(id)
   local co = reader[id]
-  if co then ready(co) end
+  if co and co ~= true then ready(co) end
   local x = rare[id]
   if x and x.closer then ready(x.closer) end
 end
@@ -150,10 +153,9 @@ function H.handshake(id)
   wake(id)
 end
 
-function H.readable(id)
-  local co = reader[id]
-  if co then ready(co) end
-end
+-- readable(id, unread): wake the coroutine waiting in a read of id (a C closure; see
+-- sched.waker).
+H.readable = sched.waker(reader)
 
 function H.close(id)
   local x = rare[id]
@@ -262,7 +264,8 @@ end
 -- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
 -- it expires; without one, a timeout set on the socket bounds this wait.
 local function suspend(id, dl)
-  if reader[id] then error("socket " .. id .. " already has a waiting reader", 3) end
+  local r = reader[id]
+  if r and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
   if dl then
@@ -379,29 +382,52 @@ function M.read(id, n)
     argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
   end
   if n == nil then
-    while true do
+    local r = reader[id]
+    if r ~= true then -- true: the last read drained the buffer, nothing arrived since
       local d = readsome(id)
-      if d then return d end
-      if not connected then return false, "" end
+      if d then
+        if not r then reader[id] = true end
+        return d
+      end
+    end
+    while true do
+      if not connected then
+        if r == true then reader[id] = false end
+        return false, ""
+      end
       -- suspend(id) inlined, and without a timeout the yield is done right here
-      -- (sched.park): an idle connection's coroutine waits in this frame. A coroutine
-      -- keeps the CallInfos (and Lua stack) of its deepest call chain, so nothing
-      -- here goes more than one call below read.
-      if reader[id] then error("socket " .. id .. " already has a waiting reader", 2) end
+      -- (sched.park, inlined too): an idle connection's coroutine waits in this frame.
+      -- A coroutine keeps the CallInfos (and Lua stack) of its deepest call chain, so
+      -- nothing here goes more than one call below read.
+      if r and r ~= true then error("socket " .. id .. " already has a waiting reader", 2) end
       local x = rare[id]
       if x and x.paused then unpause(id) end
       local timeout, co = x and x.timeout, running()
-      if timeout then co = self() elseif not park(co) then co = nil end
-      if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+      -- The owner of the socket is known to be a scheduled coroutine (own() is only
+      -- ever given one), so only a new owner needs the check.
+      if owner[id] ~= co then
+        if timeout then co = self() elseif threads[co] == nil then co = nil end
+        if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+        own(id, co)
+      end
       reader[id] = co
-      if owner[id] ~= co then own(id, co) end
       local ok, err = true, nil
-      if timeout then ok, err = wait(timeout) else yield() end
+      if timeout then
+        ok, err = wait(timeout)
+      else
+        threads[co] = true
+        yield(PARKED)
+      end
       if reader[id] ~= co then return false, "" end -- abandoned meanwhile
-      reader[id] = false
       x = rare[id]
-      if x and x.closer then ready(x.closer) end
-      if not ok then return nil, err end
+      if x and x.closer then reader[id] = false; ready(x.closer) end
+      if not ok then reader[id] = false; return nil, err end
+      local d = readsome(id)
+      if d then
+        reader[id] = true
+        return d
+      end
+      reader[id], r = false, false
       connected = state[id]
     end
   end
@@ -524,7 +550,7 @@ function M.close(id)
     if me then
       x = ext(id)
       x.closer = me
-      while state[id] or x.connecting or reader[id] do
+      while state[id] or x.connecting or (reader[id] or true) ~= true do
         local ok = sched.wait(x.timeout)
         if not ok then
           raw.close(id, true)

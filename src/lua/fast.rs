@@ -24,12 +24,12 @@ use mlua::{ffi, AnyUserData, Function, Lua};
 
 use super::buffer::{self, Routed};
 
-// The coroutine layer's `readable` handler as a C closure (issue 18).
-#[path = "fast_wake.rs"]
-mod wake;
+// The coroutine layer's raw fast paths: its readable handler and run loop (issue 18).
+#[path = "fast_co.rs"]
+mod co;
 use super::state::State;
 use crate::engine::{Batch, Message, MsgKind, Priority};
-pub use wake::waker_function;
+pub use co::{runner_function, waker_function};
 
 /// `lua_typename` of argument `i`, or "no value" past the top.
 ///

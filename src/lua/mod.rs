@@ -98,8 +98,9 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     for (name, f) in fast::read_functions(lua, &st)? {
         module.raw_set(name, f)?;
     }
-    // The coroutine layer's readable handler (internal; see fast_wake.rs).
+    // The coroutine layer's readable handler and run loop (internal; see fast_co.rs).
     module.raw_set("waker", fast::waker_function(lua)?)?;
+    module.raw_set("runner", fast::runner_function(lua)?)?;
     if hooks::enabled() {
         module.raw_set("_test_panic", test_panic_function(lua)?)?;
         module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;

@@ -183,11 +183,31 @@ end
 S.PARKED = PARKED
 S.threads = threads
 
--- Internal, for skysocket.socket: a readable(id) handler that wakes the coroutine
--- parked in reader[id] (see raw.waker in src/lua/fast_wake.rs): ready(reader[id])
--- without a Lua call per arrival; reader[id] == true (drained) becomes false.
+-- Internal, for skysocket.socket, whose reads wait per socket rather than per
+-- coroutine: reader[id] = co, then yield(PARKED) with threads[co] left false (so no
+-- lookup keyed by the coroutine is made on the way). Whoever wakes such a reader sets
+-- reader[id] = false and queues co with push(co); the readable handler waker(reader)
+-- (raw.waker, src/lua/fast_co.rs) does that in C for every arrival. on_reset(fn):
+-- fn() runs when run() returns, so that the socket layer forgets the readers of the
+-- coroutines abandoned there.
+-- The run loop's C part (see src/lua/fast_co.rs).
+local runq = raw.runner(queue, qargs, PARKED)
+
 function S.waker(reader)
-  return raw.waker(reader, threads, queue)
+  return raw.waker(reader, queue)
+end
+
+function S.push(co)
+  local t = queue[0] + 1
+  queue[0] = t
+  queue[t] = co
+end
+
+local reset_hook
+function S.on_reset(fn)
+  local old = reset_hook
+  reset_hook = fn
+  return old
 end
 
 function S.wakeup(co, ...)
@@ -216,6 +236,7 @@ end
 
 function S.exit()
   exiting = true
+  queue[-1] = true -- seen by the runner's C loop
 end
 
 function S.on_error(fn)
@@ -242,23 +263,27 @@ function S.release() if holds > 0 then holds = holds - 1 end end
 function S.run(main, ...)
   if running then error("sched.run: already running", 2) end
   running, exiting, main_result = true, false, nil
+  queue[-1] = nil
   main_co = S.fork(function(...) main_result = pack(true, main(...)) end, ...)
   local q, qa = queue, qargs
   while true do
-    -- The common turn: a coroutine woken without values suspends again. It is
-    -- resumed here directly; `finished` runs only if it did not suspend through this
-    -- module (it failed, ended, or yielded by itself).
+    -- The common turn: a coroutine woken without values suspends again. runq (a C
+    -- loop) resumes those; it comes back here for a coroutine that did not suspend
+    -- through this module (it failed, ended, or yielded by itself: `finished`), for
+    -- an entry with values to pass, and when the queue is empty or exit() was called.
     while qhead <= q[0] and not exiting do
-      local h = qhead
-      local co, args = q[h], qa[h]
-      q[h] = nil
-      qhead = h + 1
-      if args == nil then
-        local ok, v = resume(co)
-        if v ~= PARKED then finished(co, ok, v) end
+      local h, co, ok, v = runq(qhead)
+      qhead = h
+      if co then
+        finished(co, ok, v)
       else
-        qa[h] = nil
-        step(co, args)
+        local args = qa[h]
+        if args and h <= q[0] and not exiting then
+          co = q[h]
+          q[h], qa[h] = nil, nil
+          qhead = h + 1
+          step(co, args)
+        end
       end
     end
     if qhead > q[0] then qhead, q[0] = 1, 0 end
@@ -285,6 +310,10 @@ function S.run(main, ...)
   live, holds = 0, 0
   running, exiting = false, false
   main_co = nil
+  if reset_hook then
+    local ok, err = pcall(reset_hook)
+    if not ok then report("reset hook: " .. tostring(err)) end
+  end
   local r = main_result
   main_result = nil
   if r == nil then return false, "exited before main finished" end

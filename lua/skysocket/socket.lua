@@ -44,9 +44,14 @@ local M = {}
 -- per client):
 local state = {}   -- id -> connected (true/false; UDP true, listeners false); nil: the
                    --       id is not a socket of this module
-local reader = {}  -- id -> the coroutine waiting in a read of the socket; else true if
-                   --       the last read(id) drained the buffer and nothing arrived
-                   --       since (read(id) then waits without looking), else false
+local reader = {}  -- id -> the coroutine waiting in a read of the socket (not yet
+                   --       woken); false: that reader was woken and has not run yet;
+                   --       true: the last read(id) drained the buffer and nothing
+                   --       arrived since (read(id) then waits without looking); nil:
+                   --       none of these. A read waits per socket: whoever wakes it sets
+                   --       reader[id] = false and queues the coroutine (sched.push); the
+                   --       coroutine's sched state stays false. A woken reader that
+                   --       finds anything but false was abandoned meanwhile.
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
                    --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
@@ -65,7 +70,7 @@ local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
-local wait, ready, self = sched.wait, sched.ready, sched.self
+local ready, self, push = sched.ready, sched.self, sched.push
 local threads, PARKED = sched.threads, sched.PARKED
 local yield, running = coroutine.yield, coroutine.running
 local floor = math.floor
@@ -116,9 +121,17 @@ local function forget(id)
   if owner[id] then disown(id) end
 end
 
-local function wake(id)
+-- Wake the coroutine parked in a read of `id`, if any (as the readable handler does).
+local function kick(id)
   local co = reader[id]
-  if co and co ~= true then ready(co) end
+  if co and co ~= true then
+    reader[id] = false
+    push(co)
+  end
+end
+
+local function wake(id)
+  kick(id)
   local x = rare[id]
   if x and x.closer then ready(x.closer) end
 end
@@ -212,7 +225,7 @@ function H.udp(id, data, from)
 end
 
 local function new_socket(id, connected)
-  state[id], reader[id], rare[id] = connected, false, nil
+  state[id], reader[id], rare[id] = connected, nil, nil
   if default_timeout then ext(id).timeout = default_timeout end
 end
 
@@ -235,7 +248,7 @@ local function arm(id)
   dl.timer = raw.timeout(ms, function()
     dl.expired, dl.timer = true, nil
     local co = dl.co
-    if co and reader[id] == co then ready(co) end
+    if co and reader[id] == co then kick(id) end
   end)
   return dl
 end
@@ -265,23 +278,33 @@ end
 -- it expires; without one, a timeout set on the socket bounds this wait.
 local function suspend(id, dl)
   local r = reader[id]
-  if r and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
+  if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
   if dl then
     if dl.expired then return false, "timeout" end
     dl.co = co
   end
-  reader[id] = co
   if owner[id] ~= co then own(id, co) end
   unpause(id)
-  local ok, err
-  if dl then ok, err = wait() else ok, err = wait((rare[id] or NONE).timeout) end
-  if reader[id] ~= co then return nil end
-  reader[id] = false
+  reader[id] = co
+  local t, fired
+  local ms = not dl and (rare[id] or NONE).timeout
+  if ms then
+    t = raw.timeout(ms, function()
+      t = nil
+      if reader[id] == co then fired = true; kick(id) end
+    end)
+  end
+  yield(PARKED)
+  if t then raw.cancel_timeout(t) end
+  if reader[id] ~= false and reader[id] ~= co then
+    return nil -- forgotten (abandoned, or closed by force) or taken over
+  end
+  reader[id] = nil
   local x = rare[id]
   if x and x.closer then ready(x.closer) end
-  if not ok then return false, err end
+  if fired then return false, "timeout" end
   return true
 end
 
@@ -386,48 +409,50 @@ function M.read(id, n)
     if r ~= true then -- true: the last read drained the buffer, nothing arrived since
       local d = readsome(id)
       if d then
-        if not r then reader[id] = true end
+        if r == nil then reader[id] = true end
         return d
       end
     end
     while true do
-      if not connected then
-        if r == true then reader[id] = false end
-        return false, ""
-      end
-      -- suspend(id) inlined, and without a timeout the yield is done right here
-      -- (sched.park, inlined too): an idle connection's coroutine waits in this frame.
-      -- A coroutine keeps the CallInfos (and Lua stack) of its deepest call chain, so
-      -- nothing here goes more than one call below read.
-      if r and r ~= true then error("socket " .. id .. " already has a waiting reader", 2) end
-      local x = rare[id]
-      if x and x.paused then unpause(id) end
-      local timeout, co = x and x.timeout, running()
-      -- The owner of the socket is known to be a scheduled coroutine (own() is only
-      -- ever given one), so only a new owner needs the check.
+      if not connected then return false, "" end
+      -- suspend(id) inlined, and the yield is done right here: an idle connection's
+      -- coroutine waits in this frame. A coroutine keeps the CallInfos (and Lua
+      -- stack) of its deepest call chain, so nothing here goes more than one call
+      -- below read.
+      if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 2) end
+      local co = running()
+      -- The owner of a socket is always a scheduled coroutine (own() is given no
+      -- other), so only a new owner needs the check.
       if owner[id] ~= co then
-        if timeout then co = self() elseif threads[co] == nil then co = nil end
-        if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+        if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2) end
         own(id, co)
       end
-      reader[id] = co
-      local ok, err = true, nil
-      if timeout then
-        ok, err = wait(timeout)
-      else
-        threads[co] = true
-        yield(PARKED)
+      local x = rare[id]
+      local t, fired
+      if x then
+        if x.paused then unpause(id) end
+        local ms = x.timeout
+        if ms then
+          t = raw.timeout(ms, function()
+            t = nil
+            if reader[id] == co then fired = true; kick(id) end
+          end)
+        end
       end
-      if reader[id] ~= co then return false, "" end -- abandoned meanwhile
+      reader[id] = co
+      yield(PARKED)
+      if t then raw.cancel_timeout(t) end
+      r = reader[id]
+      if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       x = rare[id]
-      if x and x.closer then reader[id] = false; ready(x.closer) end
-      if not ok then reader[id] = false; return nil, err end
-      local d = readsome(id)
+      if x and x.closer then ready(x.closer) end
+      local d = not fired and readsome(id)
       if d then
         reader[id] = true
         return d
       end
-      reader[id], r = false, false
+      reader[id], r = nil, nil
+      if fired then return nil, "timeout" end
       connected = state[id]
     end
   end
@@ -550,7 +575,7 @@ function M.close(id)
     if me then
       x = ext(id)
       x.closer = me
-      while state[id] or x.connecting or (reader[id] or true) ~= true do
+      while state[id] or x.connecting or (reader[id] ~= nil and reader[id] ~= true) do
         local ok = sched.wait(x.timeout)
         if not ok then
           raw.close(id, true)
@@ -585,7 +610,7 @@ function M.abandon(id)
   local co, x = reader[id], rare[id]
   forget(id)
   onclose[id] = nil
-  if co then ready(co) end
+  if co and co ~= true then push(co) end
   if x and x.closer then ready(x.closer) end
   raw.pause(id)
   raw.unbuffer(id)
@@ -816,11 +841,18 @@ local function drop(id)
   local co, x = reader[id], rare[id]
   if x and (x.listen or x.protocol == "UDP") then return end -- connections only
   forget(id)
-  if co then ready(co) end
+  if co and co ~= true then push(co) end
   if x and x.closer then ready(x.closer) end
   raw.close(id, true)
   raw.unbuffer(id)
 end
+
+-- run() returned: the coroutines still parked in reads were abandoned with it.
+sched.on_reset(function()
+  for id, co in pairs(reader) do
+    if co ~= true then reader[id] = nil end
+  end
+end)
 
 sched.on_finish(function(co, ok)
   local o = owned[co]

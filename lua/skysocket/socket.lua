@@ -75,6 +75,10 @@ local threads, PARKED = sched.threads, sched.PARKED
 local yield, running = coroutine.yield, coroutine.running
 local floor = math.floor
 local readsome = raw.readsome
+-- On LuaJIT read(id) returns at most CHUNK bytes: its allocator maps and unmaps every
+-- block of 128 KiB or more (a string that size cost two system calls and 32 page
+-- faults; see LUAJIT_MAX_READ in src/lua/mod.rs). nil elsewhere: everything buffered.
+local CHUNK = type(rawget(_G, "jit")) == "table" and 127 * 1024 or nil
 
 local function warn(fmt, ...)
   io.stderr:write("skysocket.socket: ", string.format(fmt, ...), "\n")
@@ -407,9 +411,9 @@ function M.read(id, n)
   if n == nil then
     local r = reader[id]
     if r ~= true then -- true: the last read drained the buffer, nothing arrived since
-      local d = readsome(id)
+      local d = readsome(id, CHUNK)
       if d then
-        if r == nil then reader[id] = true end
+        if r == nil and (not CHUNK or #d < CHUNK) then reader[id] = true end
         return d
       end
     end
@@ -446,9 +450,9 @@ function M.read(id, n)
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       x = rare[id]
       if x and x.closer then ready(x.closer) end
-      local d = not fired and readsome(id)
+      local d = not fired and readsome(id, CHUNK)
       if d then
-        reader[id] = true
+        if not CHUNK or #d < CHUNK then reader[id] = true else reader[id] = nil end
         return d
       end
       reader[id], r = nil, nil

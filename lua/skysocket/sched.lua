@@ -192,8 +192,8 @@ S.threads = threads
 -- coroutines abandoned there.
 -- On LuaJIT the waker and the run loop stay in Lua: its interpreter and traces do the
 -- table work faster than calls through the C API (callgrind, coroutine echo: 4,131
--- instructions per message with the Lua versions, 5,056 with the C closures; on Lua
--- BENCHMARKS.md).
+-- instructions per message with the Lua versions, 5,056 with the C closures); on
+-- Lua 5.x the C closures are the faster (see BENCHMARKS.md).
 local JIT = type(rawget(_G, "jit")) == "table"
 
 function S.waker(reader)

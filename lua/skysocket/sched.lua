@@ -172,9 +172,9 @@ end
 -- a scheduled coroutine); the caller must then coroutine.yield(sched.PARKED) itself
 -- (a bare yield() works too, a little slower), in the same frame. It is wait() without
 -- a timeout minus a call level: a blocked reader sits one level shallower, and the
--- read/wake-up round trip makes fewer calls. skysocket.socket inlines it on its read
--- path with S.threads (the state table itself: threads[co] ~= nil is a scheduled
--- coroutine; set it to true, then yield PARKED).
+-- read/wake-up round trip makes fewer calls. (skysocket.socket's reads wait per
+-- socket instead, see S.waker; they use S.threads, the state table itself, only to
+-- check that a new owner is a scheduled coroutine: threads[co] ~= nil.)
 function S.park(co)
   if threads[co] == nil then return false end
   threads[co] = true

@@ -12,6 +12,8 @@
 #
 # usage: bench/callgrind.sh [--repo DIR] [--servers "luv c sky-cb sky-co"]
 #                           [--small N] [--large N] [--conns N] [--out DIR]
+#                           [--lua INTERPRETER]   (skysocket's servers; default lua5.4)
+#                           [--module-dir DIR]    (where skysocket.so is; default REPO/target/lua)
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +22,8 @@ SERVERS="sky-cb sky-co luv c"
 SMALL=20000
 LARGE=60000
 CONNS=64
+LUA=lua5.4
+MODDIR=
 OUT="$BENCH/results/callgrind-$(date +%Y%m%d-%H%M%S)"
 # A base port per invocation, so two runs at once (or a leftover server) do not meet.
 PORT=$((20000 + ($$ % 4000) * 2))
@@ -32,7 +36,9 @@ while [ $# -gt 0 ]; do
         --large) LARGE="$2"; shift 2 ;;
         --conns) CONNS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --lua) LUA="$2"; shift 2 ;;
+        --module-dir) MODDIR=$(cd "$2" && pwd); shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "callgrind.sh: unknown argument $1" >&2; exit 1 ;;
     esac
 done
@@ -49,8 +55,8 @@ gcc -O2 -Wall -o "$BENCH/build/echo_epoll" "$BENCH/servers/echo_epoll.c"
 # server_cmd NAME -> sets CMD (array), DIR and FILE; returns 1 if unknown.
 server_cmd() {
     case "$1" in
-        sky-cb) FILE="$REPO/examples/echo.lua"; DIR="$REPO"; CMD=(lua5.4 examples/echo.lua) ;;
-        sky-co) FILE="$REPO/examples/echo_co.lua"; DIR="$REPO"; CMD=(lua5.4 examples/echo_co.lua) ;;
+        sky-cb) FILE="$REPO/examples/echo.lua"; DIR="$REPO"; CMD=("$LUA" examples/echo.lua) ;;
+        sky-co) FILE="$REPO/examples/echo_co.lua"; DIR="$REPO"; CMD=("$LUA" examples/echo_co.lua) ;;
         luv) FILE="$BENCH/servers/echo_luv.lua"; DIR="$BENCH"; CMD=(lua5.4 "$FILE") ;;
         cqueues) FILE="$BENCH/servers/echo_cqueues.lua"; DIR="$BENCH"; CMD=(lua5.4 "$FILE") ;;
         c) FILE="$BENCH/build/echo_epoll"; DIR="$BENCH"; CMD=("$FILE") ;;
@@ -81,8 +87,11 @@ measure() {
     fi
     (
         cd "$DIR"
-        export LUA_CPATH="$REPO/target/lua/?.so;;"
+        export LUA_CPATH="${MODDIR:-$REPO/target/lua}/?.so;;"
         export LUA_PATH="$REPO/lua/?.lua;$REPO/lua/?/init.lua;;"
+        # The examples' idle timeouts off, as run.py does (SKYSOCKET_IDLE_MS=60000 in
+        # the caller's environment measures the timed-read path instead).
+        export SKYSOCKET_IDLE_MS="${SKYSOCKET_IDLE_MS:-0}"
         exec taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$cg" \
             "${CMD[@]}" "$port"
     ) >"$log" 2>&1 &

@@ -35,10 +35,12 @@ def log(msg):
 
 # ------------------------------------------------------------------ servers
 
-def server_defs(repo, extra_env):
-    """name -> dict(file, argv(port), env, cwd, label)."""
+def server_defs(repo, extra_env, lua="lua5.4", module_dir=None):
+    """name -> dict(file, argv(port), env, cwd, label). `lua` runs the Lua servers
+    (skysocket's, luv's, cqueues'); `module_dir` holds skysocket.so (default
+    REPO/target/lua)."""
     lua_env = {
-        "LUA_CPATH": f"{repo}/target/lua/?.so;;",
+        "LUA_CPATH": f"{module_dir or repo + '/target/lua'}/?.so;;",
         "LUA_PATH": f"{repo}/lua/?.lua;{repo}/lua/?/init.lua;;",
         # The examples' idle timeout (60 s) would cut the held idle connections and
         # costs a timer per read in echo_co.lua; the peers measured have none.
@@ -48,16 +50,16 @@ def server_defs(repo, extra_env):
     srv = os.path.join(BENCH, "servers")
     return {
         "sky-cb": dict(label="skysocket (callback)", file=f"{repo}/examples/echo.lua",
-                       argv=lambda p: ["lua5.4", "examples/echo.lua", str(p)],
+                       argv=lambda p: [lua, "examples/echo.lua", str(p)],
                        env=lua_env, cwd=repo),
         "sky-co": dict(label="skysocket (coroutine)", file=f"{repo}/examples/echo_co.lua",
-                       argv=lambda p: ["lua5.4", "examples/echo_co.lua", str(p)],
+                       argv=lambda p: [lua, "examples/echo_co.lua", str(p)],
                        env=lua_env, cwd=repo),
-        "luv": dict(label="luv (lua5.4)", file=f"{srv}/echo_luv.lua",
-                    argv=lambda p: ["lua5.4", f"{srv}/echo_luv.lua", str(p)],
+        "luv": dict(label=f"luv ({lua})", file=f"{srv}/echo_luv.lua",
+                    argv=lambda p: [lua, f"{srv}/echo_luv.lua", str(p)],
                     env={}, cwd=BENCH),
-        "cqueues": dict(label="cqueues (lua5.4)", file=f"{srv}/echo_cqueues.lua",
-                        argv=lambda p: ["lua5.4", f"{srv}/echo_cqueues.lua", str(p)],
+        "cqueues": dict(label=f"cqueues ({lua})", file=f"{srv}/echo_cqueues.lua",
+                        argv=lambda p: [lua, f"{srv}/echo_cqueues.lua", str(p)],
                         env={}, cwd=BENCH),
         "c": dict(label="C epoll", file=f"{BUILD}/echo_epoll",
                   argv=lambda p: [f"{BUILD}/echo_epoll", str(p)],
@@ -326,6 +328,10 @@ def main():
                          f"{SKY_MAX_ENV} to at least the case's connection count + 1000)")
     ap.add_argument("--port-base", type=int, default=21000)
     ap.add_argument("--no-build", action="store_true", help="skip cargo/gcc builds")
+    ap.add_argument("--lua", default="lua5.4",
+                    help="interpreter for the Lua servers (default lua5.4; e.g. luajit)")
+    ap.add_argument("--module-dir", default=None,
+                    help="directory of skysocket.so (default REPO/target/lua)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"),
                     help="directory for the JSON, Markdown and server logs")
     args = ap.parse_args()
@@ -342,7 +348,7 @@ def main():
 
     if not args.no_build or not os.path.exists(LOADGEN):
         build(args.no_build and os.path.exists(LOADGEN))
-    defs = server_defs(args.repo, extra_env)
+    defs = server_defs(args.repo, extra_env, args.lua, args.module_dir and os.path.abspath(args.module_dir))
     order = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in order:
         if s not in defs:

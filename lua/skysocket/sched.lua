@@ -34,7 +34,12 @@ local pack, unpack = compat.pack, compat.unpack
 
 local S = {}
 
-local queue, qhead, qtail = {}, 1, 0
+-- The run queue: queue[qhead .. queue[0]] are the coroutines to resume, in order, and
+-- qargs[i] the values to resume queue[i] with (nil: none, the common case). The tail
+-- index lives in queue[0] because the socket layer's readable handler, a C closure
+-- (raw.waker, made by S.waker), appends to the queue too. The tables are cleared in
+-- place, never replaced: that closure holds them.
+local queue, qhead = { [0] = 0 }, 1
 -- co -> state, for the coroutines owned by the scheduler: false while running or
 -- queued, the wait tag while suspended (true for wait(), a fresh table for sleep()).
 -- One table for both keeps the per-coroutine bookkeeping to a single hash entry.
@@ -65,23 +70,24 @@ local function report(text)
   io.stderr:write("skysocket.sched: error in coroutine: ", text, "\n")
 end
 
--- The queue holds coroutines and their resume arguments in two parallel arrays;
--- NOARGS avoids a table per wake-up in the common case (no values passed).
-local NOARGS = { n = 0 }
 local qargs = {}
+-- What this module's coroutines yield when they suspend: the run loop then knows,
+-- without a lookup keyed by the coroutine, that it did not end.
+local PARKED = {}
 
 local function push(co, args)
-  qtail = qtail + 1
-  queue[qtail] = co
-  qargs[qtail] = args
+  local t = queue[0] + 1
+  queue[0] = t
+  queue[t] = co
+  qargs[t] = args
 end
 
 local function finished(co, ok, ...)
   if status(co) ~= "dead" then return end
   threads[co] = nil
   live = live - 1
-  if co == main_co then
-    main_result = pack(ok, ...)
+  if co == main_co and not ok then
+    main_result = pack(false, ...) -- (run's wrapper records main's results)
   end
   if not ok then
     report(traceback(co, tostring((...))))
@@ -93,11 +99,7 @@ local function finished(co, ok, ...)
 end
 
 local function step(co, args)
-  if args.n == 0 then
-    finished(co, resume(co))
-  else
-    finished(co, resume(co, unpack(args, 1, args.n)))
-  end
+  finished(co, resume(co, unpack(args, 1, args.n)))
 end
 
 function S.fork(fn, ...)
@@ -107,7 +109,7 @@ function S.fork(fn, ...)
   local co = create(fn)
   threads[co] = false
   live = live + 1
-  push(co, select("#", ...) == 0 and NOARGS or pack(...))
+  push(co, select("#", ...) > 0 and pack(...) or nil)
   return co
 end
 
@@ -129,7 +131,7 @@ end
 local function wake(co, tag, ...)
   if threads[co] ~= tag then return false end
   threads[co] = false
-  push(co, select("#", ...) == 0 and NOARGS or pack(...))
+  push(co, select("#", ...) > 0 and pack(...) or nil)
   return true
 end
 
@@ -149,7 +151,7 @@ local function suspend(co, tag, ms)
     timer = raw.timeout(ms, function() timers[timer] = nil; wake(co, tag, TIMEOUT) end)
     timers[timer] = true
   end
-  return resumed(timer, yield())
+  return resumed(timer, yield(PARKED))
 end
 
 -- Without a timeout wait() yields from its own frame: every coroutine blocked in a
@@ -162,18 +164,106 @@ function S.wait(ms)
   end
   if ms then return suspend(co, true, ms) end
   threads[co] = true
-  return true, yield()
+  return true, yield(PARKED)
 end
 
 -- Internal, for skysocket.socket: park(co), where co is coroutine.running(), marks co
 -- as waiting for wakeup(co) and returns true (false, changing nothing, if co is not
--- a scheduled coroutine); the caller must then coroutine.yield() itself, in the same
--- frame. It is wait() without a timeout minus a call level: a blocked reader sits
--- one level shallower, and the read/wake-up round trip makes fewer calls.
+-- a scheduled coroutine); the caller must then coroutine.yield(sched.PARKED) itself
+-- (a bare yield() works too, a little slower), in the same frame. It is wait() without
+-- a timeout minus a call level: a blocked reader sits one level shallower, and the
+-- read/wake-up round trip makes fewer calls. (skysocket.socket's reads wait per
+-- socket instead, see S.waker; they use S.threads, the state table itself, only to
+-- check that a new owner is a scheduled coroutine: threads[co] ~= nil.)
 function S.park(co)
   if threads[co] == nil then return false end
   threads[co] = true
   return true
+end
+S.PARKED = PARKED
+S.threads = threads
+
+-- Internal, for skysocket.socket, whose reads wait per socket rather than per
+-- coroutine: reader[id] = co, then yield(PARKED) with threads[co] left false (so no
+-- lookup keyed by the coroutine is made on the way). Whoever wakes such a reader sets
+-- reader[id] = false and queues co with push(co); the readable handler waker(reader)
+-- (raw.waker, src/lua/fast_co.rs) does that in C for every arrival. on_reset(fn):
+-- fn() runs when run() returns, so that the socket layer forgets the readers of the
+-- coroutines abandoned there.
+-- On LuaJIT the waker and the run loop stay in Lua: its interpreter and traces do the
+-- table work faster than calls through the C API (callgrind, coroutine echo: 4,131
+-- instructions per message with the Lua versions, 5,056 with the C closures); on
+-- Lua 5.x the C closures are the faster (see BENCHMARKS.md).
+local JIT = type(rawget(_G, "jit")) == "table"
+
+function S.waker(reader)
+  if not JIT then return raw.waker(reader, queue) end
+  return function(id)
+    local co = reader[id]
+    if co == true then
+      reader[id] = nil
+    elseif co then
+      reader[id] = false
+      local t = queue[0] + 1
+      queue[0] = t
+      queue[t] = co
+    end
+  end
+end
+
+-- drain(): resume the queued coroutines (see run). The C loop (src/lua/fast_co.rs)
+-- resumes those woken without values and comes back for the rest.
+local drain
+if JIT then
+  drain = function()
+    local q, qa = queue, qargs
+    while qhead <= q[0] and not exiting do
+      local h = qhead
+      local co, args = q[h], qa[h]
+      q[h] = nil
+      qhead = h + 1
+      if args == nil then
+        local ok, v = resume(co)
+        if v ~= PARKED then finished(co, ok, v) end
+      else
+        qa[h] = nil
+        step(co, args)
+      end
+    end
+  end
+else
+  local runq = raw.runner(queue, qargs, PARKED)
+  drain = function()
+    local q, qa = queue, qargs
+    while qhead <= q[0] and not exiting do
+      local h, co, ok, v = runq(qhead)
+      qhead = h
+      if co then
+        finished(co, ok, v)
+      else
+        local args = qa[h]
+        if args and h <= q[0] and not exiting then
+          co = q[h]
+          q[h], qa[h] = nil, nil
+          qhead = h + 1
+          step(co, args)
+        end
+      end
+    end
+  end
+end
+
+function S.push(co)
+  local t = queue[0] + 1
+  queue[0] = t
+  queue[t] = co
+end
+
+local reset_hook
+function S.on_reset(fn)
+  local old = reset_hook
+  reset_hook = fn
+  return old
 end
 
 function S.wakeup(co, ...)
@@ -185,9 +275,9 @@ end
 function S.ready(co)
   if threads[co] ~= true then return false end
   threads[co] = false
-  qtail = qtail + 1
-  queue[qtail] = co
-  qargs[qtail] = NOARGS
+  local t = queue[0] + 1
+  queue[0] = t
+  queue[t] = co
   return true
 end
 
@@ -202,6 +292,7 @@ end
 
 function S.exit()
   exiting = true
+  queue[-1] = true -- seen by the runner's C loop
 end
 
 function S.on_error(fn)
@@ -228,31 +319,21 @@ function S.release() if holds > 0 then holds = holds - 1 end end
 function S.run(main, ...)
   if running then error("sched.run: already running", 2) end
   running, exiting, main_result = true, false, nil
-  main_co = S.fork(main, ...)
+  queue[-1] = nil
+  main_co = S.fork(function(...) main_result = pack(true, main(...)) end, ...)
+  local q = queue
   while true do
-    -- The common turn: a coroutine woken without values suspends again. It is
-    -- resumed here directly; `finished` runs only if it failed or may have ended
-    -- (a coroutine suspended by this module has a wait tag in `threads`).
-    local q, qa = queue, qargs
-    while qhead <= qtail and not exiting do
-      local h = qhead
-      local co, args = q[h], qa[h]
-      q[h], qa[h] = nil, nil
-      qhead = h + 1
-      if args == NOARGS and co ~= main_co then
-        local ok, err = resume(co)
-        if not ok or threads[co] == false then finished(co, ok, err) end
-      else
-        step(co, args)
-      end
-    end
-    if qhead > qtail then qhead, qtail = 1, 0 end
+    -- The common turn: a coroutine woken without values suspends again by yielding
+    -- PARKED; `finished` runs only for one that did not suspend through this module
+    -- (it failed, ended, or yielded by itself).
+    drain()
+    if qhead > q[0] then qhead, q[0] = 1, 0 end
     if exiting or (live == 0 and holds == 0) then break end
     -- A poll may deliver nothing (it only flushed write queues, or accepted into a
     -- backoff): that is no deadlock. Only an idle engine -- no socket, timer, message
     -- or lookup left that could ever wake a coroutine -- means there is nothing to
     -- wait for (raw.poll() then returns at once).
-    if raw.poll() == 0 and qhead > qtail and raw.idle() then
+    if raw.poll() == 0 and qhead > q[0] and raw.idle() then
       if live > 0 then
         report(string.format("sched.run: %d coroutine(s) wait for nothing; giving up", live))
       end
@@ -263,10 +344,17 @@ function S.run(main, ...)
   -- timers of abandoned sleeps do not keep the engine busy.
   for t in pairs(timers) do raw.cancel_timeout(t) end
   timers = {}
-  queue, qargs, qhead, qtail = {}, {}, 1, 0
-  threads, live, holds = {}, 0, 0
+  for k in pairs(queue) do queue[k] = nil end
+  for k in pairs(qargs) do qargs[k] = nil end
+  for k in pairs(threads) do threads[k] = nil end
+  queue[0], qhead = 0, 1
+  live, holds = 0, 0
   running, exiting = false, false
   main_co = nil
+  if reset_hook then
+    local ok, err = pcall(reset_hook)
+    if not ok then report("reset hook: " .. tostring(err)) end
+  end
   local r = main_result
   main_result = nil
   if r == nil then return false, "exited before main finished" end

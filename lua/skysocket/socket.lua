@@ -44,7 +44,14 @@ local M = {}
 -- per client):
 local state = {}   -- id -> connected (true/false; UDP true, listeners false); nil: the
                    --       id is not a socket of this module
-local reader = {}  -- id -> the coroutine waiting in a read of the socket, else false
+local reader = {}  -- id -> the coroutine waiting in a read of the socket (not yet
+                   --       woken); false: that reader was woken and has not run yet;
+                   --       true: the last read(id) drained the buffer and nothing
+                   --       arrived since (read(id) then waits without looking); nil:
+                   --       none of these. A read waits per socket: whoever wakes it sets
+                   --       reader[id] = false and queues the coroutine (sched.push); the
+                   --       coroutine's sched state stays false. A woken reader that
+                   --       finds anything but false was abandoned meanwhile.
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
                    --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
@@ -63,10 +70,15 @@ local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
-local wait, ready, self, park = sched.wait, sched.ready, sched.self, sched.park
+local ready, self, push = sched.ready, sched.self, sched.push
+local threads, PARKED = sched.threads, sched.PARKED
 local yield, running = coroutine.yield, coroutine.running
 local floor = math.floor
 local readsome = raw.readsome
+-- On LuaJIT read(id) returns at most CHUNK bytes: its allocator maps and unmaps every
+-- block of 128 KiB or more (a string that size cost two system calls and 32 page
+-- faults; see LUAJIT_MAX_READ in src/lua/mod.rs). nil elsewhere: everything buffered.
+local CHUNK = type(rawget(_G, "jit")) == "table" and 127 * 1024 or nil
 
 local function warn(fmt, ...)
   io.stderr:write("skysocket.socket: ", string.format(fmt, ...), "\n")
@@ -113,9 +125,17 @@ local function forget(id)
   if owner[id] then disown(id) end
 end
 
-local function wake(id)
+-- Wake the coroutine parked in a read of `id`, if any (as the readable handler does).
+local function kick(id)
   local co = reader[id]
-  if co then ready(co) end
+  if co and co ~= true then
+    reader[id] = false
+    push(co)
+  end
+end
+
+local function wake(id)
+  kick(id)
   local x = rare[id]
   if x and x.closer then ready(x.closer) end
 end
@@ -150,10 +170,9 @@ function H.handshake(id)
   wake(id)
 end
 
-function H.readable(id)
-  local co = reader[id]
-  if co then ready(co) end
-end
+-- readable(id, unread): wake the coroutine waiting in a read of id (a C closure; see
+-- sched.waker).
+H.readable = sched.waker(reader)
 
 function H.close(id)
   local x = rare[id]
@@ -210,7 +229,7 @@ function H.udp(id, data, from)
 end
 
 local function new_socket(id, connected)
-  state[id], reader[id], rare[id] = connected, false, nil
+  state[id], reader[id], rare[id] = connected, nil, nil
   if default_timeout then ext(id).timeout = default_timeout end
 end
 
@@ -233,7 +252,7 @@ local function arm(id)
   dl.timer = raw.timeout(ms, function()
     dl.expired, dl.timer = true, nil
     local co = dl.co
-    if co and reader[id] == co then ready(co) end
+    if co and reader[id] == co then kick(id) end
   end)
   return dl
 end
@@ -262,23 +281,34 @@ end
 -- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
 -- it expires; without one, a timeout set on the socket bounds this wait.
 local function suspend(id, dl)
-  if reader[id] then error("socket " .. id .. " already has a waiting reader", 3) end
+  local r = reader[id]
+  if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
   if dl then
     if dl.expired then return false, "timeout" end
     dl.co = co
   end
-  reader[id] = co
   if owner[id] ~= co then own(id, co) end
   unpause(id)
-  local ok, err
-  if dl then ok, err = wait() else ok, err = wait((rare[id] or NONE).timeout) end
-  if reader[id] ~= co then return nil end
-  reader[id] = false
+  reader[id] = co
+  local t, fired
+  local ms = not dl and (rare[id] or NONE).timeout
+  if ms then
+    t = raw.timeout(ms, function()
+      t = nil
+      if reader[id] == co then fired = true; kick(id) end
+    end)
+  end
+  yield(PARKED)
+  if t then raw.cancel_timeout(t) end
+  if reader[id] ~= false and reader[id] ~= co then
+    return nil -- forgotten (abandoned, or closed by force) or taken over
+  end
+  reader[id] = nil
   local x = rare[id]
   if x and x.closer then ready(x.closer) end
-  if not ok then return false, err end
+  if fired then return false, "timeout" end
   return true
 end
 
@@ -379,29 +409,54 @@ function M.read(id, n)
     argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
   end
   if n == nil then
+    local r = reader[id]
+    if r ~= true then -- true: the last read drained the buffer, nothing arrived since
+      local d = readsome(id, CHUNK)
+      if d then
+        if r == nil and (not CHUNK or #d < CHUNK) then reader[id] = true end
+        return d
+      end
+    end
     while true do
-      local d = readsome(id)
-      if d then return d end
       if not connected then return false, "" end
-      -- suspend(id) inlined, and without a timeout the yield is done right here
-      -- (sched.park): an idle connection's coroutine waits in this frame. A coroutine
-      -- keeps the CallInfos (and Lua stack) of its deepest call chain, so nothing
-      -- here goes more than one call below read.
-      if reader[id] then error("socket " .. id .. " already has a waiting reader", 2) end
+      -- suspend(id) inlined, and the yield is done right here: an idle connection's
+      -- coroutine waits in this frame. A coroutine keeps the CallInfos (and Lua
+      -- stack) of its deepest call chain, so nothing here goes more than one call
+      -- below read.
+      if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 2) end
+      local co = running()
+      -- The owner of a socket is always a scheduled coroutine (own() is given no
+      -- other), so only a new owner needs the check.
+      if owner[id] ~= co then
+        if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+        own(id, co)
+      end
       local x = rare[id]
-      if x and x.paused then unpause(id) end
-      local timeout, co = x and x.timeout, running()
-      if timeout then co = self() elseif not park(co) then co = nil end
-      if not co then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+      local t, fired
+      if x then
+        if x.paused then unpause(id) end
+        local ms = x.timeout
+        if ms then
+          t = raw.timeout(ms, function()
+            t = nil
+            if reader[id] == co then fired = true; kick(id) end
+          end)
+        end
+      end
       reader[id] = co
-      if owner[id] ~= co then own(id, co) end
-      local ok, err = true, nil
-      if timeout then ok, err = wait(timeout) else yield() end
-      if reader[id] ~= co then return false, "" end -- abandoned meanwhile
-      reader[id] = false
+      yield(PARKED)
+      if t then raw.cancel_timeout(t) end
+      r = reader[id]
+      if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       x = rare[id]
       if x and x.closer then ready(x.closer) end
-      if not ok then return nil, err end
+      local d = not fired and readsome(id, CHUNK)
+      if d then
+        if not CHUNK or #d < CHUNK then reader[id] = true else reader[id] = nil end
+        return d
+      end
+      reader[id], r = nil, nil
+      if fired then return nil, "timeout" end
       connected = state[id]
     end
   end
@@ -524,7 +579,7 @@ function M.close(id)
     if me then
       x = ext(id)
       x.closer = me
-      while state[id] or x.connecting or reader[id] do
+      while state[id] or x.connecting or (reader[id] ~= nil and reader[id] ~= true) do
         local ok = sched.wait(x.timeout)
         if not ok then
           raw.close(id, true)
@@ -559,7 +614,7 @@ function M.abandon(id)
   local co, x = reader[id], rare[id]
   forget(id)
   onclose[id] = nil
-  if co then ready(co) end
+  if co and co ~= true then push(co) end
   if x and x.closer then ready(x.closer) end
   raw.pause(id)
   raw.unbuffer(id)
@@ -792,11 +847,18 @@ local function drop(id)
   local co, x = reader[id], rare[id]
   if x and (x.listen or x.protocol == "UDP") then return end -- connections only
   forget(id)
-  if co then ready(co) end
+  if co and co ~= true then push(co) end
   if x and x.closer then ready(x.closer) end
   raw.close(id, true)
   raw.unbuffer(id)
 end
+
+-- run() returned: the coroutines still parked in reads were abandoned with it.
+sched.on_reset(function()
+  for id, co in pairs(reader) do
+    if co ~= true then reader[id] = nil end
+  end
+end)
 
 sched.on_finish(function(co, ok)
   local o = owned[co]

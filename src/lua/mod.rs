@@ -59,15 +59,31 @@ pub const MODULE_WRITE_LIMIT: usize = 64 << 20;
 /// Bytes queued in all sockets of the module's engine (`configure{write_budget=}`).
 pub const MODULE_WRITE_BUDGET: usize = 256 << 20;
 
+/// The largest read on LuaJIT (`configure{max_read=}`; the engine's default is 128 KiB
+/// elsewhere). LuaJIT's allocator serves every block of 128 KiB or more with its own
+/// `mmap` and gives it back with `munmap` when freed, so a 128 KiB read made into a Lua
+/// string cost two system calls and 32 page faults per read: the stream case ran at
+/// a third of luv's speed (issue 18; strace: 4,399 mmap + 4,367 munmap per 4,920
+/// reads). A string of this length (plus LuaJIT's 24-byte header and padding) stays
+/// under that threshold. `skysocket.socket` caps `read(id)` at the same size.
+pub const LUAJIT_MAX_READ: usize = 127 * 1024;
+
 /// The engine settings a new module state starts with: the engine's defaults, plus a
 /// write limit per socket and a write budget for all of them, so that peers which
-/// send and never read cannot grow a server without bound (they are dropped).
+/// send and never read cannot grow a server without bound (they are dropped); on
+/// LuaJIT reads stay under its allocator's mmap threshold (`LUAJIT_MAX_READ`).
 pub fn module_config() -> crate::engine::Config {
-    crate::engine::Config {
+    let config = crate::engine::Config {
         default_write_limit: MODULE_WRITE_LIMIT,
         write_budget: MODULE_WRITE_BUDGET,
         ..Default::default()
-    }
+    };
+    #[cfg(feature = "luajit")]
+    let config = crate::engine::Config {
+        max_read: config.max_read.min(LUAJIT_MAX_READ),
+        ..config
+    };
+    config
 }
 
 /// Build the module table for `lua`.
@@ -104,6 +120,9 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     for (name, f) in fast::read_functions(lua, &st)? {
         module.raw_set(name, f)?;
     }
+    // The coroutine layer's readable handler and run loop (internal; see fast_co.rs).
+    module.raw_set("waker", fast::waker_function(lua)?)?;
+    module.raw_set("runner", fast::runner_function(lua)?)?;
     if hooks::enabled() {
         module.raw_set("_test_panic", test_panic_function(lua)?)?;
         module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;

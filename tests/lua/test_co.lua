@@ -139,6 +139,37 @@ function tests.an_error_in_a_forked_coroutine_does_not_stop_the_others()
   T.eq(ok2, false, "main error"); assert(err:find("main fails"), err)
 end
 
+-- read(id) returns everything buffered; on LuaJIT at most 127 KiB per call (its
+-- allocator maps and unmaps blocks of 128 KiB or more: issue 18), the rest on the next
+-- call without waiting. Also: a read after a drained one waits for new data.
+function tests.read_returns_everything_buffered_luajit_at_most_127k()
+  run(function()
+    local sid
+    local lid, port = server(function(id) sid = id end)
+    local c = assert(socket.open("127.0.0.1", port))
+    while not sid do sched.sleep(5) end
+    socket.limit(sid, 0) -- no pause: let 300 KiB pile up unread
+    local total = 300 * 1024
+    socket.write(c, string.rep("y", total))
+    for _ = 1, 200 do
+      if (raw.unread(sid) or 0) >= total then break end
+      sched.sleep(5)
+    end
+    T.eq(raw.unread(sid), total, "all buffered")
+    local first = socket.read(sid)
+    local cap = rawget(_G, "jit") and 127 * 1024 or total
+    T.eq(#first, cap, "first read")
+    local got = #first
+    while got < total do got = got + #socket.read(sid) end
+    T.eq(got, total, "the rest without waiting for more")
+    socket.write(c, "z")
+    T.eq(socket.read(sid), "z", "drained, then a new arrival")
+    socket.close(c)
+    socket.close(sid)
+    socket.close(lid)
+  end)
+end
+
 function tests.auto_pause_at_128k_holds_the_sender_back()
   run(function()
     local sid

@@ -152,11 +152,11 @@ function tests.coroutine_layer_at_ids_near_2_pow_53_and_across_the_wrap()
     co.start(lid, function(id)
       co.start(id)
       co.settimeout(id, 5000)
-      while true do
-        local line = co.readline(id)
-        if not line then break end
-        co.write(id, line .. "\n")
-      end
+      local line = co.readline(id)
+      if line then co.write(id, line .. "\n") end
+      -- read(id) parks the coroutine on the socket's id (the waker path)
+      local rest = co.read(id)
+      if rest then co.write(id, rest) end
       co.close(id)
     end)
     for round = 1, 8 do
@@ -165,6 +165,9 @@ function tests.coroutine_layer_at_ids_near_2_pow_53_and_across_the_wrap()
       co.settimeout(id, 5000)
       co.write(id, "hello " .. round .. "\n")
       lines[#lines + 1] = co.readline(id)
+      co.sleep(5) -- the server is parked in read(id) now
+      co.write(id, "raw " .. round)
+      T.eq(co.read(id, #("raw " .. round)), "raw " .. round, "read(id) echo round " .. round)
       T.eq(co.invalid(id), false, "valid")
       co.close(id)
       T.eq(co.invalid(id), true, "invalid after close")

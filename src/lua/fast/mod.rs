@@ -15,6 +15,8 @@
 //! Anything unusual (a handler with a metatable, a userdata handler, any other message
 //! kind) is left to the high-level dispatcher, so behaviour is the same on both paths.
 
+// The coroutine layer's raw fast paths: its readable handler and run loop (issue 18).
+mod co;
 mod deliver;
 mod read;
 
@@ -339,5 +341,6 @@ pub fn panic_function(lua: &Lua, st: &std::rc::Rc<State>) -> mlua::Result<Functi
     c_closure(lua, st, c"_test_panic", panic_closure)
 }
 
+pub use co::{runner_function, waker_function};
 pub use deliver::deliver_data_run;
 pub use read::read_functions;

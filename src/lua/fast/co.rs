@@ -1,0 +1,265 @@
+//! The coroutine layer's raw fast paths (part of the raw hot-path module `fast`; issue
+//! 18): `waker(reader, queue)`, its `readable` handler, and `runner(queue, qargs,
+//! parked)`, the inner loop of `sched.run`. Both are C closures over tables the Lua side
+//! made and keeps (the run queue is never replaced, only cleared).
+//!
+//! ## waker
+//!
+//! `skysocket.socket` is notified of every arrival on a buffered socket by its
+//! handler's `readable(id, unread)`. All that handler does is wake the coroutine
+//! parked in a read of that socket, and as a Lua function (plus `sched.ready`) it cost
+//! about 1,500 instructions per message on lua5.4. This closure does the same with raw
+//! table operations on two tables of `skysocket.socket`/`skysocket.sched` it holds as
+//! upvalues, and touches no table keyed by a coroutine (on Lua 5.4 a lookup keyed by a
+//! coroutine costs 150-350 instructions once a few dozen coroutines share a table):
+//!
+//! - `reader[id]` is a coroutine (parked in a read of `id`, not yet woken): set
+//!   `reader[id] = false` (woken; the reader checks it when it runs) and append the
+//!   coroutine to `queue` (`queue[0]` is the index of the last queued entry; the
+//!   scheduler's run loop resumes them in order);
+//! - `reader[id]` is `true` (the last `read(id)` drained the buffer; nothing arrived
+//!   since): set it to `nil` (something may be buffered now);
+//! - anything else: nothing.
+//!
+//! Only raw gets and sets on tables the Lua side made, so no metamethod and no Lua code
+//! runs; a memory error while setting may raise (nothing with a destructor is alive).
+//!
+//! ## runner
+//!
+//! `sched.run` resumes every queued coroutine; most were woken without values and
+//! suspend again by yielding the scheduler's `PARKED` value. `runner(queue, qargs,
+//! parked)` returns `run(h)`, which does that loop in C with `lua_resume` (no Lua loop
+//! turn and no `coroutine.resume` call per message): from index `h` while `h <=
+//! queue[0]` and `queue[-1]` (the exit flag) is not set, it takes `co = queue[h]`
+//! (setting the slot to nil) and resumes it with no values; a coroutine that yields
+//! exactly `parked` is done with. It returns to Lua as soon as anything else happens:
+//! - `h` alone: the queue is empty from `h` on, the exit flag is set, or `qargs[h]` is
+//!   set (the entry at `h`, left in place, has values to pass: Lua resumes it);
+//! - `h, co, ok, v`: `co` (taken from slot `h - 1`) ended, failed or yielded something
+//!   else; `ok` and `v` as the first two results of `coroutine.resume(co)` would be
+//!   (an error object is moved off the coroutine's stack, as `coroutine.resume` does,
+//!   which leaves its frames for a traceback).
+
+use std::ffi::c_int;
+
+use mlua::{ffi, Function, Lua};
+
+/// Push `t[id]` for a socket id as the key; returns its type. `lua_rawgeti` takes a C
+/// `int` key on Lua 5.1 and LuaJIT and socket ids pass 2^31 (issue 11): the id is
+/// pushed as a number instead.
+///
+/// # Safety
+///
+/// `l` is a valid state with a free stack slot; `t` is a pseudo-index (an upvalue) or
+/// an absolute index of a table (pushing the key must not move it).
+unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> c_int {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        ffi::lua_pushinteger(l, id);
+        ffi::lua_rawget(l, t)
+    }
+}
+
+/// `t[id] = v` for the value `v` on top of the stack (popped), `id` a socket id: as
+/// `raw_get_id`, without `lua_rawseti`'s C `int` key.
+///
+/// # Safety
+///
+/// As `raw_get_id`, with a value on top of the stack.
+unsafe fn raw_set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        ffi::lua_pushinteger(l, id);
+        ffi::lua_insert(l, -2);
+        ffi::lua_rawset(l, t);
+    }
+}
+
+const READER: c_int = ffi::lua_upvalueindex(1);
+const QUEUE: c_int = ffi::lua_upvalueindex(2);
+
+/// The `readable(id, unread)` closure (see the module comment).
+///
+/// # Safety
+///
+/// called by Lua as a C closure made by `waker_new`, whose two upvalues are
+/// tables (checked there). Every stack slot used is within the `LUA_MINSTACK` (20)
+/// slots a C function gets: at most 2 are pushed at a time.
+unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: see the function's # Safety note.
+    unsafe {
+        let mut isnum: c_int = 0;
+        let id = ffi::lua_tointegerx(l, 1, &mut isnum);
+        if isnum == 0 {
+            return 0;
+        }
+        ffi::lua_settop(l, 0);
+        match raw_get_id(l, READER, id) {
+            ffi::LUA_TTHREAD => {
+                ffi::lua_pushboolean(l, 0);
+                raw_set_id(l, READER, id);
+                ffi::lua_rawgeti(l, QUEUE, 0);
+                let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut()) + 1;
+                ffi::lua_settop(l, 1);
+                ffi::lua_rawseti(l, QUEUE, tail);
+                ffi::lua_pushinteger(l, tail);
+                ffi::lua_rawseti(l, QUEUE, 0);
+            }
+            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) != 0 => {
+                ffi::lua_pushnil(l);
+                raw_set_id(l, READER, id);
+            }
+            _ => {}
+        }
+        0
+    }
+}
+
+/// `waker(reader, queue)`: checks its arguments (two tables) and returns
+/// the closure above with them as upvalues.
+///
+/// # Safety
+///
+/// called by Lua as a C function. An argument error longjmps (PUC Lua) or
+/// throws (LuaJIT) through this frame only, which holds no Rust value.
+unsafe extern "C-unwind" fn waker_new(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: see the function's # Safety note.
+    unsafe {
+        for i in 1..=2 {
+            if ffi::lua_type(l, i) != ffi::LUA_TTABLE {
+                let got = ffi::lua_typename(l, ffi::lua_type(l, i));
+                ffi::luaL_where(l, 1);
+                ffi::lua_pushfstring(
+                    l,
+                    c"bad argument #%d to 'waker' (table expected, got %s)".as_ptr(),
+                    i,
+                    got,
+                );
+                ffi::lua_concat(l, 2);
+                ffi::lua_error(l);
+            }
+        }
+        ffi::lua_settop(l, 2);
+        ffi::lua_pushcclosure(l, wake_closure, 2);
+        1
+    }
+}
+
+const QUEUE_R: c_int = ffi::lua_upvalueindex(1);
+const QARGS_R: c_int = ffi::lua_upvalueindex(2);
+const PARKED_R: c_int = ffi::lua_upvalueindex(3);
+
+/// `run(h)` (see the module comment).
+///
+/// # Safety
+///
+/// called by Lua as a C closure made by `runner_new`, whose upvalues 1 and 2
+/// are tables (checked there). `lua_resume` runs the coroutine protected: its errors
+/// come back as a status, not as an unwind through this frame; only a memory error in
+/// a raw set of ours can raise here, and no Rust value with a destructor is alive. The
+/// stack of `l` holds at most 5 slots (within `LUA_MINSTACK`); on the coroutine's
+/// stack only the values `lua_resume` left there are touched.
+unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: see the function's # Safety note.
+    unsafe {
+        let mut h = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
+        ffi::lua_settop(l, 0);
+        loop {
+            ffi::lua_rawgeti(l, QUEUE_R, 0);
+            let tail = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
+            ffi::lua_settop(l, 0);
+            if h > tail || ffi::lua_rawgeti(l, QUEUE_R, -1) > ffi::LUA_TNIL {
+                break;
+            }
+            ffi::lua_settop(l, 0);
+            if ffi::lua_rawgeti(l, QARGS_R, h) > ffi::LUA_TNIL {
+                break;
+            }
+            ffi::lua_settop(l, 0);
+            let kind = ffi::lua_rawgeti(l, QUEUE_R, h); // [co]
+            ffi::lua_pushnil(l);
+            ffi::lua_rawseti(l, QUEUE_R, h);
+            h += 1;
+            if kind != ffi::LUA_TTHREAD {
+                ffi::lua_settop(l, 0);
+                continue;
+            }
+            let co = ffi::lua_tothread(l, 1);
+            let mut nres: c_int = 0;
+            let status = ffi::lua_resume(co, l, 0, &mut nres);
+            if status == ffi::LUA_YIELD && nres == 1 {
+                // Moved over before the comparison: PARKED_R is a pseudo-index of `l`.
+                ffi::lua_xmove(co, l, 1); // [co, v]
+                if ffi::lua_rawequal(l, 2, PARKED_R) != 0 {
+                    ffi::lua_settop(l, 0);
+                    continue;
+                }
+                ffi::lua_pushinteger(l, h); // [co, v, h]
+                ffi::lua_insert(l, 1); // [h, co, v]
+                ffi::lua_pushboolean(l, 1);
+                ffi::lua_insert(l, 3); // [h, co, true, v]
+                return 4;
+            }
+            ffi::lua_pushinteger(l, h);
+            ffi::lua_insert(l, 1); // [h, co]
+            if status == ffi::LUA_OK || status == ffi::LUA_YIELD {
+                ffi::lua_pushboolean(l, 1);
+                if nres > 0 {
+                    ffi::lua_pushvalue(co, -nres);
+                    ffi::lua_xmove(co, l, 1);
+                    ffi::lua_settop(co, -nres - 1);
+                } else {
+                    ffi::lua_pushnil(l);
+                }
+            } else {
+                ffi::lua_pushboolean(l, 0);
+                ffi::lua_xmove(co, l, 1); // the error object
+            }
+            return 4;
+        }
+        ffi::lua_settop(l, 0);
+        ffi::lua_pushinteger(l, h);
+        1
+    }
+}
+
+/// `runner(queue, qargs, parked)`: checks its arguments and returns `run` (above) with
+/// them as upvalues.
+///
+/// # Safety
+///
+/// As `waker_new`.
+unsafe extern "C-unwind" fn runner_new(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: see the function's # Safety note.
+    unsafe {
+        for i in 1..=2 {
+            if ffi::lua_type(l, i) != ffi::LUA_TTABLE {
+                let got = ffi::lua_typename(l, ffi::lua_type(l, i));
+                ffi::luaL_where(l, 1);
+                ffi::lua_pushfstring(
+                    l,
+                    c"bad argument #%d to 'runner' (table expected, got %s)".as_ptr(),
+                    i,
+                    got,
+                );
+                ffi::lua_concat(l, 2);
+                ffi::lua_error(l);
+            }
+        }
+        ffi::lua_settop(l, 3);
+        ffi::lua_pushcclosure(l, run_closure, 3);
+        1
+    }
+}
+
+/// The module's `runner` function.
+pub fn runner_function(lua: &Lua) -> mlua::Result<Function> {
+    // SAFETY: `runner_new` follows the C function protocol (see its comment).
+    unsafe { lua.create_c_function(runner_new) }
+}
+
+/// The module's `waker` function.
+pub fn waker_function(lua: &Lua) -> mlua::Result<Function> {
+    // SAFETY: `waker_new` follows the C function protocol (see its comment).
+    unsafe { lua.create_c_function(waker_new) }
+}

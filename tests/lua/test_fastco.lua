@@ -1,0 +1,66 @@
+local T = require "testlib"
+local raw = require "skysocket"
+local tests = {}
+
+-- raw.waker / raw.runner: the coroutine layer's C fast paths (issue 18), driven
+-- directly (sched uses them on PUC Lua; on LuaJIT it keeps Lua versions).
+function tests.waker_wakes_per_socket_and_clears_the_drained_mark()
+  local reader, queue = {}, { [0] = 0 }
+  local wake = raw.waker(reader, queue)
+  local co = coroutine.create(function() end)
+  reader[11], reader[12], reader[13] = co, true, false
+  wake(11, 64); wake(12, 1); wake(13, 1); wake(14, 1); wake("x")
+  T.eq(queue[0], 1, "one queued")
+  T.eq(queue[1], co, "the parked reader")
+  T.eq(reader[11], false, "marked woken")
+  T.eq(reader[12], nil, "drained mark cleared")
+  T.eq(reader[13], false, "a woken reader is not queued twice")
+  wake(11, 1)
+  T.eq(queue[0], 1, "still one")
+  local ok, err = pcall(raw.waker, reader, nil)
+  T.eq(ok, false, "bad argument")
+  assert(tostring(err):find("bad argument #2 to 'waker' (table expected, got nil)", 1, true), err)
+end
+
+function tests.runner_resumes_parked_coroutines_and_hands_back_the_rest()
+  local PARKED = {}
+  local queue, qargs = { [0] = 0 }, {}
+  local run = raw.runner(queue, qargs, PARKED)
+  local log = {}
+  local function parker(name, n)
+    return coroutine.create(function()
+      for i = 1, n do log[#log + 1] = name .. i; coroutine.yield(PARKED) end
+      return "done", name
+    end)
+  end
+  local a, b = parker("a", 2), parker("b", 1)
+  local c = coroutine.create(function() error("boom") end)
+  local d = coroutine.create(function() coroutine.yield("other", 2) end)
+  for i, co in ipairs({ a, b, c, d, a, b }) do queue[i] = co end
+  queue[0] = 6
+  local h, co, ok, v = run(1)
+  T.eq(log[1], "a1", "a ran"); T.eq(log[2], "b1", "b ran")
+  T.eq(h, 4, "back after c"); T.eq(co, c, "c"); T.eq(ok, false, "c failed")
+  assert(tostring(v):find("boom", 1, true), tostring(v))
+  h, co, ok, v = run(h)
+  T.eq(h, 5, "after d"); T.eq(co, d, "d"); T.eq(ok, true, "d yielded"); T.eq(v, "other", "its value")
+  h, co, ok, v = run(h)
+  T.eq(log[3], "a2", "a again")
+  T.eq(h, 7, "after b's end"); T.eq(co, b, "b ended"); T.eq(ok, true, "ok"); T.eq(v, "done", "first result")
+  T.eq(coroutine.status(b), "dead", "b dead")
+  T.eq(select("#", run(h)), 1, "empty: h alone")
+  T.eq(queue[1], nil, "slots cleared")
+  -- an entry with values is left for Lua; the exit flag stops the loop
+  queue[7], qargs[7], queue[0] = a, { n = 1, "v" }, 7
+  T.eq(run(7), 7, "stops at an entry with values")
+  T.eq(queue[7], a, "left in place")
+  qargs[7] = nil
+  queue[-1] = true
+  T.eq(run(7), 7, "exit flag")
+  queue[-1] = nil
+  local ok2, err = pcall(raw.runner, queue, 5)
+  T.eq(ok2, false, "bad argument")
+  assert(tostring(err):find("bad argument #2 to 'runner' (table expected, got number)", 1, true), err)
+end
+
+return tests

@@ -47,6 +47,34 @@ use mlua::{ffi, Function, Lua};
 const READER: c_int = ffi::lua_upvalueindex(1);
 const QUEUE: c_int = ffi::lua_upvalueindex(2);
 
+/// Push `t[id]` (raw) and return its type. Socket ids can exceed a C `int` (they are
+/// up to 53 bits), and the Lua 5.1 / LuaJIT API's `lua_rawgeti` takes an `int` (mlua's
+/// wrapper panics on a larger key), so there the key goes through the stack.
+///
+/// SAFETY (for callers): `l` is inside a C function call with a free stack slot; `t`
+/// is a table (an absolute or pseudo-index).
+unsafe fn get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> c_int {
+    if cfg!(any(feature = "lua51", feature = "luajit")) {
+        ffi::lua_pushinteger(l, id);
+        ffi::lua_rawget(l, t)
+    } else {
+        ffi::lua_rawgeti(l, t, id)
+    }
+}
+
+/// `t[id] = v` (raw), `v` the value on top (popped); as `get_id`.
+///
+/// SAFETY (for callers): as `get_id`, with the value on top of the stack.
+unsafe fn set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
+    if cfg!(any(feature = "lua51", feature = "luajit")) {
+        ffi::lua_pushinteger(l, id);
+        ffi::lua_insert(l, -2);
+        ffi::lua_rawset(l, t);
+    } else {
+        ffi::lua_rawseti(l, t, id);
+    }
+}
+
 /// The `readable(id, unread)` closure (see the module comment).
 ///
 /// SAFETY: called by Lua as a C closure made by `waker_new`, whose two upvalues are
@@ -59,10 +87,10 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
         return 0;
     }
     ffi::lua_settop(l, 0);
-    match ffi::lua_rawgeti(l, READER, id) {
+    match get_id(l, READER, id) {
         ffi::LUA_TTHREAD => {
             ffi::lua_pushboolean(l, 0);
-            ffi::lua_rawseti(l, READER, id);
+            set_id(l, READER, id);
             ffi::lua_rawgeti(l, QUEUE, 0);
             let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut()) + 1;
             ffi::lua_settop(l, 1);
@@ -72,7 +100,7 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
         }
         ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) != 0 => {
             ffi::lua_pushnil(l);
-            ffi::lua_rawseti(l, READER, id);
+            set_id(l, READER, id);
         }
         _ => {}
     }

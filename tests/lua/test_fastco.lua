@@ -17,6 +17,16 @@ function tests.waker_wakes_per_socket_and_clears_the_drained_mark()
   T.eq(reader[13], false, "a woken reader is not queued twice")
   wake(11, 1)
   T.eq(queue[0], 1, "still one")
+  -- socket ids go up to 53 bits (more than a C int: Lua 5.1's lua_rawgeti cannot)
+  local big = math.floor(2 ^ 40) + 5
+  local co2 = coroutine.create(function() end)
+  reader[big] = co2
+  wake(big, 1)
+  T.eq(queue[2], co2, "a reader of a large id")
+  T.eq(reader[big], false, "marked woken")
+  reader[big] = true
+  wake(big, 1)
+  T.eq(reader[big], nil, "drained mark cleared on a large id")
   local ok, err = pcall(raw.waker, reader, nil)
   T.eq(ok, false, "bad argument")
   assert(tostring(err):find("bad argument #2 to 'waker' (table expected, got nil)", 1, true), err)

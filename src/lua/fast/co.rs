@@ -45,8 +45,8 @@ use std::ffi::c_int;
 use mlua::{ffi, Function, Lua};
 
 /// Push `t[id]` for a socket id as the key; returns its type. `lua_rawgeti` takes a C
-/// `int` key on Lua 5.1 and LuaJIT and socket ids pass 2^31 (issue 11): the id is
-/// pushed as a number instead.
+/// `int` key on Lua 5.1 and LuaJIT and socket ids pass 2^31 (issue 11; mlua's wrapper
+/// panics there): on those the id is pushed as a number instead.
 ///
 /// # Safety
 ///
@@ -55,8 +55,12 @@ use mlua::{ffi, Function, Lua};
 unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> c_int {
     // SAFETY: as the function's # Safety note.
     unsafe {
-        ffi::lua_pushinteger(l, id);
-        ffi::lua_rawget(l, t)
+        if cfg!(any(feature = "lua51", feature = "luajit")) {
+            ffi::lua_pushinteger(l, id);
+            ffi::lua_rawget(l, t)
+        } else {
+            ffi::lua_rawgeti(l, t, id) // a 64-bit lua_Integer key on 5.3+
+        }
     }
 }
 
@@ -69,9 +73,13 @@ unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> 
 unsafe fn raw_set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
     // SAFETY: as the function's # Safety note.
     unsafe {
-        ffi::lua_pushinteger(l, id);
-        ffi::lua_insert(l, -2);
-        ffi::lua_rawset(l, t);
+        if cfg!(any(feature = "lua51", feature = "luajit")) {
+            ffi::lua_pushinteger(l, id);
+            ffi::lua_insert(l, -2);
+            ffi::lua_rawset(l, t);
+        } else {
+            ffi::lua_rawseti(l, t, id);
+        }
     }
 }
 

@@ -221,6 +221,23 @@ end
 
 function S.running() return running end
 
+-- Internal, for skysocket.service: run every ready coroutine until none is left, then
+-- return (a service's turn: its worker delivers the messages, then calls this; the
+-- root calls it after its mail when run() is not driving it).
+function S.step()
+  while qhead <= qtail do
+    local h = qhead
+    local co, args = queue[h], qargs[h]
+    queue[h], qargs[h] = nil, nil
+    qhead = h + 1
+    step(co, args)
+  end
+  qhead, qtail = 1, 0
+end
+
+-- Internal: report(text) through the error hook (default: stderr).
+S.report = report
+
 function S.hold() holds = holds + 1 end
 
 function S.release() if holds > 0 then holds = holds - 1 end end

@@ -189,6 +189,13 @@ impl Handle {
         self.core.info(id)
     }
 
+    /// Interrupt the poll thread's wait without a message: its `poll` returns (with
+    /// whatever else it found). Used by the service runtime to wake the root service
+    /// when its mailbox gets a message while it blocks in the poll.
+    pub fn wake(&self) {
+        self.core.waker.wake();
+    }
+
     /// Make the poll thread report `Exit`.
     pub fn exit(&self) {
         self.core.command(Command::Exit);

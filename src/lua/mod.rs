@@ -12,6 +12,7 @@ mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
+mod service;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;
@@ -64,14 +65,68 @@ pub fn module_config() -> crate::engine::Config {
     }
 }
 
+/// The engine settings of a service's own module instance: as `module_config`, without
+/// the spare descriptor of the EMFILE trick (one per process is enough).
+pub fn service_config() -> crate::engine::Config {
+    crate::engine::Config {
+        reserve_fd: false,
+        ..module_config()
+    }
+}
+
 /// Build the module table for `lua`.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
-    let st = Rc::new(State::new(lua, module_config())?);
+    build(lua, module_config()).map(|(t, _)| t)
+}
+
+/// The module table and its state.
+fn build(lua: &Lua, config: crate::engine::Config) -> mlua::Result<(Table, Rc<State>)> {
+    let st = Rc::new(State::new(lua, config)?);
     api::start_clock();
     fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
+    let raw = function_table(
+        lua,
+        &st,
+        &sentinel,
+        api::FUNCTIONS.iter().chain(tls::FUNCTIONS),
+    )?;
+    let module: Table = lua
+        .load(SHIM)
+        .set_name("=skysocket")
+        .call((raw, sentinel.clone()))?;
+    // The hot path: send/write/lwrite are raw C closures (see fast.rs).
+    module.raw_set("send", fast::send_function(lua, &st, c"send", false)?)?;
+    module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
+    module.raw_set("lwrite", fast::send_function(lua, &st, c"lwrite", true)?)?;
+    for (name, f) in fast::read_functions(lua, &st)? {
+        module.raw_set(name, f)?;
+    }
+    if hooks::enabled() {
+        module.raw_set("_test_panic", test_panic_function(lua)?)?;
+        module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;
+    }
+    module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
+    // Whether this build has TLS (the `tls` Cargo feature).
+    module.raw_set("tls", cfg!(feature = "tls"))?;
+    // The Rust half of `skysocket.service`: its functions return (ERR, message) for a
+    // bad argument, which the Lua half raises at its caller's line.
+    let svc = function_table(lua, &st, &sentinel, service::FUNCTIONS.iter())?;
+    svc.raw_set("ERR", sentinel)?;
+    module.raw_set("_service", svc)?;
+    Ok((module, st))
+}
+
+/// A table of the functions `fns`, each returning `(sentinel, message)` for a bad
+/// argument.
+fn function_table<'a>(
+    lua: &Lua,
+    st: &Rc<State>,
+    sentinel: &Value,
+    fns: impl Iterator<Item = &'a (&'static str, api::ApiFn)>,
+) -> mlua::Result<Table> {
     let raw = lua.create_table()?;
-    for &(name, f) in api::FUNCTIONS.iter().chain(tls::FUNCTIONS) {
+    for &(name, f) in fns {
         let st = st.clone();
         let sentinel = sentinel.clone();
         let func = lua.create_function(move |lua, vals: MultiValue| {
@@ -87,25 +142,7 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         })?;
         raw.raw_set(name, func)?;
     }
-    let module: Table = lua
-        .load(SHIM)
-        .set_name("=skysocket")
-        .call((raw, sentinel))?;
-    // The hot path: send/write/lwrite are raw C closures (see fast.rs).
-    module.raw_set("send", fast::send_function(lua, &st, c"send", false)?)?;
-    module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
-    module.raw_set("lwrite", fast::send_function(lua, &st, c"lwrite", true)?)?;
-    for (name, f) in fast::read_functions(lua, &st)? {
-        module.raw_set(name, f)?;
-    }
-    if hooks::enabled() {
-        module.raw_set("_test_panic", test_panic_function(lua)?)?;
-        module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;
-    }
-    module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
-    // Whether this build has TLS (the `tls` Cargo feature).
-    module.raw_set("tls", cfg!(feature = "tls"))?;
-    Ok(module)
+    Ok(raw)
 }
 
 /// `_test_panic(where)` (see `hooks`; `_test_panic_raw()` is the raw closure).

@@ -4,6 +4,7 @@
 //! converts the C convention (`-1` + `errno`) into `io::Result` and retries `EINTR`
 //! where retrying is the only sensible answer.
 
+pub mod dl;
 pub mod net;
 pub mod process;
 pub mod random;

@@ -78,6 +78,8 @@ local function answer(from, session, ok, ...)
   end
 end
 
+-- The handler is looked up when the message's coroutine runs: a service's main (forked
+-- first) sets it before the messages of the same turn are handled.
 local function run_call(from, session, ...)
   local h = handler
   if not h then

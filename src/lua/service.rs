@@ -356,7 +356,7 @@ fn svc_new(lua: &Lua, st: &State, a: &Args) -> Ret {
     let child = fast::new_service_lua();
     let made = (|| -> mlua::Result<Result<(Rc<State>, Function), String>> {
         let pkg: Table = child.globals().get("package")?;
-        if let Some(p) = path {
+        if let Some(p) = &path {
             pkg.set("path", child.create_string(p.as_bytes())?)?;
         }
         if let Some(p) = cpath {
@@ -371,6 +371,9 @@ fn svc_new(lua: &Lua, st: &State, a: &Args) -> Ret {
             Ok(f) => f,
             Err(e) => return Ok(Err(dispatch::error_text(&e))),
         };
+        if let Some(p) = &path {
+            preload_compiled(&child, &pkg, &p.to_string_lossy())?;
+        }
         let boot = child
             .load("require 'skysocket.service'")
             .set_name("=skysocket.service boot")
@@ -398,6 +401,56 @@ fn svc_new(lua: &Lua, st: &State, a: &Args) -> Ret {
     }));
     rt().start(&svc, Box::new(body), args);
     ret(lua, id as i64)
+}
+
+/// The Lua modules every service loads at start.
+const BOOT_MODULES: &[&str] = &["skysocket.compat", "skysocket.sched", "skysocket.service"];
+
+/// module name and `package.path` -> (file, bytecode).
+type CodeCache = std::collections::HashMap<(String, String), (String, Vec<u8>)>;
+
+/// Put the boot modules into `package.preload` of a new service state as bytecode
+/// compiled once per process: compiling their source made up half the cost of
+/// starting a service. They are found along `package.path` as `require` would; a
+/// module not found is left to `require` (which reports it).
+fn preload_compiled(child: &Lua, pkg: &Table, path: &str) -> mlua::Result<()> {
+    static CACHE: std::sync::OnceLock<parking_lot::Mutex<CodeCache>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let preload: Table = pkg.get("preload")?;
+    for &name in BOOT_MODULES {
+        let key = (name.to_string(), path.to_string());
+        let hit = cache.lock().get(&key).cloned();
+        let (file, code) = match hit {
+            Some(x) => x,
+            None => {
+                let rel = name.replace('.', "/");
+                let Some(file) = path
+                    .split(';')
+                    .map(|t| t.replace('?', &rel))
+                    .find(|f| std::path::Path::new(f).is_file())
+                else {
+                    continue;
+                };
+                let Ok(src) = std::fs::read(&file) else {
+                    continue;
+                };
+                let f = child
+                    .load(&src[..])
+                    .set_name(format!("@{file}"))
+                    .into_function()?;
+                let x = (file, f.dump(false));
+                cache.lock().insert(key, x.clone());
+                x
+            }
+        };
+        let f = child
+            .load(&code[..])
+            .set_name(format!("@{file}"))
+            .set_mode(mlua::chunk::ChunkMode::Binary)
+            .into_function()?;
+        preload.set(name, f)?;
+    }
+    Ok(())
 }
 
 /// `send(to, ...)` → true | false, "service N is dead".

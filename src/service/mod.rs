@@ -439,7 +439,7 @@ impl Runtime {
     /// The live service registered under `name`.
     pub fn query(&self, name: &str) -> Option<ServiceId> {
         let id = *self.inner.names.lock().get(name)?;
-        self.lookup(id).map(|_| id)
+        self.lookup(id).filter(|s| !s.is_dead()).map(|_| id)
     }
 
     /// Kill a service from outside: it receives nothing more, its queued and open
@@ -465,7 +465,10 @@ impl Runtime {
             }
         };
         self.bury(&svc);
-        drop(body);
+        if let Some(body) = body {
+            drop(body);
+            self.unregister(&svc);
+        }
         true
     }
 
@@ -473,16 +476,22 @@ impl Runtime {
     pub fn remove_root(&self, svc: &Arc<Service>) {
         svc.mail.lock().dead = true;
         self.bury(svc);
+        self.unregister(svc);
         let mut root = self.inner.root.lock();
         if *root == Some(svc.id) {
             *root = None;
         }
     }
 
-    /// Forget a dead service: registry, names, and an error reply for every call it
-    /// will never answer.
-    fn bury(&self, svc: &Arc<Service>) {
+    /// A dead service's body is gone: drop it from the registry (so `count` covers
+    /// every body still holding resources).
+    fn unregister(&self, svc: &Arc<Service>) {
         self.inner.services.write().remove(&svc.id);
+    }
+
+    /// A service died: forget its names, and send an error reply for every call it
+    /// will never answer. (It leaves the registry once its body is dropped.)
+    fn bury(&self, svc: &Arc<Service>) {
         self.inner.names.lock().retain(|_, v| *v != svc.id);
         let queued: Vec<Envelope> = {
             let mut m = svc.mail.lock();
@@ -532,6 +541,7 @@ impl Runtime {
                 let body = svc.body.lock().take();
                 drop(m);
                 drop(body);
+                self.unregister(svc);
                 return;
             }
             m.run = Run::Running;
@@ -562,10 +572,11 @@ impl Runtime {
             m.dead = true;
             m.run = Run::Idle;
             drop(m);
+            drop(body);
             if !was_dead {
                 self.bury(svc);
             }
-            drop(body);
+            self.unregister(svc);
             return;
         }
         *svc.body.lock() = body;

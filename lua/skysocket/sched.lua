@@ -76,6 +76,9 @@ local function push(co, args)
   qargs[qtail] = args
 end
 
+-- co -> fn(co, ok, err) run when co ends (see S.guard).
+local guards = {}
+
 local function finished(co, ok, ...)
   if status(co) ~= "dead" then return end
   threads[co] = nil
@@ -83,8 +86,14 @@ local function finished(co, ok, ...)
   if co == main_co then
     main_result = pack(ok, ...)
   end
+  local guard = guards[co]
+  if guard then guards[co] = nil end
   if not ok then
-    report(traceback(co, tostring((...))))
+    if not (guard and guard(co, false, (...))) then
+      report(traceback(co, tostring((...))))
+    end
+  elseif guard then
+    guard(co, true)
   end
   if finish_hook then
     local hok, herr = pcall(finish_hook, co, ok)
@@ -238,6 +247,16 @@ end
 -- Internal: report(text) through the error hook (default: stderr).
 S.report = report
 
+-- Internal, for skysocket.service: guard(co, fn) runs fn(co, ok, err) when the
+-- scheduled coroutine co ends (ok false: it raised err). If fn returns true for an
+-- error, the error is not reported. fn must not yield. Unlike pcall, this works on
+-- Lua 5.1, where a coroutine cannot yield across pcall.
+function S.guard(co, fn)
+  if threads[co] == nil then return false end
+  guards[co] = fn
+  return true
+end
+
 function S.hold() holds = holds + 1 end
 
 function S.release() if holds > 0 then holds = holds - 1 end end
@@ -282,6 +301,7 @@ function S.run(main, ...)
   timers = {}
   queue, qargs, qhead, qtail = {}, {}, 1, 0
   threads, live, holds = {}, 0, 0
+  guards = {}
   running, exiting = false, false
   main_co = nil
   local r = main_result

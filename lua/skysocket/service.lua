@@ -48,45 +48,40 @@ local next_session = 0
 local call_timeout = 10000
 local myid
 
--- Lua 5.1 (PUC) xpcall passes no arguments to the function.
-local XPCALL_ARGS = select(2, xpcall(function(x) return x end, function() end, true)) == true
+local guard = sched.guard
 
-local last_error
-local function on_error(e)
-  last_error = e
-  return traceback(tostring(e), 2)
-end
+-- Calls being handled: coroutine -> caller, session. The handler runs unprotected in
+-- its coroutine (Lua 5.1 cannot yield across pcall); when the coroutine ends, the
+-- scheduler's guard answers a call whose handler raised (the scheduler reports the
+-- error with its traceback through its error hook).
+local call_from, call_session = {}, {}
 
-local function protected(f, ...)
-  if XPCALL_ARGS then return xpcall(f, on_error, ...) end
-  local args = pack(...)
-  return xpcall(function() return f(unpack(args, 1, args.n)) end, on_error)
-end
-
-local function answer(from, session, ok, ...)
-  if ok then
-    local r, err = svc.reply(from, session, true, ...)
-    if r == ERR then
-      err = err:gsub("bad argument (#%d+) to 'reply'", "reply value %1")
-      report(format("service %d: reply to service %d: %s", myid, from, err))
-      svc.reply(from, session, false, format("service %d: %s", myid, err))
-    end
-  else
-    local tb = ...
-    report(format("service %d: %s", myid, tb))
-    svc.reply(from, session, false, format("service %d raised: %s", myid, tostring(last_error)))
+local function reply_values(from, session, ...)
+  local r, err = svc.reply(from, session, true, ...)
+  if r == ERR then
+    err = err:gsub("bad argument (#%d+) to 'reply'", "reply value %1")
+    report(format("service %d: reply to service %d: %s", myid, from, err))
+    svc.reply(from, session, false, format("service %d: %s", myid, err))
   end
 end
 
--- The handler is looked up when the message's coroutine runs: a service's main (forked
--- first) sets it before the messages of the same turn are handled.
+local function call_ended(co, ok, err)
+  local from, session = call_from[co], call_session[co]
+  call_from[co], call_session[co] = nil, nil
+  if not ok and from then
+    svc.reply(from, session, false, format("service %d raised: %s", myid, tostring(err)))
+  end
+end
+
 local function run_call(from, session, ...)
+  -- The handler is looked up when the message's coroutine runs: a service's main
+  -- (forked first) sets it before the messages of the same turn are handled.
   local h = handler
   if not h then
     svc.reply(from, session, false, format("service %d has no dispatch handler", myid))
     return
   end
-  answer(from, session, protected(h, from, ...))
+  reply_values(from, session, h(from, ...))
 end
 
 local function run_send(from, ...)
@@ -98,12 +93,8 @@ local function run_send(from, ...)
   h(from, ...)
 end
 
-local function run_main(chunk, ...)
-  local ok, tb = protected(chunk, ...)
-  if not ok then
-    report(format("service %d: main failed: %s", myid, tb))
-    svc.exit()
-  end
+local function main_ended(_, ok)
+  if not ok then svc.exit() end
 end
 
 -- deliver(kind, from, session, ...): 0 start (chunk, args...), 1 send, 2 call,
@@ -118,9 +109,12 @@ local function deliver(kind, from, session, ...)
   elseif kind == 1 then
     fork(run_send, from, ...)
   elseif kind == 2 then
-    fork(run_call, from, session, ...)
+    local co = fork(run_call, from, session, ...)
+    call_from[co], call_session[co] = from, session
+    guard(co, call_ended)
   elseif kind == 0 then
-    fork(run_main, ...)
+    -- the service's main chunk: if it raises, the service ends
+    guard(fork(...), main_ended)
   end
 end
 
@@ -248,6 +242,22 @@ function M.threads(n)
 end
 
 function M.count() return svc.count() end
+
+-- pcall(f, ...) that f may suspend in (call, sleep, socket reads) on every Lua version:
+-- f runs in a new coroutine of the scheduler and the caller waits for it.
+function M.pcall(f, ...)
+  local me = sched.self()
+  if not me then return pcall(f, ...) end
+  local result
+  local co = fork(function(...) result = pack(true, f(...)) end, ...)
+  guard(co, function(_, ok, err)
+    if not ok then result = pack(false, err) end
+    wakeup(me)
+    return true
+  end)
+  while not result do wait() end
+  return unpack(result, 1, result.n)
+end
 
 function M.exit()
   if not IS_SERVICE then

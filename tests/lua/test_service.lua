@@ -10,6 +10,18 @@ local unpack = table.unpack or unpack
 local function P(...) return { n = select("#", ...), ... } end
 local PRELUDE = "local service = require 'skysocket.service'\n"
 
+-- T.raises through service.pcall: the function may suspend (Lua 5.1 cannot yield
+-- across pcall).
+local function raises(pattern, f, ...)
+  local ok, err = service.pcall(f, ...)
+  if ok then error("expected an error matching '" .. pattern .. "'", 2) end
+  if type(err) ~= "string" then error("error is a " .. type(err) .. ", not a string", 2) end
+  if not err:find(pattern, 1, true) then
+    error("error '" .. err .. "' does not contain '" .. pattern .. "'", 2)
+  end
+  return err
+end
+
 -- Services started by the running test; killed at its end.
 local started = {}
 local function spawn(code, ...)
@@ -121,22 +133,22 @@ end
 function tests.non_crossing_values_raise_with_their_path()
   run(function()
     local echo = spawn(ECHO)
-    T.raises("bad argument #2 to 'send' (function cannot cross services)", service.send, echo, print)
-    T.raises("bad argument #3 to 'send' (.x.y: function cannot cross services)",
+    raises("bad argument #2 to 'send' (function cannot cross services)", service.send, echo, print)
+    raises("bad argument #3 to 'send' (.x.y: function cannot cross services)",
       service.send, echo, 1, { x = { y = print } })
-    T.raises("bad argument #2 to 'call' ([2]: thread cannot cross services)",
-      service.call, echo, { 1, coroutine.create(print) })
-    T.raises("bad argument #2 to 'send' ([\"a b\"]: userdata cannot cross services)",
+    raises("bad argument #2 to 'call' ([2]: thread cannot cross services)",
+      service.call, echo, { 1, coroutine.create(function() end) })
+    raises("bad argument #2 to 'send' ([\"a b\"]: userdata cannot cross services)",
       service.send, echo, { ["a b"] = io.stdout })
     local cyc = { x = {} }
     cyc.x.back = cyc
-    T.raises("bad argument #2 to 'send' (.x.back: a table cycle cannot cross services)",
+    raises("bad argument #2 to 'send' (.x.back: a table cycle cannot cross services)",
       service.send, echo, cyc)
-    T.raises("a table key cannot cross services", service.send, echo, { [{}] = 1 })
-    T.raises("bad argument #3 to 'spawn' (function cannot cross services)",
+    raises("a table key cannot cross services", service.send, echo, { [{}] = 1 })
+    raises("bad argument #3 to 'spawn' (function cannot cross services)",
       service.spawn, "return", 1, print)
-    T.raises("bad argument #1 to 'send' (number expected, got string)", service.send, "x")
-    T.raises("bad argument #1 to 'send' (service id must be positive)", service.send, 0)
+    raises("bad argument #1 to 'send' (number expected, got string)", service.send, "x")
+    raises("bad argument #1 to 'send' (service id must be positive)", service.send, 0)
     -- a shared (non-cyclic) subtable is copied twice: fine
     local shared = { 1 }
     local a, b = service.call(echo, { shared, shared })
@@ -144,12 +156,12 @@ function tests.non_crossing_values_raise_with_their_path()
     T.eq(b, nil, "one value")
     -- a reply that cannot cross fails the call with the documented error
     local bad = spawn([[service.dispatch(function() return 1, { f = print } end)]])
-    T.raises("reply value #2 (.f: function cannot cross services)", service.call, bad)
+    raises("reply value #2 (.f: function cannot cross services)", service.call, bad)
   end)
 end
 
 function tests.call_outside_coroutine_and_dead_targets()
-  T.raises("not inside a coroutine", service.call, service.self(), 1)
+  raises("not inside a coroutine", service.call, service.self(), 1)
   run(function()
     local s = spawn(ECHO)
     T.eq(service.kill(s), true, "kill")
@@ -159,8 +171,8 @@ function tests.call_outside_coroutine_and_dead_targets()
     local r, e = service.send(s, 1)
     T.eq(r, false, "send to a dead service")
     T.truthy(e:find("service " .. s .. " is dead", 1, true), e)
-    T.raises("service " .. s .. " is dead", service.call, s, 1)
-    T.raises("is dead", service.call, 123456789, 1)
+    raises("service " .. s .. " is dead", service.call, s, 1)
+    raises("is dead", service.call, 123456789, 1)
     local ok2, e2 = service.kill(service.root())
     T.eq(ok2, false, "the root cannot be killed")
     T.truthy(e2:find("root", 1, true), e2)
@@ -181,7 +193,7 @@ function tests.errors_are_reported_with_traceback_and_the_service_lives_on()
     local texts = {}
     service.dispatch(function(from, what, text) if what == "hook" then texts[#texts + 1] = text end end)
     service.send(s, "raise")
-    local err = T.raises("raised: ", service.call, s, "raise")
+    local err = raises("raised: ", service.call, s, "raise")
     T.truthy(err:find("boom in handler", 1, true), err)
     T.eq(service.call(s, "ok"), "fine", "still serving after errors")
     local deadline = socket.now() + 5000
@@ -206,19 +218,19 @@ function tests.isolation_raise_loop_kill()
     ]])
     local sleeper = spawn([[service.dispatch(function(_, ms) service.sleep(ms) return "woke" end)]])
     -- the looper spins for a second on one worker; the others keep answering
-    service.fork(function() pcall(service.call, looper, 600) end)
+    service.fork(function() service.pcall(service.call, looper, 600) end)
     service.sleep(50)
     local t0 = socket.now()
     for i = 1, 50 do T.eq(service.call(good, i), i, "echo while another loops") end
     T.truthy(socket.now() - t0 < 500, "served while the looper ran (" .. (socket.now() - t0) .. " ms)")
     -- a call that times out: error, and the late reply is ignored
     local old = service.timeout(100)
-    T.raises("timeout after 100 ms", service.call, sleeper, 400)
+    raises("timeout after 100 ms", service.call, sleeper, 400)
     service.timeout(old)
     T.eq(service.call(sleeper, 1), "woke", "the sleeper answers later calls")
     -- killed while a call is in its handler: the caller gets an error
     service.fork(function() service.sleep(50); service.kill(sleeper) end)
-    T.raises("service " .. sleeper .. " is dead", service.call, sleeper, 5000)
+    raises("service " .. sleeper .. " is dead", service.call, sleeper, 5000)
     T.eq(service.call(good, "x"), "x", "the others serve on")
   end)
 end
@@ -235,7 +247,7 @@ function tests.exit_fails_pending_calls_and_frees_the_id()
     local errs = {}
     for i = 1, 3 do
       service.fork(function()
-        local ok, e = pcall(service.call, s, "wait")
+        local ok, e = service.pcall(service.call, s, "wait")
         errs[#errs + 1] = ok and "no error" or e
       end)
     end
@@ -396,7 +408,7 @@ function tests.threads_fixed_once_started()
     T.eq(ok, false, "cannot change a started pool")
     T.truthy(err:find("started", 1, true), err)
     T.truthy(service.threads() >= 1, "pool size")
-    T.raises("bad argument #1 to 'threads'", service.threads, 0)
+    raises("bad argument #1 to 'threads'", service.threads, 0)
   end)
 end
 
@@ -436,8 +448,8 @@ function tests.lifecycle_10000_services_no_growth()
   cycle(TOTAL - 1000)
   collectgarbage()
   local rss1, threads1, fds1 = proc_status("VmRSS"), proc_status("Threads"), fd_count()
-  if threads0 then T.eq(threads1, threads0, "threads") end
-  if fds0 then T.eq(fds1, fds0, "open descriptors") end
+  if threads0 then T.truthy(threads1 <= threads0, "threads grew: " .. threads0 .. " -> " .. threads1) end
+  if fds0 then T.truthy(fds1 <= fds0, "descriptors grew: " .. fds0 .. " -> " .. fds1) end
   if rss0 then
     -- A leak of even 1 KiB per service would show as 9 MB here.
     T.truthy(rss1 - rss0 < 8 * 1024, string.format("RSS grew %d KiB over %d services", rss1 - rss0, TOTAL - 1000))

@@ -117,6 +117,24 @@ fn build(lua: &Lua, config: crate::engine::Config) -> mlua::Result<(Table, Rc<St
     Ok((module, st))
 }
 
+/// The functions that make a socket (or start a lookup): inside a service they return
+/// `nil, message` for now. The engine is per state, and the sockets of a service's own
+/// engine would never be polled: services own and hand over sockets of one shared
+/// engine once that lands (issue 13, second part).
+const SOCKET_CREATORS: &[&str] = &[
+    "listen",
+    "connect",
+    "open",
+    "udp",
+    "udp_listen",
+    "udp_dial",
+    "resolve",
+    "tls_connect",
+    "tls_listen",
+];
+const NO_SOCKETS_IN_SERVICES: &str =
+    "sockets inside a service are not supported yet: open them in the root service";
+
 /// A table of the functions `fns`, each returning `(sentinel, message)` for a bad
 /// argument.
 fn function_table<'a>(
@@ -129,7 +147,14 @@ fn function_table<'a>(
     for &(name, f) in fns {
         let st = st.clone();
         let sentinel = sentinel.clone();
+        let creates_socket = SOCKET_CREATORS.contains(&name);
         let func = lua.create_function(move |lua, vals: MultiValue| {
+            if creates_socket && st.in_service.get() {
+                return mlua::IntoLuaMulti::into_lua_multi(
+                    (Value::Nil, NO_SOCKETS_IN_SERVICES),
+                    lua,
+                );
+            }
             let a = Args::new(name, vals);
             match f(lua, &st, &a) {
                 Ok(v) => Ok(v),

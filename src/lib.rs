@@ -4,6 +4,7 @@
 //! server: ids, state machine, write queues), [`service`] (worker pool and mailboxes of
 //! services, independent of the engine), `lua` (the mlua module). A lower layer
 //! never uses a higher one.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod engine;
 pub mod lua;

@@ -32,17 +32,18 @@ fn close_to_a_peer_that_never_reads_finishes_by_force() {
     let p = peer(addr); // never reads
     let id = h.accept(lid);
     h.engine
+        .ops()
         .send(id, &vec![7u8; 16 << 20], Priority::High)
         .unwrap();
     let t0 = Instant::now();
-    h.engine.close(id, false).unwrap();
+    h.engine.ops().close(id, false).unwrap();
     let m = h.wait_for("forced close", |m| m.id == id && m.kind != MsgKind::Warning);
     let took = t0.elapsed();
     assert_eq!(m.kind, MsgKind::Close);
     assert!(m.text().contains("close timeout"), "{}", m.text());
     assert!(took >= Duration::from_millis(250), "too early: {took:?}");
     assert!(took < Duration::from_secs(5), "too late: {took:?}");
-    assert!(h.engine.info(id).is_none());
+    assert!(h.engine.ops().info(id).is_none());
     assert_eq!(h.engine.socket_count(), 1);
     h.backlog.clear(); // warnings from before the close
     h.step(Duration::from_millis(20));
@@ -57,11 +58,14 @@ fn close_through_a_handle_times_out_too() {
     let _p = peer(addr);
     let id = h.accept(lid);
     let handle = h.engine.handle();
-    handle.send(id, &vec![1u8; 16 << 20]).unwrap();
-    handle.close(id, false).unwrap();
+    handle
+        .ops()
+        .send(id, &vec![1u8; 16 << 20], Priority::High)
+        .unwrap();
+    handle.ops().close(id, false).unwrap();
     let m = h.wait_for("forced close", |m| m.id == id && m.kind != MsgKind::Warning);
     assert_eq!(m.kind, MsgKind::Close);
-    assert!(h.engine.info(id).is_none());
+    assert!(h.engine.ops().info(id).is_none());
 }
 
 #[test]
@@ -72,8 +76,8 @@ fn slow_live_reader_gets_everything() {
     let id = h.accept(lid);
     let total = 6 << 20;
     let data = Rng(77).bytes(total);
-    h.engine.send(id, &data, Priority::High).unwrap();
-    h.engine.close(id, false).unwrap();
+    h.engine.ops().send(id, &data, Priority::High).unwrap();
+    h.engine.ops().close(id, false).unwrap();
     let reader = thread::spawn(move || {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -108,14 +112,18 @@ fn no_timeout_waits_for_the_peer() {
     let mut p = peer(addr);
     let id = h.accept(lid);
     h.engine
+        .ops()
         .send(id, &vec![2u8; 8 << 20], Priority::High)
         .unwrap();
-    h.engine.close(id, false).unwrap();
+    h.engine.ops().close(id, false).unwrap();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(400) {
         h.step(Duration::from_millis(50));
     }
-    assert!(h.engine.info(id).is_some(), "closed without a timeout");
+    assert!(
+        h.engine.ops().info(id).is_some(),
+        "closed without a timeout"
+    );
     let reader = thread::spawn(move || read_to_eof(&mut p).len());
     let m = h.wait_for("close", |m| m.id == id && m.kind != MsgKind::Warning);
     assert_eq!(m.kind, MsgKind::Close);

@@ -119,13 +119,13 @@ fn with_spare_fd_sheds_pending_connections() {
 
     // Free descriptors; the engine serves again under the same limit.
     for (id, _) in &accepted {
-        h.engine.close(*id, true).unwrap();
+        h.engine.ops().close(*id, true).unwrap();
     }
     drop(peers);
     h.backlog.clear();
     let mut p = peer(addr);
     let id = h.accept(lid);
-    h.engine.send(id, b"served", Priority::High).unwrap();
+    h.engine.ops().send(id, b"served", Priority::High).unwrap();
     assert_eq!(read_exact_n(&mut p, 6), b"served");
     set_nofile_soft(soft).unwrap();
 }

@@ -19,23 +19,30 @@ fn peer_eof_with_queue_reports_close_once_and_still_flushes() {
     let mut p = peer(addr);
     let id = h.accept(lid);
     let data = Rng(11).bytes(8 * 1024 * 1024);
-    h.engine.send(id, &data, Priority::High).unwrap();
-    assert!(h.engine.info(id).unwrap().queued > 0, "8 MiB must queue");
+    h.engine.ops().send(id, &data, Priority::High).unwrap();
+    assert!(
+        h.engine.ops().info(id).unwrap().queued > 0,
+        "8 MiB must queue"
+    );
     p.shutdown(Shutdown::Write).unwrap(); // EOF to the engine; we keep reading
     let c = h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == id);
     assert_eq!(c.owner, 7);
-    let info = h.engine.info(id).expect("still flushing after peer EOF");
+    let info = h
+        .engine
+        .ops()
+        .info(id)
+        .expect("still flushing after peer EOF");
     assert_eq!(info.state, "halfclose_read");
     assert!(
-        matches!(h.engine.resume(id), Err(Error::State(_))),
+        matches!(h.engine.ops().resume(id), Err(Error::State(_))),
         "resume after peer EOF must fail"
     );
     assert!(
-        h.engine.send(id, b"more", Priority::High).is_ok(),
+        h.engine.ops().send(id, b"more", Priority::High).is_ok(),
         "sends still queue"
     );
     let reader = thread::spawn(move || read_to_eof(&mut p));
-    h.run_until("released", |_, _| {}, |e| e.info(id).is_none());
+    h.run_until("released", |_, _| {}, |e| e.ops().info(id).is_none());
     let got = reader.join().unwrap();
     assert_eq!(got.len(), data.len() + 4);
     assert!(got[..data.len()] == data[..] && &got[data.len()..] == b"more");
@@ -45,7 +52,7 @@ fn peer_eof_with_queue_reports_close_once_and_still_flushes() {
         "messages after Close: {:?}",
         h.backlog
     );
-    assert!(matches!(h.engine.resume(id), Err(Error::UnknownId)));
+    assert!(matches!(h.engine.ops().resume(id), Err(Error::UnknownId)));
 }
 
 #[test]
@@ -55,10 +62,10 @@ fn shutdown_write_sends_fin_and_keeps_reading() {
     let mut p = peer(addr);
     let id = h.accept(lid);
     let data = Rng(5).bytes(4 * 1024 * 1024);
-    h.engine.send(id, &data, Priority::High).unwrap();
-    h.engine.shutdown_write(id).unwrap();
+    h.engine.ops().send(id, &data, Priority::High).unwrap();
+    h.engine.ops().shutdown_write(id).unwrap();
     assert!(
-        h.engine.send(id, b"late", Priority::High).is_err(),
+        h.engine.ops().send(id, b"late", Priority::High).is_err(),
         "send after shutdown_write"
     );
     let reader = thread::spawn(move || {
@@ -68,11 +75,11 @@ fn shutdown_write_sends_fin_and_keeps_reading() {
     h.run_until(
         "drained",
         |_, _| {},
-        |e| e.info(id).is_some_and(|i| i.queued == 0),
+        |e| e.ops().info(id).is_some_and(|i| i.queued == 0),
     );
     let (mut p, got) = reader.join().unwrap();
     assert!(got == data, "queue not flushed before FIN");
-    assert_eq!(h.engine.info(id).unwrap().state, "halfclose_write");
+    assert_eq!(h.engine.ops().info(id).unwrap().state, "halfclose_write");
     // The peer keeps talking; we keep reading.
     write_all(&mut p, b"after your FIN");
     let mut rx = Vec::new();
@@ -83,13 +90,14 @@ fn shutdown_write_sends_fin_and_keeps_reading() {
     }
     assert_eq!(rx, b"after your FIN");
     h.engine
+        .ops()
         .resume(id)
         .expect("resume is fine on a write-shut socket");
     drop(p);
     let c = h.wait_for("close", |m| m.id == id);
     assert_eq!(c.kind, MsgKind::Close);
     assert!(
-        h.engine.info(id).is_none(),
+        h.engine.ops().info(id).is_none(),
         "released after both sides closed"
     );
 }
@@ -99,8 +107,8 @@ fn shutdown_write_while_connecting_sends_fin_after_connect() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let mut h = Harness::new();
-    let id = h.engine.connect(&Addr::Inet(addr), 1).unwrap();
-    h.engine.shutdown_write(id).unwrap();
+    let id = h.engine.ops().connect(&Addr::Inet(addr), 1).unwrap();
+    h.engine.ops().shutdown_write(id).unwrap();
     let (mut s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == id);
@@ -117,9 +125,12 @@ fn shutdown_write_while_connecting_with_queued_data() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let mut h = Harness::new();
-    let id = h.engine.connect(&Addr::Inet(addr), 1).unwrap();
-    h.engine.send(id, b"queued early", Priority::High).unwrap();
-    h.engine.shutdown_write(id).unwrap();
+    let id = h.engine.ops().connect(&Addr::Inet(addr), 1).unwrap();
+    h.engine
+        .ops()
+        .send(id, b"queued early", Priority::High)
+        .unwrap();
+    h.engine.ops().shutdown_write(id).unwrap();
     let (mut s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     let reader = thread::spawn(move || {
@@ -130,7 +141,11 @@ fn shutdown_write_while_connecting_with_queued_data() {
     h.run_until(
         "flushed",
         |_, _| {},
-        |e| e.info(id).is_some_and(|i| i.state == "halfclose_write"),
+        |e| {
+            e.ops()
+                .info(id)
+                .is_some_and(|i| i.state == "halfclose_write")
+        },
     );
     assert_eq!(reader.join().unwrap(), b"queued early");
 }
@@ -142,15 +157,19 @@ fn resume_on_closing_or_closed_socket_fails() {
     let p = peer(addr);
     let id = h.accept(lid);
     h.engine
+        .ops()
         .send(id, &vec![0u8; 8 << 20], Priority::High)
         .unwrap();
-    h.engine.close(id, false).unwrap();
-    assert!(h.engine.info(id).is_some(), "closing, flushing");
-    assert!(matches!(h.engine.resume(id), Err(Error::State(_))));
-    h.engine.close(id, true).unwrap();
-    assert!(matches!(h.engine.resume(id), Err(Error::UnknownId)));
-    assert!(matches!(h.engine.pause(id), Err(Error::UnknownId)));
-    assert!(matches!(h.engine.shutdown_write(id), Err(Error::UnknownId)));
+    h.engine.ops().close(id, false).unwrap();
+    assert!(h.engine.ops().info(id).is_some(), "closing, flushing");
+    assert!(matches!(h.engine.ops().resume(id), Err(Error::State(_))));
+    h.engine.ops().close(id, true).unwrap();
+    assert!(matches!(h.engine.ops().resume(id), Err(Error::UnknownId)));
+    assert!(matches!(h.engine.ops().pause(id), Err(Error::UnknownId)));
+    assert!(matches!(
+        h.engine.ops().shutdown_write(id),
+        Err(Error::UnknownId)
+    ));
     drop(p);
 }
 
@@ -160,13 +179,13 @@ fn keep_open_lets_us_answer_after_the_peers_fin() {
     let (lid, addr) = h.listen("127.0.0.1");
     let mut p = peer(addr);
     let id = h.accept(lid);
-    h.engine.set_keep_open(id, true).unwrap();
+    h.engine.ops().set_keep_open(id, true).unwrap();
     p.write_all(b"request").unwrap();
     p.shutdown(Shutdown::Write).unwrap();
     h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == id);
     // Nothing was queued at EOF, yet the socket is still there for the reply.
-    h.engine.send(id, b"reply", Priority::High).unwrap();
-    h.engine.close(id, false).unwrap();
+    h.engine.ops().send(id, b"reply", Priority::High).unwrap();
+    h.engine.ops().close(id, false).unwrap();
     let mut got = Vec::new();
     p.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"reply");
@@ -177,9 +196,9 @@ fn keep_open_lets_us_answer_after_the_peers_fin() {
             .all(|m| !(m.id == id && m.kind == MsgKind::Close)),
         "close reported twice"
     );
-    assert!(h.engine.info(id).is_none(), "released by close");
+    assert!(h.engine.ops().info(id).is_none(), "released by close");
     assert!(matches!(
-        h.engine.set_keep_open(id, true),
+        h.engine.ops().set_keep_open(id, true),
         Err(Error::UnknownId)
     ));
 }

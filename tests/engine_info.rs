@@ -17,13 +17,16 @@ fn stats_count_bytes_and_times() {
     let (lid, addr) = h.listen("127.0.0.1");
     let mut p = peer(addr);
     let id = h.accept(lid);
-    let fresh = h.engine.info(id).unwrap();
+    let fresh = h.engine.ops().info(id).unwrap();
     assert_eq!((fresh.read, fresh.written, fresh.queued), (0, 0, 0));
     assert_eq!((fresh.rtime, fresh.wtime), (0, 0));
     thread::sleep(Duration::from_millis(250));
     // The poll thread stamps sends with the clock of its last poll (as Skynet does).
     h.step(Duration::ZERO);
-    h.engine.send(id, &[1u8; 1000], Priority::High).unwrap();
+    h.engine
+        .ops()
+        .send(id, &[1u8; 1000], Priority::High)
+        .unwrap();
     assert_eq!(read_exact_n(&mut p, 1000).len(), 1000);
     write_all(&mut p, &[2u8; 500]);
     let mut got = 0;
@@ -34,7 +37,7 @@ fn stats_count_bytes_and_times() {
             .len();
     }
     let elapsed_cs = started.elapsed().as_millis() as u64 / 10;
-    let i = h.engine.info(id).unwrap();
+    let i = h.engine.ops().info(id).unwrap();
     assert_eq!(i.read, 500);
     assert_eq!(i.written, 1000);
     assert_eq!(i.queued, 0);
@@ -59,9 +62,10 @@ fn queued_bytes_follow_a_slow_reader() {
     let id = h.accept(lid);
     let total = 8 * 1024 * 1024;
     h.engine
+        .ops()
         .send(id, &vec![3u8; total], Priority::High)
         .unwrap();
-    let i = h.engine.info(id).unwrap();
+    let i = h.engine.ops().info(id).unwrap();
     assert!(i.queued > 0);
     assert_eq!(i.queued as u64 + i.written, total as u64);
     let reader = thread::spawn(move || {
@@ -74,9 +78,9 @@ fn queued_bytes_follow_a_slow_reader() {
     h.run_until(
         "drain",
         |_, _| {},
-        |e| e.info(id).is_some_and(|i| i.queued == 0),
+        |e| e.ops().info(id).is_some_and(|i| i.queued == 0),
     );
-    assert_eq!(h.engine.info(id).unwrap().written, total as u64);
+    assert_eq!(h.engine.ops().info(id).unwrap().written, total as u64);
     reader.join().unwrap();
 }
 
@@ -84,33 +88,33 @@ fn queued_bytes_follow_a_slow_reader() {
 fn state_names_and_info_all() {
     let mut h = Harness::new();
     let any = Addr::Inet("127.0.0.1:0".parse().unwrap());
-    let (plisten, local) = h.engine.listen(&any, opts(), 1).unwrap();
+    let (plisten, local) = h.engine.ops().listen(&any, opts(), 1).unwrap();
     let Some(Addr::Inet(laddr)) = local else {
         panic!()
     };
-    assert_eq!(h.engine.info(plisten).unwrap().state, "plisten");
-    h.engine.start(plisten, 1).unwrap();
-    let li = h.engine.info(plisten).unwrap();
+    assert_eq!(h.engine.ops().info(plisten).unwrap().state, "plisten");
+    h.engine.ops().start(plisten, 1).unwrap();
+    let li = h.engine.ops().info(plisten).unwrap();
     assert_eq!(li.state, "listen");
     assert_eq!(li.peer, None);
     assert_eq!(li.local, Some(laddr.to_string()));
 
-    let cid = h.engine.connect(&Addr::Inet(laddr), 2).unwrap();
-    let st = h.engine.info(cid).unwrap().state;
+    let cid = h.engine.ops().connect(&Addr::Inet(laddr), 2).unwrap();
+    let st = h.engine.ops().info(cid).unwrap().state;
     assert!(st == "connecting" || st == "connected", "{st}");
     let acc = h.wait_for("accept", |m| m.kind == MsgKind::Accept);
-    assert_eq!(h.engine.info(acc.ud).unwrap().state, "paccept");
+    assert_eq!(h.engine.ops().info(acc.ud).unwrap().state, "paccept");
     h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
-    assert_eq!(h.engine.info(cid).unwrap().state, "connected");
-    h.engine.start(acc.ud, 3).unwrap();
-    h.engine.pause(acc.ud).unwrap();
-    assert!(h.engine.info(acc.ud).unwrap().paused);
-    h.engine.shutdown_write(cid).unwrap();
-    assert_eq!(h.engine.info(cid).unwrap().state, "halfclose_write");
-    let udp = h.engine.udp(Some(&any), false, 4).unwrap();
-    assert_eq!(h.engine.info(udp).unwrap().state, "bind");
+    assert_eq!(h.engine.ops().info(cid).unwrap().state, "connected");
+    h.engine.ops().start(acc.ud, 3).unwrap();
+    h.engine.ops().pause(acc.ud).unwrap();
+    assert!(h.engine.ops().info(acc.ud).unwrap().paused);
+    h.engine.ops().shutdown_write(cid).unwrap();
+    assert_eq!(h.engine.ops().info(cid).unwrap().state, "halfclose_write");
+    let udp = h.engine.ops().udp(Some(&any), false, 4).unwrap();
+    assert_eq!(h.engine.ops().info(udp).unwrap().state, "bind");
 
-    let all = h.engine.info_all();
+    let all = h.engine.ops().info_all();
     assert_eq!(all.len(), 4);
     let find = |id| all.iter().find(|i| i.id == id).expect("in info_all");
     assert_eq!(find(plisten).kind, "tcp");
@@ -123,5 +127,5 @@ fn state_names_and_info_all() {
         "accepted peer is the connector's local address"
     );
     assert_eq!(find(cid).peer, Some(laddr.to_string()));
-    assert!(h.engine.handle().info(cid).is_some());
+    assert!(h.engine.handle().ops().info(cid).is_some());
 }

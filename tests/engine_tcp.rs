@@ -36,11 +36,11 @@ fn listen_accept_start_and_echo_ipv4() {
         h.backlog.iter().all(|m| m.kind != MsgKind::Data),
         "data before start"
     );
-    h.engine.start(id, 9).unwrap();
+    h.engine.ops().start(id, 9).unwrap();
     let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == id);
     assert_eq!(d.data, b"hello");
     assert_eq!(d.owner, 9, "start transfers ownership");
-    h.engine.send(id, b"world", Priority::High).unwrap();
+    h.engine.ops().send(id, b"world", Priority::High).unwrap();
     assert_eq!(read_exact_n(&mut p, 5), b"world");
 }
 
@@ -48,11 +48,15 @@ fn listen_accept_start_and_echo_ipv4() {
 fn listen_and_connect_ipv6() {
     let mut h = Harness::new();
     let (lid, addr) = h.listen("::1");
-    let cid = h.engine.connect(&Addr::Inet(addr), 3).expect("connect ::1");
+    let cid = h
+        .engine
+        .ops()
+        .connect(&Addr::Inet(addr), 3)
+        .expect("connect ::1");
     let open = h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
     assert!(open.text().contains("::1"), "{}", open.text());
     let sid = h.accept(lid);
-    h.engine.send(cid, b"ping6", Priority::High).unwrap();
+    h.engine.ops().send(cid, b"ping6", Priority::High).unwrap();
     let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == sid);
     assert_eq!(d.data, b"ping6");
 }
@@ -62,13 +66,13 @@ fn connect_success_reports_open() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let mut h = Harness::new();
-    let id = h.engine.connect(&Addr::Inet(addr), 11).unwrap();
+    let id = h.engine.ops().connect(&Addr::Inet(addr), 11).unwrap();
     let m = h.wait_for("open", |m| m.id == id);
     assert_eq!(m.kind, MsgKind::Open);
     assert_eq!(m.owner, 11);
     assert_eq!(m.text(), addr.to_string());
     let (mut s, _) = l.accept().unwrap();
-    h.engine.send(id, b"abc", Priority::High).unwrap();
+    h.engine.ops().send(id, b"abc", Priority::High).unwrap();
     let mut b = [0u8; 3];
     s.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"abc");
@@ -78,7 +82,7 @@ fn connect_success_reports_open() {
 fn connect_refused_reports_error() {
     let mut h = Harness::new();
     let addr: SocketAddr = format!("127.0.0.1:{}", closed_port()).parse().unwrap();
-    let id = h.engine.connect(&Addr::Inet(addr), 1).unwrap();
+    let id = h.engine.ops().connect(&Addr::Inet(addr), 1).unwrap();
     let m = h.wait_for("error", |m| m.id == id);
     assert_eq!(m.kind, MsgKind::Error);
     assert!(
@@ -87,7 +91,7 @@ fn connect_refused_reports_error() {
         m.text()
     );
     assert!(
-        h.engine.send(id, b"x", Priority::High).is_err(),
+        h.engine.ops().send(id, b"x", Priority::High).is_err(),
         "failed socket is gone"
     );
     assert_eq!(h.engine.socket_count(), 0);
@@ -121,7 +125,7 @@ fn echo_10mb_random_chunks_byte_exact() {
         |e, m| {
             if m.kind == MsgKind::Data && m.id == id {
                 echoed.set(echoed.get() + m.data.len());
-                e.send(id, &m.data, Priority::High).unwrap();
+                e.ops().send(id, &m.data, Priority::High).unwrap();
             }
         },
         |_| echoed.get() >= total,
@@ -130,7 +134,7 @@ fn echo_10mb_random_chunks_byte_exact() {
     h.run_until(
         "drain",
         |_, _| {},
-        |e| e.info(id).map_or(true, |i| i.queued == 0),
+        |e| e.ops().info(id).map_or(true, |i| i.queued == 0),
     );
     writer.join().unwrap();
     let got = reader.join().unwrap();
@@ -148,8 +152,8 @@ fn partial_writes_queue_for_a_slow_reader_and_keep_order() {
     let expected: Vec<u8> = chunks.concat();
     let mut max_queued = 0;
     for c in &chunks {
-        h.engine.send(id, c, Priority::High).unwrap();
-        max_queued = max_queued.max(h.engine.info(id).unwrap().queued);
+        h.engine.ops().send(id, c, Priority::High).unwrap();
+        max_queued = max_queued.max(h.engine.ops().info(id).unwrap().queued);
     }
     assert!(
         max_queued > 0,
@@ -173,11 +177,11 @@ fn partial_writes_queue_for_a_slow_reader_and_keep_order() {
     h.run_until(
         "drain",
         |_, _| {},
-        |e| e.info(id).is_some_and(|i| i.queued == 0),
+        |e| e.ops().info(id).is_some_and(|i| i.queued == 0),
     );
     let got = reader.join().unwrap();
     assert!(got == expected, "bytes reordered or lost");
-    assert_eq!(h.engine.info(id).unwrap().written, n as u64);
+    assert_eq!(h.engine.ops().info(id).unwrap().written, n as u64);
 }
 
 #[test]
@@ -188,19 +192,19 @@ fn low_priority_goes_after_high_and_never_interleaves() {
     let id = h.accept(lid);
     // Fill the socket so later sends queue.
     let filler = vec![b'F'; 4 * 1024 * 1024];
-    h.engine.send(id, &filler, Priority::High).unwrap();
+    h.engine.ops().send(id, &filler, Priority::High).unwrap();
     let low1 = vec![b'a'; 300_000];
     let low2 = vec![b'b'; 300_000];
     let high1 = vec![b'H'; 1000];
-    h.engine.send(id, &low1, Priority::Low).unwrap();
-    h.engine.send(id, &low2, Priority::Low).unwrap();
-    h.engine.send(id, &high1, Priority::High).unwrap();
+    h.engine.ops().send(id, &low1, Priority::Low).unwrap();
+    h.engine.ops().send(id, &low2, Priority::Low).unwrap();
+    h.engine.ops().send(id, &high1, Priority::High).unwrap();
     let total = filler.len() + low1.len() + low2.len() + high1.len();
     let reader = thread::spawn(move || read_exact_n(&mut p, total));
     h.run_until(
         "drain",
         |_, _| {},
-        |e| e.info(id).is_some_and(|i| i.queued == 0),
+        |e| e.ops().info(id).is_some_and(|i| i.queued == 0),
     );
     let got = reader.join().unwrap();
     // After the filler (partly sent before the low ones were queued), the high buffer
@@ -217,11 +221,11 @@ fn close_flushes_everything_before_eof() {
     let mut p = peer(addr);
     let id = h.accept(lid);
     let data = Rng(3).bytes(6 * 1024 * 1024);
-    h.engine.send(id, &data, Priority::High).unwrap();
-    assert!(h.engine.info(id).unwrap().queued > 0);
-    h.engine.close(id, false).unwrap();
+    h.engine.ops().send(id, &data, Priority::High).unwrap();
+    assert!(h.engine.ops().info(id).unwrap().queued > 0);
+    h.engine.ops().close(id, false).unwrap();
     assert!(
-        h.engine.send(id, b"late", Priority::High).is_err(),
+        h.engine.ops().send(id, b"late", Priority::High).is_err(),
         "send after close must fail"
     );
     let reader = thread::spawn(move || read_to_eof(&mut p));
@@ -240,10 +244,13 @@ fn forced_close_drops_the_queue() {
     let mut p = peer(addr);
     let id = h.accept(lid);
     let data = vec![1u8; 16 * 1024 * 1024];
-    h.engine.send(id, &data, Priority::High).unwrap();
-    assert!(h.engine.info(id).unwrap().queued > 0);
-    h.engine.close(id, true).unwrap();
-    assert!(h.engine.info(id).is_none(), "forced close releases at once");
+    h.engine.ops().send(id, &data, Priority::High).unwrap();
+    assert!(h.engine.ops().info(id).unwrap().queued > 0);
+    h.engine.ops().close(id, true).unwrap();
+    assert!(
+        h.engine.ops().info(id).is_none(),
+        "forced close releases at once"
+    );
     h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == id);
     let got = read_to_eof(&mut p);
     assert!(got.len() < data.len(), "forced close must not flush");
@@ -263,8 +270,11 @@ fn peer_eof_reports_close_once() {
         "more messages after close: {:?}",
         h.backlog
     );
-    assert!(h.engine.info(id).is_none());
-    assert!(matches!(h.engine.close(id, false), Err(Error::UnknownId)));
+    assert!(h.engine.ops().info(id).is_none());
+    assert!(matches!(
+        h.engine.ops().close(id, false),
+        Err(Error::UnknownId)
+    ));
 }
 
 #[test]
@@ -273,20 +283,23 @@ fn stale_id_is_rejected_after_slot_reuse() {
     let (lid, addr) = h.listen("127.0.0.1");
     let _p1 = peer(addr);
     let old = h.accept(lid);
-    h.engine.close(old, true).unwrap();
+    h.engine.ops().close(old, true).unwrap();
     let mut p2 = peer(addr);
     let new = h.accept(lid);
     assert_ne!(old, new);
     let mask = (1u64 << 16) - 1;
     assert_eq!(old & mask, new & mask, "the slot should have been reused");
     assert!(matches!(
-        h.engine.send(old, b"x", Priority::High),
+        h.engine.ops().send(old, b"x", Priority::High),
         Err(Error::UnknownId)
     ));
-    assert!(matches!(h.engine.close(old, true), Err(Error::UnknownId)));
-    assert!(h.engine.pause(old).is_err());
-    assert!(h.engine.info(old).is_none());
-    h.engine.send(new, b"ok", Priority::High).unwrap();
+    assert!(matches!(
+        h.engine.ops().close(old, true),
+        Err(Error::UnknownId)
+    ));
+    assert!(h.engine.ops().pause(old).is_err());
+    assert!(h.engine.ops().info(old).is_none());
+    h.engine.ops().send(new, b"ok", Priority::High).unwrap();
     assert_eq!(read_exact_n(&mut p2, 2), b"ok");
 }
 
@@ -352,14 +365,14 @@ fn pause_stops_reading_and_resume_restarts() {
     let (lid, addr) = h.listen("127.0.0.1");
     let mut p = peer(addr);
     let id = h.accept(lid);
-    h.engine.pause(id).unwrap();
+    h.engine.ops().pause(id).unwrap();
     write_all(&mut p, b"held");
     h.step(Duration::from_millis(100));
     assert!(
         h.backlog.iter().all(|m| m.kind != MsgKind::Data),
         "read while paused"
     );
-    h.engine.resume(id).unwrap();
+    h.engine.ops().resume(id).unwrap();
     let d = h.wait_for("data", |m| m.kind == MsgKind::Data);
     assert_eq!(d.data, b"held");
 }
@@ -372,7 +385,7 @@ fn warning_at_one_mib_and_zero_when_drained() {
     let id = h.accept(lid);
     let big = vec![0u8; 1024 * 1024];
     for _ in 0..16 {
-        h.engine.send(id, &big, Priority::High).unwrap();
+        h.engine.ops().send(id, &big, Priority::High).unwrap();
     }
     let w = h.wait_for("warning", |m| m.kind == MsgKind::Warning && m.id == id);
     assert!(w.ud >= 1024, "warning size {} KiB", w.ud);
@@ -389,7 +402,7 @@ fn warning_at_one_mib_and_zero_when_drained() {
     h.wait_for("warning 0", |m| {
         m.kind == MsgKind::Warning && m.id == id && m.ud == 0
     });
-    assert_eq!(h.engine.info(id).unwrap().queued, 0);
+    assert_eq!(h.engine.ops().info(id).unwrap().queued, 0);
     reader.join().unwrap();
 }
 
@@ -412,7 +425,7 @@ fn write_budget_drops_the_sockets_with_a_backlog_and_counts_exactly() {
             if refused.contains(&id) {
                 continue;
             }
-            match h.engine.send(id, &chunk, Priority::High) {
+            match h.engine.ops().send(id, &chunk, Priority::High) {
                 Ok(()) => {}
                 Err(Error::BudgetExceeded { total, budget }) => {
                     assert_eq!(budget, BUDGET);
@@ -434,7 +447,7 @@ fn write_budget_drops_the_sockets_with_a_backlog_and_counts_exactly() {
         "64 MiB to two non-readers must pass a 2 MiB budget"
     );
     for id in [a, b] {
-        assert!(h.engine.info(id).is_none(), "dropped");
+        assert!(h.engine.ops().info(id).is_none(), "dropped");
         let m = h.wait_for("error", |m| m.kind == MsgKind::Error && m.id == id);
         assert!(m.text().contains("write budget exceeded"), "{}", m.text());
     }
@@ -444,7 +457,7 @@ fn write_budget_drops_the_sockets_with_a_backlog_and_counts_exactly() {
     let mut p3 = peer(addr);
     let c = h.accept(lid);
     let big = vec![1u8; 8 << 20];
-    h.engine.send(c, &big, Priority::High).unwrap();
+    h.engine.ops().send(c, &big, Priority::High).unwrap();
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 16];
         let mut got = 0;
@@ -463,8 +476,8 @@ fn write_budget_drops_the_sockets_with_a_backlog_and_counts_exactly() {
         "queue drained, counter back to 0"
     );
     assert_eq!(reader.join().unwrap(), 8 << 20);
-    h.engine.close(c, false).unwrap();
-    h.engine.close(lid, true).unwrap();
+    h.engine.ops().close(c, false).unwrap();
+    h.engine.ops().close(lid, true).unwrap();
 }
 
 #[test]
@@ -473,11 +486,11 @@ fn write_limit_rejects_sends_beyond_it() {
     let (lid, addr) = h.listen("127.0.0.1");
     let _p = peer(addr);
     let id = h.accept(lid);
-    h.engine.set_limit(id, 1 << 20).unwrap();
+    h.engine.ops().set_limit(id, 1 << 20).unwrap();
     let chunk = vec![0u8; 256 * 1024];
     let mut rejected = false;
     for _ in 0..64 {
-        match h.engine.send(id, &chunk, Priority::High) {
+        match h.engine.ops().send(id, &chunk, Priority::High) {
             Ok(()) => {}
             Err(Error::LimitExceeded { limit, .. }) => {
                 assert_eq!(limit, 1 << 20);
@@ -489,7 +502,10 @@ fn write_limit_rejects_sends_beyond_it() {
     }
     assert!(rejected, "16 MiB to a non-reader must hit a 1 MiB limit");
     // The stream is broken: the engine dropped the socket and tells its owner.
-    assert!(h.engine.info(id).is_none(), "socket dropped at the limit");
+    assert!(
+        h.engine.ops().info(id).is_none(),
+        "socket dropped at the limit"
+    );
     let m = h.wait_for("error", |m| m.kind == MsgKind::Error && m.id == id);
     assert!(
         m.text().contains("write queue limit exceeded"),

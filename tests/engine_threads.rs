@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use parking_lot::Mutex;
-use skysocket::engine::{Engine, Error, Handle};
+use skysocket::engine::{Engine, Error, Handle, Priority};
 use skysocket::sys::net::Addr;
 
 /// Run the engine's poll loop on its own thread until `stop` is set.
@@ -123,7 +123,7 @@ fn eight_threads_send_concurrently_in_order() {
             let mut rng = Rng(1 + tid as u64);
             for seq in 0..FRAMES {
                 let f = frame(tid, seq, frame_len(seq, &mut rng));
-                handle.send(id, &f).expect("send");
+                handle.ops().send(id, &f, Priority::High).expect("send");
                 if rng.below(8) == 0 {
                     thread::yield_now();
                 }
@@ -144,10 +144,10 @@ fn eight_threads_send_concurrently_in_order() {
         s.join().unwrap();
     }
     stop.store(true, Ordering::Relaxed);
-    let engine = poller.join().unwrap();
+    let mut engine = poller.join().unwrap();
     for id in ids {
         // Readers close their end when done, so a socket may be gone already.
-        assert!(engine.info(id).map_or(true, |i| i.queued == 0));
+        assert!(engine.ops().info(id).map_or(true, |i| i.queued == 0));
     }
 }
 
@@ -189,12 +189,12 @@ fn operations_on_sockets_closed_underneath_fail_cleanly() {
                     v[rng.below(v.len() as u64) as usize]
                 };
                 let r: Result<(), Error> = match rng.below(6) {
-                    0 => handle.close(id, rng.below(2) == 0),
-                    1 => handle.pause(id),
-                    2 => handle.resume(id),
-                    3 => handle.sendto(id, Some(&to), b"x"),
-                    4 => handle.send(id, b"x"),
-                    _ => handle.set_limit(id, 1000),
+                    0 => handle.ops().close(id, rng.below(2) == 0),
+                    1 => handle.ops().pause(id),
+                    2 => handle.ops().resume(id),
+                    3 => handle.ops().sendto(id, Some(&to), b"x"),
+                    4 => handle.ops().send(id, b"x", Priority::High),
+                    _ => handle.ops().set_limit(id, 1000),
                 };
                 if pick_dead {
                     // Retired ids are closed for good: always UnknownId.
@@ -209,15 +209,16 @@ fn operations_on_sockets_closed_underneath_fail_cleanly() {
     let mut opened = 0;
     while t0.elapsed() < Duration::from_millis(1500) {
         let id = handle
+            .ops()
             .udp(Some(&Addr::Inet("127.0.0.1:0".parse().unwrap())), false, 1)
             .unwrap();
         opened += 1;
         live.lock().push(id);
         if live.lock().len() > 16 {
             let victim = live.lock().remove(0);
-            let _ = handle.close(victim, true); // may already be closed by a worker
+            let _ = handle.ops().close(victim, true); // may already be closed by a worker
             let end = Instant::now() + DEADLINE;
-            while handle.info(victim).is_some() {
+            while handle.ops().info(victim).is_some() {
                 assert!(Instant::now() < end, "close never applied");
                 thread::sleep(Duration::from_micros(200));
             }
@@ -228,7 +229,7 @@ fn operations_on_sockets_closed_underneath_fail_cleanly() {
             .lock()
             .iter()
             .copied()
-            .filter(|&id| handle.info(id).is_none())
+            .filter(|&id| handle.ops().info(id).is_none())
             .collect();
         live.lock().retain(|id| !gone.contains(id));
         retired.lock().extend(gone);
@@ -241,15 +242,15 @@ fn operations_on_sockets_closed_underneath_fail_cleanly() {
     assert!(checked > 100, "only {checked} dead-id calls");
     assert!(opened > 50);
     stop.store(true, Ordering::Relaxed);
-    let engine = poller.join().unwrap();
+    let mut engine = poller.join().unwrap();
     let still: usize = live
         .lock()
         .iter()
-        .filter(|&&id| engine.info(id).is_some())
+        .filter(|&&id| engine.ops().info(id).is_some())
         .count();
     assert_eq!(engine.socket_count(), still, "sockets leaked");
     for &id in retired.lock().iter() {
-        assert!(engine.info(id).is_none());
+        assert!(engine.ops().info(id).is_none());
     }
     let _: &Handle = &handle;
 }

@@ -67,7 +67,7 @@ fn client_ctx(ca: &Ca) -> Arc<TlsContext> {
 /// A TLS listener started on an ephemeral loopback port.
 fn tls_listener(h: &mut Harness, ctx: &Arc<TlsContext>) -> (SocketId, SocketAddr) {
     let (lid, addr) = h.listen("127.0.0.1");
-    h.engine.tls_listen(lid, ctx).unwrap();
+    h.engine.ops().tls_listen(lid, ctx).unwrap();
     (lid, addr)
 }
 
@@ -142,7 +142,7 @@ fn rustls_client_against_engine_server_echo_and_info() {
     let sid = h.accept(lid);
     let hs = h.wait_for("handshake", |m| m.kind == MsgKind::Handshake && m.id == sid);
     assert_eq!(hs.data, b"echo/1", "the handshake event carries the ALPN");
-    let info = h.engine.tls_info(sid).unwrap();
+    let info = h.engine.ops().tls_info(sid).unwrap();
     assert!(!info.handshaking && info.server);
     assert_eq!(info.version.as_deref(), Some("TLSv1.3"));
     assert!(
@@ -153,19 +153,23 @@ fn rustls_client_against_engine_server_echo_and_info() {
     assert!(info.peer_subject.is_none(), "no client certificate");
     let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == sid);
     assert_eq!(d.data, b"hello over tls", "plaintext reaches the owner");
-    h.engine.send(sid, &d.data, Priority::High).unwrap();
+    h.engine.ops().send(sid, &d.data, Priority::High).unwrap();
     // The peer's close_notify is a clean close.
     h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == sid);
     let (echo, alpn) = t.join().unwrap();
     assert_eq!(echo, b"hello over tls");
     assert_eq!(alpn.as_deref(), Some(&b"echo/1"[..]));
-    assert!(h.engine.tls_info(lid).is_err(), "a listener has no session");
+    assert!(
+        h.engine.ops().tls_info(lid).is_err(),
+        "a listener has no session"
+    );
 }
 
 /// Connect an engine TLS client to an engine TLS listener; returns (client, server).
 fn pair(h: &mut Harness, lid: SocketId, addr: SocketAddr, cctx: &Arc<TlsContext>) -> (u64, u64) {
     let cid = h
         .engine
+        .ops()
         .tls_connect(&Addr::Inet(addr), cctx, Some("localhost"), 5)
         .unwrap();
     let sid = h.accept(lid);
@@ -188,6 +192,7 @@ fn open_is_held_until_the_handshake_and_peer_names_are_reported() {
     let (lid, addr) = tls_listener(&mut h, &sctx);
     let cid = h
         .engine
+        .ops()
         .tls_connect(&Addr::Inet(addr), &cctx, Some("localhost"), 5)
         .unwrap();
     let sid = h.accept(lid);
@@ -199,7 +204,7 @@ fn open_is_held_until_the_handshake_and_peer_names_are_reported() {
         m.id == cid && m.kind == MsgKind::Handshake
     });
     assert_eq!(seen, vec![MsgKind::Open, MsgKind::Handshake]);
-    let info = h.engine.tls_info(cid).unwrap();
+    let info = h.engine.ops().tls_info(cid).unwrap();
     assert!(!info.server);
     assert_eq!(
         info.peer_subject.as_deref(),
@@ -212,6 +217,7 @@ fn open_is_held_until_the_handshake_and_peer_names_are_reported() {
     // The server name defaults to the IP connected to; the cert has it as a SAN.
     let cid2 = h
         .engine
+        .ops()
         .tls_connect(&Addr::Inet(addr), &cctx, None, 5)
         .unwrap();
     h.accept(lid);
@@ -234,6 +240,7 @@ fn many_connections_exchange_megabytes_byte_exact() {
     for _ in 0..conns {
         let cid = h
             .engine
+            .ops()
             .tls_connect(&Addr::Inet(addr), &cctx, Some("localhost"), 5)
             .unwrap();
         clients.push(cid);
@@ -248,6 +255,7 @@ fn many_connections_exchange_megabytes_byte_exact() {
         while pos < data.len() {
             let n = (1 + rng.below(70_000) as usize).min(data.len() - pos);
             h.engine
+                .ops()
                 .send(cid, &data[pos..pos + n], Priority::High)
                 .unwrap();
             pos += n;
@@ -260,10 +268,10 @@ fn many_connections_exchange_megabytes_byte_exact() {
         h.step(Duration::from_millis(10));
         for m in std::mem::take(&mut h.backlog) {
             match m.kind {
-                MsgKind::Accept => h.engine.start(m.ud, 7).unwrap(),
+                MsgKind::Accept => h.engine.ops().start(m.ud, 7).unwrap(),
                 // The server echoes: both directions carry the whole stream.
                 MsgKind::Data if m.owner == 7 => {
-                    h.engine.send(m.id, &m.data, Priority::High).unwrap()
+                    h.engine.ops().send(m.id, &m.data, Priority::High).unwrap()
                 }
                 MsgKind::Data => {
                     let g = got.get_mut(&m.id).unwrap();
@@ -300,8 +308,8 @@ fn close_after_flush_sends_everything_then_close_notify() {
         (r.map_err(|e| e.to_string()), all)
     });
     h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == sid);
-    h.engine.send(sid, &payload, Priority::Low).unwrap();
-    h.engine.close(sid, false).unwrap();
+    h.engine.ops().send(sid, &payload, Priority::Low).unwrap();
+    h.engine.ops().close(sid, false).unwrap();
     h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == sid);
     let (r, all) = reader.join().unwrap();
     assert!(r.is_ok(), "clean TLS close expected: {r:?}");
@@ -315,26 +323,35 @@ fn starttls_after_a_plaintext_line() {
     let cctx = client_ctx(&ca);
     let mut h = Harness::new();
     let (lid, addr) = h.listen("127.0.0.1");
-    let cid = h.engine.connect(&Addr::Inet(addr), 5).unwrap();
+    let cid = h.engine.ops().connect(&Addr::Inet(addr), 5).unwrap();
     h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
     let sid = h.accept(lid);
-    h.engine.send(cid, b"STARTTLS\r\n", Priority::High).unwrap();
+    h.engine
+        .ops()
+        .send(cid, b"STARTTLS\r\n", Priority::High)
+        .unwrap();
     let d = h.wait_for("line", |m| m.kind == MsgKind::Data && m.id == sid);
     assert_eq!(d.data, b"STARTTLS\r\n");
     // The reply is queued before the upgrade: it goes out in plaintext first.
-    h.engine.send(sid, b"OK\r\n", Priority::Low).unwrap();
-    h.engine.tls_upgrade(sid, &sctx, None).unwrap();
+    h.engine.ops().send(sid, b"OK\r\n", Priority::Low).unwrap();
+    h.engine.ops().tls_upgrade(sid, &sctx, None).unwrap();
     let d = h.wait_for("reply", |m| m.kind == MsgKind::Data && m.id == cid);
     assert_eq!(d.data, b"OK\r\n");
-    h.engine.tls_upgrade(cid, &cctx, Some("localhost")).unwrap();
-    assert!(h.engine.tls_upgrade(cid, &cctx, None).is_err(), "twice");
+    h.engine
+        .ops()
+        .tls_upgrade(cid, &cctx, Some("localhost"))
+        .unwrap();
+    assert!(
+        h.engine.ops().tls_upgrade(cid, &cctx, None).is_err(),
+        "twice"
+    );
     h.wait_for("client hs", |m| m.kind == MsgKind::Handshake && m.id == cid);
     h.wait_for("server hs", |m| m.kind == MsgKind::Handshake && m.id == sid);
-    h.engine.send(cid, b"secret", Priority::High).unwrap();
+    h.engine.ops().send(cid, b"secret", Priority::High).unwrap();
     let d = h.wait_for("secret", |m| m.kind == MsgKind::Data && m.id == sid);
     assert_eq!(d.data, b"secret");
     assert_eq!(
-        h.engine.tls_info(sid).unwrap().version.as_deref(),
+        h.engine.ops().tls_info(sid).unwrap().version.as_deref(),
         Some("TLSv1.3")
     );
 }
@@ -355,7 +372,7 @@ fn sends_from_other_threads_go_through_the_poll_thread() {
                 for i in 0..200u32 {
                     let mut msg = vec![k; 100];
                     msg[..4].copy_from_slice(&i.to_be_bytes());
-                    handle.send(sid, &msg).unwrap();
+                    handle.ops().send(sid, &msg, Priority::High).unwrap();
                 }
             })
         })
@@ -379,6 +396,62 @@ fn sends_from_other_threads_go_through_the_poll_thread() {
     }
 }
 
+#[test]
+fn tls_connect_and_upgrade_from_another_thread() {
+    // The TLS operations are the same `Ops` off the poll thread: the connection is
+    // attached there, the poll thread arms the handshake timeout and flushes.
+    let ca = Ca::new("remote ca");
+    let sctx = server_ctx(&ca, &["localhost"]);
+    let cctx = client_ctx(&ca);
+    let mut h = Harness::new();
+    let (lid, addr) = tls_listener(&mut h, &sctx);
+    let handle = h.engine.handle();
+    let c2 = cctx.clone();
+    let cid = thread::spawn(move || {
+        handle
+            .ops()
+            .tls_connect(&Addr::Inet(addr), &c2, Some("localhost"), 5)
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    let sid = h.accept(lid);
+    h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
+    h.wait_for("client hs", |m| m.kind == MsgKind::Handshake && m.id == cid);
+    h.wait_for("server hs", |m| m.kind == MsgKind::Handshake && m.id == sid);
+    let handle = h.engine.handle();
+    thread::spawn(move || handle.ops().send(cid, b"over tls", Priority::High).unwrap())
+        .join()
+        .unwrap();
+    let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == sid);
+    assert_eq!(d.data, b"over tls");
+
+    // STARTTLS on both ends of a plain pair, asked for from other threads.
+    let (plid, paddr) = h.listen("127.0.0.1");
+    let pc = h.engine.ops().connect(&Addr::Inet(paddr), 5).unwrap();
+    h.wait_for("plain open", |m| m.kind == MsgKind::Open && m.id == pc);
+    let ps = h.accept(plid);
+    let (handle, s2, c2) = (h.engine.handle(), sctx.clone(), cctx.clone());
+    thread::spawn(move || {
+        handle.ops().tls_upgrade(ps, &s2, None).unwrap();
+        handle
+            .ops()
+            .tls_upgrade(pc, &c2, Some("localhost"))
+            .unwrap();
+        assert!(handle.ops().tls_upgrade(pc, &c2, None).is_err(), "twice");
+    })
+    .join()
+    .unwrap();
+    h.wait_for("client hs", |m| m.kind == MsgKind::Handshake && m.id == pc);
+    h.wait_for("server hs", |m| m.kind == MsgKind::Handshake && m.id == ps);
+    h.engine
+        .ops()
+        .send(pc, b"upgraded", Priority::High)
+        .unwrap();
+    let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == ps);
+    assert_eq!(d.data, b"upgraded");
+}
+
 /// Expect an `Error` on `id` whose text contains `needle`, and no close of `keep`.
 fn expect_error(h: &mut Harness, id: u64, needle: &str) -> String {
     let m = h.wait_for("error", |m| {
@@ -390,7 +463,7 @@ fn expect_error(h: &mut Harness, id: u64, needle: &str) -> String {
         text.contains(needle),
         "error text {text:?} lacks {needle:?}"
     );
-    assert!(!h.engine.is_open(id), "the failed socket is released");
+    assert!(!h.engine.ops().is_open(id), "the failed socket is released");
     text
 }
 
@@ -428,6 +501,7 @@ fn verification_failures_close_only_that_socket() {
         let (lid, addr) = tls_listener(&mut h, &sctx);
         let cid = h
             .engine
+            .ops()
             .tls_connect(&Addr::Inet(addr), &cctx, Some("localhost"), 5)
             .unwrap();
         let sid = h.accept(lid);
@@ -438,7 +512,7 @@ fn verification_failures_close_only_that_socket() {
             (m.kind == MsgKind::Error || m.kind == MsgKind::Close) && m.id == sid
         });
         assert_eq!(m.kind, MsgKind::Error, "{what}: {m:?}");
-        h.engine.close(lid, true).unwrap();
+        h.engine.ops().close(lid, true).unwrap();
     }
     // verify = false accepts the unknown CA (documented as unsafe).
     let mut o = TlsOptions::client();
@@ -446,9 +520,12 @@ fn verification_failures_close_only_that_socket() {
     let lax = TlsContext::new(&o).unwrap();
     let (lid, addr) = tls_listener(&mut h, &server_ctx(&other, &["x.example"]));
     let (c, _) = pair(&mut h, lid, addr, &lax);
-    assert!(h.engine.is_open(c));
+    assert!(h.engine.ops().is_open(c));
     // The healthy pair still works.
-    h.engine.send(gc, b"still here", Priority::High).unwrap();
+    h.engine
+        .ops()
+        .send(gc, b"still here", Priority::High)
+        .unwrap();
     let d = h.wait_for("healthy", |m| m.kind == MsgKind::Data && m.id == gs);
     assert_eq!(d.data, b"still here");
 }
@@ -465,6 +542,7 @@ fn client_certificate_required_and_missing_or_present() {
     // Without a client certificate the server refuses.
     let cid = h
         .engine
+        .ops()
         .tls_connect(&Addr::Inet(addr), &client_ctx(&ca), Some("localhost"), 5)
         .unwrap();
     let sid = h.accept(lid);
@@ -480,7 +558,7 @@ fn client_certificate_required_and_missing_or_present() {
     co.cert = Some(ccert);
     co.key = Some(ckey);
     let (_, sid) = pair(&mut h, lid, addr, &TlsContext::new(&co).unwrap());
-    let info = h.engine.tls_info(sid).unwrap();
+    let info = h.engine.ops().tls_info(sid).unwrap();
     assert_eq!(
         info.peer_subject.as_deref(),
         Some("CN=client one, O=skysocket tests")
@@ -543,7 +621,7 @@ fn garbage_stalls_and_truncation_fail_cleanly() {
     expect_error(&mut h, sid, "without close_notify");
 
     // The healthy pair is untouched by all of the above.
-    h.engine.send(gs, b"ok", Priority::High).unwrap();
+    h.engine.ops().send(gs, b"ok", Priority::High).unwrap();
     let d = h.wait_for("healthy", |m| m.kind == MsgKind::Data && m.id == gc);
     assert_eq!(d.data, b"ok");
 }
@@ -580,13 +658,13 @@ fn write_limit_pause_and_half_close_keep_their_meaning() {
     let (lid, addr) = tls_listener(&mut h, &sctx);
     let (cid, sid) = pair(&mut h, lid, addr, &cctx);
     // Slow reader: the client stops reading; the server's queue hits its limit.
-    h.engine.pause(cid).unwrap();
-    h.engine.set_limit(sid, 1 << 20).unwrap();
+    h.engine.ops().pause(cid).unwrap();
+    h.engine.ops().set_limit(sid, 1 << 20).unwrap();
     let chunk = vec![b'x'; 64 * 1024];
     let mut refused = false;
     for _ in 0..200 {
         h.step(Duration::from_millis(1));
-        if h.engine.send(sid, &chunk, Priority::High).is_err() {
+        if h.engine.ops().send(sid, &chunk, Priority::High).is_err() {
             refused = true;
             break;
         }
@@ -594,23 +672,23 @@ fn write_limit_pause_and_half_close_keep_their_meaning() {
     assert!(refused, "the write limit applies to TLS sockets");
     // As for plain sockets, a send past the limit drops the socket with an error.
     expect_error(&mut h, sid, "limit");
-    h.engine.resume(cid).unwrap();
+    h.engine.ops().resume(cid).unwrap();
     let m = h.wait_for("client end", |m| {
         (m.kind == MsgKind::Error || m.kind == MsgKind::Close) && m.id == cid
     });
     assert_eq!(m.id, cid);
     // A fresh pair: pause the reader, queue 2 MiB, resume: everything arrives.
     let (cid, sid) = pair(&mut h, lid, addr, &cctx);
-    h.engine.pause(cid).unwrap();
+    h.engine.ops().pause(cid).unwrap();
     for _ in 0..32 {
-        h.engine.send(sid, &chunk, Priority::High).unwrap();
+        h.engine.ops().send(sid, &chunk, Priority::High).unwrap();
     }
     h.step(Duration::from_millis(20));
-    h.engine.resume(cid).unwrap();
+    h.engine.ops().resume(cid).unwrap();
     let queued = 32 * chunk.len();
     // Half-close: the client's close_notify + FIN; the server can still answer.
-    h.engine.set_keep_open(sid, true).unwrap();
-    h.engine.shutdown_write(cid).unwrap();
+    h.engine.ops().set_keep_open(sid, true).unwrap();
+    h.engine.ops().shutdown_write(cid).unwrap();
     let mut total = 0usize;
     h.pump("client data then server close", |_, m| {
         if m.kind == MsgKind::Data && m.id == cid {
@@ -618,9 +696,12 @@ fn write_limit_pause_and_half_close_keep_their_meaning() {
         }
         m.kind == MsgKind::Close && m.id == sid
     });
-    assert!(h.engine.is_open(sid), "keep_open: half-closed, not closed");
-    h.engine.send(sid, b"tail", Priority::High).unwrap();
-    h.engine.close(sid, false).unwrap();
+    assert!(
+        h.engine.ops().is_open(sid),
+        "keep_open: half-closed, not closed"
+    );
+    h.engine.ops().send(sid, b"tail", Priority::High).unwrap();
+    h.engine.ops().close(sid, false).unwrap();
     h.pump("tail and close", |_, m| {
         if m.kind == MsgKind::Data && m.id == cid {
             total += m.data.len();
@@ -641,6 +722,7 @@ fn connect_by_host_name_verifies_that_name() {
     // The name goes through the resolver thread; SNI and verification use it.
     let cid = h
         .engine
+        .ops()
         .tls_connect_host("localhost", addr.port(), &cctx, None, 5)
         .unwrap();
     // localhost may resolve to ::1 first, where nothing listens: the next address is
@@ -649,13 +731,14 @@ fn connect_by_host_name_verifies_that_name() {
     h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
     h.wait_for("server hs", |m| m.kind == MsgKind::Handshake && m.id == sid);
     assert_eq!(
-        h.engine.tls_info(sid).unwrap().sni.as_deref(),
+        h.engine.ops().tls_info(sid).unwrap().sni.as_deref(),
         Some("localhost")
     );
     // A server context cannot connect; a client context cannot listen.
     assert!(h
         .engine
+        .ops()
         .tls_connect_host("localhost", addr.port(), &sctx, None, 5)
         .is_err());
-    assert!(h.engine.tls_listen(lid, &cctx).is_err());
+    assert!(h.engine.ops().tls_listen(lid, &cctx).is_err());
 }

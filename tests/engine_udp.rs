@@ -18,9 +18,10 @@ fn inet(s: &str) -> Addr {
 fn bound(h: &mut Harness, at: &str, owner: u64) -> (SocketId, SocketAddr) {
     let id = h
         .engine
+        .ops()
         .udp(Some(&inet(at)), false, owner)
         .expect("udp bind");
-    let local = h.engine.info(id).unwrap().local.unwrap();
+    let local = h.engine.ops().info(id).unwrap().local.unwrap();
     (id, local.parse().unwrap())
 }
 
@@ -57,13 +58,14 @@ fn round_trip(family_any: &str, loopback: &str, max: usize) {
         assert_eq!(from, peer.local_addr().unwrap(), "sender address");
         // Reply to the sender given by the message, and the peer gets it intact.
         h.engine
+            .ops()
             .sendto(id, Some(&Addr::Inet(from)), payload)
             .unwrap();
         let (got, src) = recv(&peer);
         assert!(got == payload, "reply of {} bytes differs", payload.len());
         assert_eq!(src.port(), local.port());
     }
-    let info = h.engine.info(id).unwrap();
+    let info = h.engine.ops().info(id).unwrap();
     assert_eq!(info.kind, "udp");
     assert_eq!(info.state, "bind");
     assert_eq!(info.read, (1 + max) as u64);
@@ -84,13 +86,15 @@ fn bound_ipv6_round_trip_with_big_datagrams() {
 #[test]
 fn unbound_socket_sends_to_ipv6_and_to_ipv4_through_dual_stack() {
     let mut h = Harness::new();
-    let id = h.engine.udp(None, true, 1).expect("unbound v6");
+    let id = h.engine.ops().udp(None, true, 1).expect("unbound v6");
     let p6 = std_peer("[::1]:0");
     let p4 = std_peer("127.0.0.1:0");
     h.engine
+        .ops()
         .sendto(id, Some(&Addr::Inet(p6.local_addr().unwrap())), b"to-v6")
         .unwrap();
     h.engine
+        .ops()
         .sendto(id, Some(&Addr::Inet(p4.local_addr().unwrap())), b"to-v4")
         .unwrap();
     let (d6, from6) = recv(&p6);
@@ -115,9 +119,10 @@ fn unbound_socket_sends_to_ipv6_and_to_ipv4_through_dual_stack() {
 #[test]
 fn unbound_ipv4_socket_sends_to_ipv4() {
     let mut h = Harness::new();
-    let id = h.engine.udp(None, false, 1).expect("unbound v4");
+    let id = h.engine.ops().udp(None, false, 1).expect("unbound v4");
     let p4 = std_peer("127.0.0.1:0");
     h.engine
+        .ops()
         .sendto(id, Some(&Addr::Inet(p4.local_addr().unwrap())), b"hi")
         .unwrap();
     assert_eq!(recv(&p4).0, b"hi");
@@ -128,18 +133,22 @@ fn udp_connect_sets_the_default_peer() {
     let mut h = Harness::new();
     let (id, local) = bound(&mut h, "127.0.0.1:0", 1);
     assert!(
-        matches!(h.engine.sendto(id, None, b"nowhere"), Err(Error::State(_))),
+        matches!(
+            h.engine.ops().sendto(id, None, b"nowhere"),
+            Err(Error::State(_))
+        ),
         "sendto without an address needs a connected socket"
     );
     let peer = std_peer("127.0.0.1:0");
     h.engine
+        .ops()
         .udp_connect(id, &Addr::Inet(peer.local_addr().unwrap()))
         .unwrap();
-    h.engine.sendto(id, None, b"default").unwrap();
+    h.engine.ops().sendto(id, None, b"default").unwrap();
     let (d, from) = recv(&peer);
     assert_eq!(d, b"default");
     assert_eq!(from, local);
-    let info = h.engine.info(id).unwrap();
+    let info = h.engine.ops().info(id).unwrap();
     assert_eq!(info.peer, Some(peer.local_addr().unwrap().to_string()));
     peer.send_to(b"answer", local).unwrap();
     let m = h.wait_for("answer", |m| m.kind == MsgKind::Udp && m.id == id);
@@ -153,13 +162,16 @@ fn refused_datagram_does_not_kill_the_socket() {
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead); // nothing listens there any more: the kernel answers port unreachable
-    h.engine.udp_connect(id, &Addr::Inet(dead_addr)).unwrap();
+    h.engine
+        .ops()
+        .udp_connect(id, &Addr::Inet(dead_addr))
+        .unwrap();
     // Send until the refusal shows up, as an Err from sendto or an Error message (ud 1).
     let end = Instant::now() + DEADLINE;
     let mut refused = false;
     while !refused {
         assert!(Instant::now() < end, "no ECONNREFUSED: {:?}", h.backlog);
-        match h.engine.sendto(id, None, b"ping") {
+        match h.engine.ops().sendto(id, None, b"ping") {
             Ok(()) => {}
             Err(e) => {
                 assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
@@ -178,7 +190,10 @@ fn refused_datagram_does_not_kill_the_socket() {
             refused = true;
         }
     }
-    assert!(h.engine.info(id).is_some(), "socket survived the refusal");
+    assert!(
+        h.engine.ops().info(id).is_some(),
+        "socket survived the refusal"
+    );
     assert!(
         !h.backlog
             .iter()
@@ -190,9 +205,10 @@ fn refused_datagram_does_not_kill_the_socket() {
     // Re-point it at a live peer: both directions still work.
     let live = std_peer("127.0.0.1:0");
     h.engine
+        .ops()
         .udp_connect(id, &Addr::Inet(live.local_addr().unwrap()))
         .unwrap();
-    h.engine.sendto(id, None, b"alive").unwrap();
+    h.engine.ops().sendto(id, None, b"alive").unwrap();
     assert_eq!(recv(&live).0, b"alive");
     live.send_to(b"still", local).unwrap();
     let m = h.wait_for("udp after refusal", |m| {
@@ -207,16 +223,18 @@ fn udp_rejects_stream_calls_and_unix_addresses() {
     let (id, _) = bound(&mut h, "127.0.0.1:0", 1);
     assert!(h
         .engine
+        .ops()
         .send(id, b"x", skysocket::engine::Priority::High)
         .is_err());
     assert!(h
         .engine
+        .ops()
         .udp(Some(&Addr::Unix("/tmp/x".into())), false, 1)
         .is_err());
-    h.engine.close(id, false).unwrap();
+    h.engine.ops().close(id, false).unwrap();
     h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == id);
     assert!(matches!(
-        h.engine.sendto(id, None, b"x"),
+        h.engine.ops().sendto(id, None, b"x"),
         Err(Error::UnknownId)
     ));
 }
@@ -226,7 +244,10 @@ fn udp_ports_are_never_shared() {
     let mut h = Harness::new();
     let (a, local) = bound(&mut h, "127.0.0.1:0", 1);
     assert!(
-        h.engine.udp(Some(&Addr::Inet(local)), false, 1).is_err(),
+        h.engine
+            .ops()
+            .udp(Some(&Addr::Inet(local)), false, 1)
+            .is_err(),
         "a second socket bound the same UDP port"
     );
     let mut ports = std::collections::HashSet::new();

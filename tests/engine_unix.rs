@@ -16,24 +16,35 @@ fn unix_listen_connect_and_echo() {
     let mut h = Harness::new();
     let (lid, local) = h
         .engine
+        .ops()
         .listen(&Addr::Unix(path.clone()), opts(), 7)
         .expect("unix listen");
     assert_eq!(local, Some(Addr::Unix(path.clone())));
-    h.engine.start(lid, 7).unwrap();
-    assert_eq!(h.engine.info(lid).unwrap().kind, "unix");
+    h.engine.ops().start(lid, 7).unwrap();
+    assert_eq!(h.engine.ops().info(lid).unwrap().kind, "unix");
 
     // Engine to engine.
-    let cid = h.engine.connect(&Addr::Unix(path.clone()), 3).unwrap();
+    let cid = h
+        .engine
+        .ops()
+        .connect(&Addr::Unix(path.clone()), 3)
+        .unwrap();
     h.wait_for("open", |m| m.kind == MsgKind::Open && m.id == cid);
     let sid = h.accept(lid);
-    h.engine.send(cid, b"over unix", Priority::High).unwrap();
+    h.engine
+        .ops()
+        .send(cid, b"over unix", Priority::High)
+        .unwrap();
     let d = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == sid);
     assert_eq!(d.data, b"over unix");
-    h.engine.send(sid, b"and back", Priority::High).unwrap();
+    h.engine
+        .ops()
+        .send(sid, b"and back", Priority::High)
+        .unwrap();
     let d = h.wait_for("data back", |m| m.kind == MsgKind::Data && m.id == cid);
     assert_eq!(d.data, b"and back");
     assert!(
-        h.engine.set_nodelay(cid, true).is_err(),
+        h.engine.ops().set_nodelay(cid, true).is_err(),
         "TCP_NODELAY does not apply to unix sockets"
     );
 
@@ -53,7 +64,7 @@ fn unix_listen_connect_and_echo() {
         |e, m| {
             if m.kind == MsgKind::Data && m.id == pid {
                 echoed.set(echoed.get() + m.data.len());
-                e.send(pid, &m.data, Priority::High).unwrap();
+                e.ops().send(pid, &m.data, Priority::High).unwrap();
             }
         },
         |_| echoed.get() >= expect.len(),
@@ -67,7 +78,7 @@ fn unix_listen_connect_and_echo() {
     h.run_until(
         "drain",
         |_, _| {},
-        |e| e.info(pid).is_some_and(|i| i.queued == 0),
+        |e| e.ops().info(pid).is_some_and(|i| i.queued == 0),
     );
     assert!(reader.join().unwrap() == expect);
     writer.join().unwrap();
@@ -84,9 +95,10 @@ fn stale_socket_file_is_replaced() {
     let mut h = Harness::new();
     let (lid, _) = h
         .engine
+        .ops()
         .listen(&Addr::Unix(path.clone()), opts(), 1)
         .expect("stale file must be replaced");
-    h.engine.start(lid, 1).unwrap();
+    h.engine.ops().start(lid, 1).unwrap();
     let _c = UnixStream::connect(&path).expect("the new listener answers");
     h.accept(lid);
 }
@@ -97,7 +109,7 @@ fn live_listener_path_gives_addrinuse() {
     let path = dir.path("live.sock");
     let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let mut h = Harness::new();
-    match h.engine.listen(&Addr::Unix(path.clone()), opts(), 1) {
+    match h.engine.ops().listen(&Addr::Unix(path.clone()), opts(), 1) {
         Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE), "{e}"),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("listened over a live listener"),
@@ -106,10 +118,12 @@ fn live_listener_path_gives_addrinuse() {
     // Also against one of our own listeners.
     let path2 = dir.path("ours.sock");
     h.engine
+        .ops()
         .listen(&Addr::Unix(path2.clone()), opts(), 1)
         .unwrap();
     assert!(h
         .engine
+        .ops()
         .listen(&Addr::Unix(path2.clone()), opts(), 1)
         .is_err());
     assert!(path2.exists());
@@ -123,6 +137,7 @@ fn regular_file_at_the_path_is_never_deleted() {
     let mut h = Harness::new();
     assert!(h
         .engine
+        .ops()
         .listen(&Addr::Unix(path.clone()), opts(), 1)
         .is_err());
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
@@ -135,17 +150,19 @@ fn closing_a_unix_listener_removes_its_file() {
     let mut h = Harness::new();
     let (lid, _) = h
         .engine
+        .ops()
         .listen(&Addr::Unix(path.clone()), opts(), 1)
         .unwrap();
-    h.engine.start(lid, 1).unwrap();
+    h.engine.ops().start(lid, 1).unwrap();
     assert!(path.exists());
-    h.engine.close(lid, false).unwrap();
+    h.engine.ops().close(lid, false).unwrap();
     h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == lid);
     assert!(!path.exists(), "listener file left behind after close");
 
     // Dropping the engine releases its listeners' files too.
     let (lid2, _) = h
         .engine
+        .ops()
         .listen(&Addr::Unix(path.clone()), opts(), 1)
         .unwrap();
     let _ = lid2;
@@ -161,11 +178,12 @@ fn a_file_replaced_behind_a_listener_is_not_removed() {
     let mut h = Harness::new();
     let (lid, _) = h
         .engine
+        .ops()
         .listen(&Addr::Unix(path.clone()), opts(), 1)
         .unwrap();
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, b"someone else's").unwrap();
-    h.engine.close(lid, true).unwrap();
+    h.engine.ops().close(lid, true).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
 }
 
@@ -173,7 +191,11 @@ fn a_file_replaced_behind_a_listener_is_not_removed() {
 fn connect_to_missing_path_fails() {
     let dir = TempDir::new("unix-missing");
     let mut h = Harness::new();
-    match h.engine.connect(&Addr::Unix(dir.path("nobody.sock")), 1) {
+    match h
+        .engine
+        .ops()
+        .connect(&Addr::Unix(dir.path("nobody.sock")), 1)
+    {
         Err(_) => {}
         Ok(id) => {
             let m = h.wait_for("error", |m| m.id == id);

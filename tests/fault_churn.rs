@@ -28,7 +28,7 @@ fn churn_leaves_no_descriptor_or_socket_behind() {
         let msg = format!("ping {i}");
         p.write_all(msg.as_bytes()).unwrap();
         let got = h.wait_for("data", |m| m.kind == MsgKind::Data && m.id == sid);
-        h.engine.send(sid, &got.data, Priority::High).unwrap();
+        h.engine.ops().send(sid, &got.data, Priority::High).unwrap();
         let mut back = vec![0u8; got.data.len()];
         p.read_exact(&mut back).unwrap();
         bytes += 2 * back.len() as u64;
@@ -42,13 +42,13 @@ fn churn_leaves_no_descriptor_or_socket_behind() {
             }
             // The engine closes after flushing; the peer sees EOF.
             1 => {
-                h.engine.send(sid, b"bye", Priority::High).unwrap();
-                h.engine.close(sid, false).unwrap();
+                h.engine.ops().send(sid, b"bye", Priority::High).unwrap();
+                h.engine.ops().close(sid, false).unwrap();
                 assert_eq!(read_to_eof(&mut p), b"bye");
             }
             // Forced close from the engine.
             2 => {
-                h.engine.close(sid, true).unwrap();
+                h.engine.ops().close(sid, true).unwrap();
                 let _ = read_to_eof(&mut p);
             }
             // The peer resets the connection (SO_LINGER 0).
@@ -63,7 +63,7 @@ fn churn_leaves_no_descriptor_or_socket_behind() {
                 }
             }
         }
-        h.run_until("socket freed", |_, _| {}, |e| e.info(sid).is_none());
+        h.run_until("socket freed", |_, _| {}, |e| e.ops().info(sid).is_none());
         h.backlog.clear();
     }
     h.step(Duration::from_millis(10));

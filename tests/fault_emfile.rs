@@ -63,6 +63,7 @@ fn burst() {
     let mut h = Harness::with_config(Config::default());
     let (lid, local) = h
         .engine
+        .ops()
         .listen(
             &Addr::Inet("127.0.0.1:0".parse().unwrap()),
             ListenOptions {
@@ -75,7 +76,7 @@ fn burst() {
     let Some(Addr::Inet(addr)) = local else {
         panic!()
     };
-    h.engine.start(lid, 7).unwrap();
+    h.engine.ops().start(lid, 7).unwrap();
     let fds_before = open_fds();
     set_nofile_soft(64).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -101,8 +102,8 @@ fn burst() {
     h.pump("burst handled", |e, m| {
         match m.kind {
             MsgKind::Accept if m.id == lid => {
-                e.start(m.ud, 7).unwrap();
-                e.send(m.ud, b"hi", Priority::High).unwrap();
+                e.ops().start(m.ud, 7).unwrap();
+                e.ops().send(m.ud, b"hi", Priority::High).unwrap();
                 accepted.push(m.ud);
             }
             MsgKind::Error if m.id == lid => {
@@ -147,7 +148,7 @@ fn burst() {
     // Free the descriptors: the engine serves normally again, under the same limit.
     let n_accepted = accepted.len();
     for id in accepted.drain(..) {
-        h.engine.close(id, true).unwrap();
+        h.engine.ops().close(id, true).unwrap();
     }
     drop(child.stdin.take());
     let mut rest = String::new();
@@ -161,9 +162,12 @@ fn burst() {
         let mut p = peer(addr);
         let sid = h.accept(lid);
         let msg = format!("again {i}");
-        h.engine.send(sid, msg.as_bytes(), Priority::High).unwrap();
+        h.engine
+            .ops()
+            .send(sid, msg.as_bytes(), Priority::High)
+            .unwrap();
         assert_eq!(read_exact_n(&mut p, msg.len()), msg.as_bytes());
-        h.engine.close(sid, true).unwrap();
+        h.engine.ops().close(sid, true).unwrap();
         served_after += 1;
     }
     h.step(Duration::from_millis(10));

@@ -24,7 +24,7 @@ fn peer_misbehaviour() {
         let mut p = peer(addr);
         let sid = h.accept(lid);
         let big = vec![7u8; 32 << 20];
-        h.engine.send(sid, &big, Priority::High).unwrap();
+        h.engine.ops().send(sid, &big, Priority::High).unwrap();
         let mut got = vec![0u8; 1 << 20];
         p.read_exact(&mut got).unwrap();
         set_linger_zero(p.as_raw_fd()).unwrap();
@@ -32,7 +32,7 @@ fn peer_misbehaviour() {
         let m = h.wait_for("error or close", |m| {
             matches!(m.kind, MsgKind::Error | MsgKind::Close) && m.id == sid
         });
-        h.run_until("freed", |_, _| {}, |e| e.info(sid).is_none());
+        h.run_until("freed", |_, _| {}, |e| e.ops().info(sid).is_none());
         println!(
             "fault_peer: RST after 1 MiB of a 32 MiB write -> {:?} {:?}; socket freed",
             m.kind,
@@ -45,12 +45,16 @@ fn peer_misbehaviour() {
         let mut p = peer(addr);
         let sid = h.accept(lid);
         let data = Pattern::new(20 << 20, 3).0;
-        h.engine.send(sid, &data, Priority::High).unwrap();
-        let queued = h.engine.info(sid).unwrap().queued;
+        h.engine.ops().send(sid, &data, Priority::High).unwrap();
+        let queued = h.engine.ops().info(sid).unwrap().queued;
         p.shutdown(Shutdown::Write).unwrap();
         let reader = std::thread::spawn(move || read_to_eof(&mut p));
         h.wait_for("EOF seen", |m| m.kind == MsgKind::Close && m.id == sid);
-        h.run_until("freed after flush", |_, _| {}, |e| e.info(sid).is_none());
+        h.run_until(
+            "freed after flush",
+            |_, _| {},
+            |e| e.ops().info(sid).is_none(),
+        );
         let got = reader.join().unwrap();
         assert!(got == data, "got {} of {} bytes", got.len(), data.len());
         println!(
@@ -70,9 +74,9 @@ fn peer_misbehaviour() {
         assert_eq!(d.data, b"last words");
         h.wait_for("EOF", |m| m.kind == MsgKind::Close && m.id == sid);
         // Still writable until the flush finishes the socket.
-        let r = h.engine.send(sid, b"reply", Priority::High);
-        assert!(r.is_ok() || h.engine.info(sid).is_none(), "{r:?}");
-        h.run_until("freed", |_, _| {}, |e| e.info(sid).is_none());
+        let r = h.engine.ops().send(sid, b"reply", Priority::High);
+        assert!(r.is_ok() || h.engine.ops().info(sid).is_none(), "{r:?}");
+        h.run_until("freed", |_, _| {}, |e| e.ops().info(sid).is_none());
         let got = read_to_eof(&mut p);
         assert!(got == b"reply" || got.is_empty(), "{got:?}");
         println!(
@@ -86,16 +90,17 @@ fn peer_misbehaviour() {
         let mut p = peer(addr);
         let sid = h.accept(lid);
         h.engine
+            .ops()
             .send(sid, &vec![1u8; 3 << 20], Priority::High)
             .unwrap();
-        h.engine.shutdown_write(sid).unwrap();
-        assert!(h.engine.send(sid, b"late", Priority::High).is_err());
+        h.engine.ops().shutdown_write(sid).unwrap();
+        assert!(h.engine.ops().send(sid, b"late", Priority::High).is_err());
         let mut p2 = p.try_clone().unwrap();
         let reader = std::thread::spawn(move || read_to_eof(&mut p2));
         h.run_until(
             "queue drained",
             |_, _| {},
-            |e| e.info(sid).is_some_and(|i| i.queued == 0),
+            |e| e.ops().info(sid).is_some_and(|i| i.queued == 0),
         );
         let got = reader.join().unwrap();
         assert_eq!(got.len(), 3 << 20);
@@ -106,7 +111,7 @@ fn peer_misbehaviour() {
         assert_eq!(d.data, b"still listening?");
         drop(p);
         h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == sid);
-        h.run_until("freed", |_, _| {}, |e| e.info(sid).is_none());
+        h.run_until("freed", |_, _| {}, |e| e.ops().info(sid).is_none());
         println!("fault_peer: our half-close -> peer got 3 MiB + EOF, we still read its reply");
     }
 
@@ -120,7 +125,7 @@ fn peer_misbehaviour() {
         }
         let extra: Vec<_> = h.backlog.iter().filter(|m| m.id == sid).collect();
         assert!(extra.is_empty(), "messages from a silent peer: {extra:?}");
-        h.engine.close(sid, false).unwrap();
+        h.engine.ops().close(sid, false).unwrap();
         assert!(read_to_eof(&mut p).is_empty());
         let closes = {
             h.step(Duration::from_millis(20));
@@ -130,7 +135,7 @@ fn peer_misbehaviour() {
                 .count()
         };
         assert!(closes <= 1);
-        assert!(h.engine.info(sid).is_none());
+        assert!(h.engine.ops().info(sid).is_none());
         println!("fault_peer: silent peer -> no messages in 300 ms, clean close ({closes} Close)");
     }
 
@@ -138,10 +143,12 @@ fn peer_misbehaviour() {
     {
         let uid = h
             .engine
+            .ops()
             .udp(Some(&Addr::Inet("127.0.0.1:0".parse().unwrap())), false, 3)
             .unwrap();
         let port: u16 = h
             .engine
+            .ops()
             .info(uid)
             .unwrap()
             .local
@@ -167,7 +174,7 @@ fn peer_misbehaviour() {
             }
             seen.len() == senders.len()
         });
-        h.engine.close(uid, true).unwrap();
+        h.engine.ops().close(uid, true).unwrap();
         println!(
             "fault_peer: UDP from {} sources, every sender address correct",
             seen.len()

@@ -34,15 +34,15 @@ fn dead_reader_without_limit_warns_and_close_times_out() {
     let mut sent = 0;
     let mut peak = 0;
     while sent < TOTAL {
-        h.engine.send(sid, &chunk, Priority::High).unwrap();
+        h.engine.ops().send(sid, &chunk, Priority::High).unwrap();
         sent += CHUNK;
         if sent % (64 * CHUNK) == 0 {
             h.step(Duration::ZERO);
-            peak = peak.max(h.engine.info(sid).unwrap().queued);
+            peak = peak.max(h.engine.ops().info(sid).unwrap().queued);
         }
     }
     h.step(Duration::from_millis(10));
-    let info = h.engine.info(sid).unwrap();
+    let info = h.engine.ops().info(sid).unwrap();
     peak = peak.max(info.queued);
     let rss1 = rss_kib();
     let warnings: Vec<u64> = h
@@ -55,11 +55,11 @@ fn dead_reader_without_limit_warns_and_close_times_out() {
     assert!(warnings[0] >= 1024, "first warning at 1 MiB: {warnings:?}");
     // Flushing close of a queue that can never drain: cut off by close_timeout.
     let t0 = Instant::now();
-    h.engine.close(sid, false).unwrap();
+    h.engine.ops().close(sid, false).unwrap();
     let m = h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == sid);
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(5), "close took {took:?}");
-    assert!(h.engine.info(sid).is_none());
+    assert!(h.engine.ops().info(sid).is_none());
     println!(
         "fault_slow (no limit): queued {sent} bytes to a dead reader, wrote {} to the \
          kernel, peak queued {} KiB, warnings at {warnings:?} KiB, RSS {rss0} -> {rss1} KiB; \
@@ -70,7 +70,7 @@ fn dead_reader_without_limit_warns_and_close_times_out() {
         m.text(),
         rss_kib()
     );
-    h.engine.close(lid, true).unwrap();
+    h.engine.ops().close(lid, true).unwrap();
 }
 
 #[test]
@@ -81,12 +81,12 @@ fn dead_reader_with_limit_is_dropped_at_the_limit() {
     let (lid, addr) = h.listen("127.0.0.1");
     let _p = peer(addr); // never reads
     let sid = h.accept(lid);
-    h.engine.set_limit(sid, LIMIT).unwrap();
+    h.engine.ops().set_limit(sid, LIMIT).unwrap();
     let rss0 = rss_kib();
     let chunk = vec![0xcdu8; CHUNK];
     let (mut attempted, mut refused, mut peak) = (0usize, 0usize, 0usize);
     while attempted < TOTAL {
-        match h.engine.send(sid, &chunk, Priority::High) {
+        match h.engine.ops().send(sid, &chunk, Priority::High) {
             Ok(()) => {}
             Err(Error::LimitExceeded { queued, limit }) => {
                 assert_eq!(limit, LIMIT);
@@ -97,7 +97,7 @@ fn dead_reader_with_limit_is_dropped_at_the_limit() {
             Err(e) => panic!("send: {e}"),
         }
         attempted += CHUNK;
-        peak = peak.max(h.engine.info(sid).unwrap().queued);
+        peak = peak.max(h.engine.ops().info(sid).unwrap().queued);
         if attempted % (64 * CHUNK) == 0 {
             h.step(Duration::ZERO);
         }
@@ -114,7 +114,7 @@ fn dead_reader_with_limit_is_dropped_at_the_limit() {
         "RSS grew from {rss0} to {rss1} KiB with a {LIMIT} byte limit"
     );
     // The refused send dropped the socket at once: its owner gets the error.
-    assert!(h.engine.info(sid).is_none());
+    assert!(h.engine.ops().info(sid).is_none());
     let m = h.wait_for("error", |m| m.kind == MsgKind::Error && m.id == sid);
     assert!(
         m.text().contains("write queue limit exceeded"),
@@ -127,7 +127,7 @@ fn dead_reader_with_limit_is_dropped_at_the_limit() {
          dropped at once",
         peak / 1024
     );
-    h.engine.close(lid, true).unwrap();
+    h.engine.ops().close(lid, true).unwrap();
 }
 
 /// Regression: `add_timer` with a duration past what `Instant` holds used to panic

@@ -36,28 +36,28 @@ fn stale_ids_never_reach_the_new_owner() {
         // Mostly UDP sockets (cheap); every 1000th a listener, so stream-only ops see a
         // TCP new owner too.
         let (id, tcp) = if i % 1000 == 0 {
-            let (id, _) = h.engine.listen(&bind, opts(), 1).unwrap();
+            let (id, _) = h.engine.ops().listen(&bind, opts(), 1).unwrap();
             tcp_cycles += 1;
             (id, true)
         } else {
-            (h.engine.udp(Some(&bind), false, 1).unwrap(), false)
+            (h.engine.ops().udp(Some(&bind), false, 1).unwrap(), false)
         };
         // The previous ids must all be dead now, whatever slot they had.
         for &o in old.iter().rev().take(3) {
             assert_ne!(o, id, "id reissued");
             let e = &mut h.engine;
-            expect_unknown("send", e.send(o, b"x", Priority::High));
-            expect_unknown("pause", e.pause(o));
-            expect_unknown("resume", e.resume(o));
-            expect_unknown("start", e.start(o, 2));
-            expect_unknown("set_limit", e.set_limit(o, 1));
-            expect_unknown("sendto", e.sendto(o, Some(&bind), b"x"));
-            expect_unknown("close", e.close(o, true));
-            assert!(e.info(o).is_none(), "info on a stale id");
+            expect_unknown("send", e.ops().send(o, b"x", Priority::High));
+            expect_unknown("pause", e.ops().pause(o));
+            expect_unknown("resume", e.ops().resume(o));
+            expect_unknown("start", e.ops().start(o, 2));
+            expect_unknown("set_limit", e.ops().set_limit(o, 1));
+            expect_unknown("sendto", e.ops().sendto(o, Some(&bind), b"x"));
+            expect_unknown("close", e.ops().close(o, true));
+            assert!(e.ops().info(o).is_none(), "info on a stale id");
             checks += 8;
         }
         // The new owner was not touched by any of that.
-        let info = h.engine.info(id).expect("new socket alive");
+        let info = h.engine.ops().info(id).expect("new socket alive");
         assert!(!info.paused, "a stale pause reached the new owner");
         assert_eq!(info.owner, 1, "a stale start reached the new owner");
         assert_eq!(
@@ -65,7 +65,7 @@ fn stale_ids_never_reach_the_new_owner() {
             if tcp { "plisten" } else { "bind" },
             "new owner state"
         );
-        h.engine.close(id, true).unwrap();
+        h.engine.ops().close(id, true).unwrap();
         if old.len() == 8 {
             old.remove(0);
         }
@@ -74,7 +74,7 @@ fn stale_ids_never_reach_the_new_owner() {
             h.step(Duration::ZERO);
             h.backlog.clear();
             // The live stream is untouched.
-            h.engine.send(sid, b"alive", Priority::High).unwrap();
+            h.engine.ops().send(sid, b"alive", Priority::High).unwrap();
             assert_eq!(read_exact_n(&mut p, 5), b"alive");
         }
     }
@@ -85,8 +85,8 @@ fn stale_ids_never_reach_the_new_owner() {
          {last:#x}, live stream untouched",
         t0.elapsed().as_secs_f64()
     );
-    h.engine.close(sid, true).unwrap();
-    h.engine.close(lid, true).unwrap();
+    h.engine.ops().close(sid, true).unwrap();
+    h.engine.ops().close(lid, true).unwrap();
     h.step(Duration::ZERO);
     assert!(h.backlog.iter().all(|m| m.kind != MsgKind::Error));
     assert_eq!(h.engine.socket_count(), 0);

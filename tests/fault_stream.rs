@@ -88,12 +88,12 @@ fn no_loss_no_reorder_under_random_chunks_and_pauses() {
         for m in std::mem::take(&mut h.backlog) {
             match m.kind {
                 MsgKind::Accept if m.id == lid => {
-                    h.engine.start(m.ud, 7).unwrap();
+                    h.engine.ops().start(m.ud, 7).unwrap();
                     conns.push(m.ud);
                 }
                 MsgKind::Data => {
-                    h.engine.send(m.id, &m.data, Priority::High).unwrap();
-                    if rng.below(8) == 0 && h.engine.pause(m.id).is_ok() {
+                    h.engine.ops().send(m.id, &m.data, Priority::High).unwrap();
+                    if rng.below(8) == 0 && h.engine.ops().pause(m.id).is_ok() {
                         pauses += 1;
                         let ms = 1 + rng.below(5);
                         resumes.push((Instant::now() + Duration::from_millis(ms), m.id));
@@ -106,14 +106,14 @@ fn no_loss_no_reorder_under_random_chunks_and_pauses() {
         let now = Instant::now();
         resumes.retain(|&(at, id)| {
             if at <= now {
-                let _ = h.engine.resume(id);
+                let _ = h.engine.ops().resume(id);
                 false
             } else {
                 true
             }
         });
         if steps % 4 == 0 {
-            let q: usize = h.engine.info_all().iter().map(|i| i.queued).sum();
+            let q: usize = h.engine.ops().info_all().iter().map(|i| i.queued).sum();
             peak_queued = peak_queued.max(q);
         }
     }
@@ -132,9 +132,9 @@ fn no_loss_no_reorder_under_random_chunks_and_pauses() {
         rss_kib()
     );
     for id in conns {
-        let _ = h.engine.close(id, true);
+        let _ = h.engine.ops().close(id, true);
     }
-    h.engine.close(lid, true).unwrap();
+    h.engine.ops().close(lid, true).unwrap();
     h.step(Duration::from_millis(10));
     assert_eq!(h.engine.socket_count(), 0);
 }

@@ -92,11 +92,11 @@ fn handle_from_eight_threads_while_sockets_churn() {
                 engine
                     .poll(&mut batch, Some(Duration::from_millis(1)))
                     .unwrap();
-                for m in batch.messages() {
+                for m in batch.iter().map(common::copy) {
                     if m.kind == MsgKind::Accept && m.id == lid {
                         // Churn connections: start some, leave others unstarted.
                         if rng.below(2) == 0 {
-                            let _ = engine.start(m.ud, 7);
+                            let _ = engine.ops().start(m.ud, 7);
                         }
                         open.push(m.ud);
                         churn.lock().push((m.ud, false));
@@ -108,17 +108,17 @@ fn handle_from_eight_threads_while_sockets_churn() {
                 // Open a few sockets and close a few, every step.
                 for _ in 0..3 {
                     let id = if rng.below(2) == 0 {
-                        engine.udp(Some(&bind), false, 9).unwrap()
+                        engine.ops().udp(Some(&bind), false, 9).unwrap()
                     } else {
-                        engine.connect(&Addr::Inet(addr), 9).unwrap()
+                        engine.ops().connect(&Addr::Inet(addr), 9).unwrap()
                     };
                     open.push(id);
                     churn.lock().push((id, false));
                 }
                 while open.len() > 12 {
                     let id = open.remove(rng.below(open.len() as u64) as usize);
-                    let _ = engine.close(id, rng.below(2) == 0);
-                    if engine.info(id).is_none() {
+                    let _ = engine.ops().close(id, rng.below(2) == 0);
+                    if engine.ops().info(id).is_none() {
                         let mut c = churn.lock();
                         if let Some(e) = c.iter_mut().find(|e| e.0 == id) {
                             e.1 = true;
@@ -132,7 +132,7 @@ fn handle_from_eight_threads_while_sockets_churn() {
                 }
             }
             for id in open {
-                let _ = engine.close(id, true);
+                let _ = engine.ops().close(id, true);
             }
             engine
         })
@@ -156,14 +156,15 @@ fn handle_from_eight_threads_while_sockets_churn() {
                             1 + rng.below(4000) as usize
                         };
                         handle
-                            .send(live[k], &frame(tid, seq[k], len))
+                            .ops()
+                            .send(live[k], &frame(tid, seq[k], len), Priority::High)
                             .expect("live send");
                         counts[3].fetch_add(1, Ordering::Relaxed);
                         seq[k] += 1;
                     } else {
                         // Pause/resume a live socket: harmless, must succeed.
-                        handle.pause(live[k]).expect("pause live");
-                        handle.resume(live[k]).expect("resume live");
+                        handle.ops().pause(live[k]).expect("pause live");
+                        handle.ops().resume(live[k]).expect("resume live");
                     }
                     continue;
                 }
@@ -173,13 +174,13 @@ fn handle_from_eight_threads_while_sockets_churn() {
                 };
                 let Some((id, dead)) = pick else { continue };
                 let r: Result<(), Error> = match rng.below(7) {
-                    0 => handle.send(id, b"noise"),
-                    1 => handle.close(id, rng.below(2) == 0),
-                    2 => handle.pause(id),
-                    3 => handle.resume(id),
-                    4 => handle.start(id, 9),
-                    5 => handle.send_with(id, b"low", Priority::Low),
-                    _ => handle.info(id).map(|_| ()).ok_or(Error::UnknownId),
+                    0 => handle.ops().send(id, b"noise", Priority::High),
+                    1 => handle.ops().close(id, rng.below(2) == 0),
+                    2 => handle.ops().pause(id),
+                    3 => handle.ops().resume(id),
+                    4 => handle.ops().start(id, 9),
+                    5 => handle.ops().send(id, b"low", Priority::Low),
+                    _ => handle.ops().info(id).map(|_| ()).ok_or(Error::UnknownId),
                 };
                 match r {
                     Ok(()) => {
@@ -221,20 +222,21 @@ fn handle_from_eight_threads_while_sockets_churn() {
         t0.elapsed().as_secs_f64()
     );
     for id in live {
-        let _ = engine.close(id, true);
+        let _ = engine.ops().close(id, true);
     }
-    engine.close(lid, true).unwrap();
+    engine.ops().close(lid, true).unwrap();
     let mut batch = Batch::new();
     engine
         .poll(&mut batch, Some(Duration::from_millis(10)))
         .unwrap();
     let left: Vec<_> = engine
+        .ops()
         .info_all()
         .into_iter()
         .map(|i| (i.id, i.state))
         .collect();
     for (id, _) in &left {
-        let _ = engine.close(*id, true);
+        let _ = engine.ops().close(*id, true);
     }
     assert_eq!(engine.socket_count(), 0, "left: {left:?}");
 }

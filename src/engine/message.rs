@@ -1,38 +1,155 @@
-//! Messages the engine reports, and the batch they are delivered in.
+//! The messages the engine reports ([`Msg`], one variant per kind with exactly its
+//! fields) and the [`Batch`] they are delivered in.
 //!
-//! A batch keeps every payload in one reused arena, so a poll that reads a hundred
-//! sockets allocates nothing once the arena has grown to its working size.
+//! A batch keeps every payload in one reused arena and each message as a small fixed
+//! record pointing into it, so a poll that reads a hundred sockets allocates nothing
+//! once the arena has grown to its working size. The record layout is private to this
+//! file: producers push a [`Msg`], consumers read a [`Msg`] back.
 
 use super::slots::SocketId;
 
+/// One engine message. Byte fields borrow from the batch that holds the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsgKind {
-    /// Bytes read from a stream socket: `data`.
-    Data,
-    /// A connect finished: `data` is the peer address text.
-    Open,
-    /// `id` is the listener, `ud` the accepted socket's id, `data` the peer address text.
-    Accept,
-    /// The socket is closed (peer EOF, or our close finished).
-    Close,
-    /// `data` is the error text. `ud == 0`: the socket is gone; `ud == 1`: it stays
-    /// open (a listener that failed one accept).
-    Error,
-    /// A datagram: `data` the payload, `extra` the sender in compact address form.
-    Udp,
-    /// Write queue size in KiB (0 = drained after a warning).
-    Warning,
-    /// Timer `ud` fired (`id` is 0).
-    Timer,
+pub enum Msg<'a> {
+    /// Bytes read from a stream socket (for a TLS socket: decrypted plaintext).
+    Data {
+        id: SocketId,
+        owner: u64,
+        data: &'a [u8],
+    },
+    /// A connect finished (for TLS: its handshake too); `peer` is the address text.
+    Open {
+        id: SocketId,
+        owner: u64,
+        peer: &'a [u8],
+    },
+    /// `listener` accepted socket `id` (state `paccept` until `start`) from `peer`.
+    Accept {
+        listener: SocketId,
+        owner: u64,
+        id: SocketId,
+        peer: &'a [u8],
+    },
+    /// The socket is closed (peer EOF, or our close finished). `note` is empty, or
+    /// says why a flushing close was cut short (the close timeout).
+    Close {
+        id: SocketId,
+        owner: u64,
+        note: &'a [u8],
+    },
+    /// Something failed on the socket; `text` says what. `open == false`: the socket
+    /// is gone (its final message). `open == true`: it stays open (a listener that
+    /// failed one accept, a UDP socket whose datagram failed).
+    Error {
+        id: SocketId,
+        owner: u64,
+        text: &'a [u8],
+        open: bool,
+    },
+    /// A datagram: `data` the payload, `from` the sender in compact address form
+    /// (`address::decode_compact`).
+    Udp {
+        id: SocketId,
+        owner: u64,
+        data: &'a [u8],
+        from: &'a [u8],
+    },
+    /// The write queue reached `queued_kib` KiB (0: drained again after a warning).
+    Warning {
+        id: SocketId,
+        owner: u64,
+        queued_kib: u64,
+    },
+    /// A timer of `Engine::add_timer` fired.
+    Timer { timer: u64 },
     /// `Handle::exit` was called.
     Exit,
-    /// A `resolve_async` lookup finished. `id` is 0, `ud` the request id. Success:
-    /// `extra` is empty and `data` the addresses as text, one per line (`\n`), in the
-    /// order a connect would try them. Failure: `extra` is `b"error"`
-    /// (`engine::RESOLVE_FAILED`) and `data` the resolver's error text.
+    /// A `resolve_async` lookup finished. `Ok`: the addresses as text, one per line,
+    /// in the order a connect would try them. `Err`: the resolver's error text.
+    Resolved {
+        owner: u64,
+        request: u64,
+        result: Result<&'a [u8], &'a [u8]>,
+    },
+    /// A TLS handshake finished; `alpn` is the negotiated protocol (may be empty).
+    Handshake {
+        id: SocketId,
+        owner: u64,
+        alpn: &'a [u8],
+    },
+}
+
+/// The kind of a [`Msg`], without its fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgKind {
+    Data,
+    Open,
+    Accept,
+    Close,
+    Error,
+    Udp,
+    Warning,
+    Timer,
+    Exit,
     Resolved,
-    /// A TLS handshake finished; `data` is the negotiated ALPN protocol (may be empty).
     Handshake,
+}
+
+impl Msg<'_> {
+    pub fn kind(&self) -> MsgKind {
+        match self {
+            Msg::Data { .. } => MsgKind::Data,
+            Msg::Open { .. } => MsgKind::Open,
+            Msg::Accept { .. } => MsgKind::Accept,
+            Msg::Close { .. } => MsgKind::Close,
+            Msg::Error { .. } => MsgKind::Error,
+            Msg::Udp { .. } => MsgKind::Udp,
+            Msg::Warning { .. } => MsgKind::Warning,
+            Msg::Timer { .. } => MsgKind::Timer,
+            Msg::Exit => MsgKind::Exit,
+            Msg::Resolved { .. } => MsgKind::Resolved,
+            Msg::Handshake { .. } => MsgKind::Handshake,
+        }
+    }
+
+    /// The socket the message is about (for `Accept`: the listener); 0 for timers,
+    /// lookups and `Exit`.
+    pub fn id(&self) -> SocketId {
+        match *self {
+            Msg::Data { id, .. }
+            | Msg::Open { id, .. }
+            | Msg::Close { id, .. }
+            | Msg::Error { id, .. }
+            | Msg::Udp { id, .. }
+            | Msg::Warning { id, .. }
+            | Msg::Handshake { id, .. } => id,
+            Msg::Accept { listener, .. } => listener,
+            Msg::Timer { .. } | Msg::Exit | Msg::Resolved { .. } => 0,
+        }
+    }
+
+    /// The owner token of the socket (or of the lookup) the message is for: where a
+    /// consumer with several owners routes it. 0 for timers and `Exit`.
+    pub fn owner(&self) -> u64 {
+        match *self {
+            Msg::Data { owner, .. }
+            | Msg::Open { owner, .. }
+            | Msg::Accept { owner, .. }
+            | Msg::Close { owner, .. }
+            | Msg::Error { owner, .. }
+            | Msg::Udp { owner, .. }
+            | Msg::Warning { owner, .. }
+            | Msg::Resolved { owner, .. }
+            | Msg::Handshake { owner, .. } => owner,
+            Msg::Timer { .. } | Msg::Exit => 0,
+        }
+    }
+
+    /// Whether this is the socket's final message (`Close`, or an `Error` that closed
+    /// it): its id is free afterwards.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Msg::Close { .. } | Msg::Error { open: false, .. })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,25 +158,24 @@ struct Span {
     len: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Message {
-    pub kind: MsgKind,
-    pub id: SocketId,
-    /// The socket owner's token (Skynet's `opaque`).
-    pub owner: u64,
-    pub ud: u64,
-    data: Span,
-    extra: Span,
+/// How a message sits in a batch: its kind, up to three numbers and two byte spans.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    kind: MsgKind,
+    /// `Error`: the socket stays open. `Resolved`: the lookup failed.
+    flag: bool,
+    id: SocketId,
+    owner: u64,
+    /// `Accept`: the new id; `Warning`: KiB; `Timer`: the timer; `Resolved`: request.
+    num: u64,
+    a: Span,
+    b: Span,
 }
 
-/// Where engine operations put the messages they produce.
-pub(crate) trait Sink {
-    fn emit(&mut self, kind: MsgKind, id: SocketId, owner: u64, ud: u64, data: &[u8], extra: &[u8]);
-}
-
+/// Messages of one poll (or of operations between polls), in order.
 #[derive(Default)]
 pub struct Batch {
-    msgs: Vec<Message>,
+    recs: Vec<Record>,
     arena: Vec<u8>,
 }
 
@@ -69,33 +185,144 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
-        self.msgs.clear();
+        self.recs.clear();
         self.arena.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.msgs.len()
+        self.recs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
+        self.recs.is_empty()
     }
 
-    pub fn messages(&self) -> &[Message] {
-        &self.msgs
+    fn bytes(&self, s: Span) -> &[u8] {
+        &self.arena[s.start as usize..(s.start + s.len) as usize]
     }
 
-    pub fn data(&self, m: &Message) -> &[u8] {
-        &self.arena[m.data.start as usize..(m.data.start + m.data.len) as usize]
+    /// Message `i` (panics past `len()`).
+    pub fn get(&self, i: usize) -> Msg<'_> {
+        let r = &self.recs[i];
+        let (id, owner) = (r.id, r.owner);
+        let a = self.bytes(r.a);
+        match r.kind {
+            MsgKind::Data => Msg::Data { id, owner, data: a },
+            MsgKind::Open => Msg::Open { id, owner, peer: a },
+            MsgKind::Accept => Msg::Accept {
+                listener: id,
+                owner,
+                id: r.num,
+                peer: a,
+            },
+            MsgKind::Close => Msg::Close { id, owner, note: a },
+            MsgKind::Error => Msg::Error {
+                id,
+                owner,
+                text: a,
+                open: r.flag,
+            },
+            MsgKind::Udp => Msg::Udp {
+                id,
+                owner,
+                data: a,
+                from: self.bytes(r.b),
+            },
+            MsgKind::Warning => Msg::Warning {
+                id,
+                owner,
+                queued_kib: r.num,
+            },
+            MsgKind::Timer => Msg::Timer { timer: r.num },
+            MsgKind::Exit => Msg::Exit,
+            MsgKind::Resolved => Msg::Resolved {
+                owner,
+                request: r.num,
+                result: if r.flag { Err(a) } else { Ok(a) },
+            },
+            MsgKind::Handshake => Msg::Handshake { id, owner, alpn: a },
+        }
     }
 
-    pub fn extra(&self, m: &Message) -> &[u8] {
-        &self.arena[m.extra.start as usize..(m.extra.start + m.extra.len) as usize]
+    /// The socket and bytes of message `i` if it is `Data` (the delivery hot path).
+    #[inline]
+    pub fn data_at(&self, i: usize) -> Option<(SocketId, &[u8])> {
+        match self.recs.get(i) {
+            Some(r) if r.kind == MsgKind::Data => Some((r.id, self.bytes(r.a))),
+            _ => None,
+        }
     }
 
-    pub fn data_str(&self, m: &Message) -> String {
-        String::from_utf8_lossy(self.data(m)).into_owned()
+    pub fn iter(&self) -> impl Iterator<Item = Msg<'_>> + '_ {
+        (0..self.recs.len()).map(|i| self.get(i))
     }
+
+    /// Add a message, copying its bytes into the arena.
+    pub(crate) fn push(&mut self, m: Msg<'_>) {
+        let (kind, flag, id, owner, num, a, b): (_, _, _, _, _, &[u8], &[u8]) = match m {
+            Msg::Data { id, owner, data } => (MsgKind::Data, false, id, owner, 0, data, b""),
+            Msg::Open { id, owner, peer } => (MsgKind::Open, false, id, owner, 0, peer, b""),
+            Msg::Accept {
+                listener,
+                owner,
+                id,
+                peer,
+            } => (MsgKind::Accept, false, listener, owner, id, peer, b""),
+            Msg::Close { id, owner, note } => (MsgKind::Close, false, id, owner, 0, note, b""),
+            Msg::Error {
+                id,
+                owner,
+                text,
+                open,
+            } => (MsgKind::Error, open, id, owner, 0, text, b""),
+            Msg::Udp {
+                id,
+                owner,
+                data,
+                from,
+            } => (MsgKind::Udp, false, id, owner, 0, data, from),
+            Msg::Warning {
+                id,
+                owner,
+                queued_kib,
+            } => (MsgKind::Warning, false, id, owner, queued_kib, b"", b""),
+            Msg::Timer { timer } => (MsgKind::Timer, false, 0, 0, timer, b"", b""),
+            Msg::Exit => (MsgKind::Exit, false, 0, 0, 0, b"", b""),
+            Msg::Resolved {
+                owner,
+                request,
+                result,
+            } => {
+                let (failed, text) = match result {
+                    Ok(t) => (false, t),
+                    Err(t) => (true, t),
+                };
+                (MsgKind::Resolved, failed, 0, owner, request, text, b"")
+            }
+            Msg::Handshake { id, owner, alpn } => {
+                (MsgKind::Handshake, false, id, owner, 0, alpn, b"")
+            }
+        };
+        let start = self.arena.len();
+        self.arena.extend_from_slice(a);
+        let mid = self.arena.len();
+        self.arena.extend_from_slice(b);
+        self.push_record(kind, flag, id, owner, num, start, mid);
+    }
+
+    /// Append every message of `other`, in order.
+    pub(crate) fn append(&mut self, other: &Batch) {
+        let base = self.arena.len() as u32;
+        self.arena.extend_from_slice(&other.arena);
+        self.recs.extend(other.recs.iter().map(|r| {
+            let mut r = *r;
+            r.a.start += base;
+            r.b.start += base;
+            r
+        }));
+    }
+
+    // ---- reads straight into the arena (no copy) ----
 
     pub(crate) fn arena_len(&self) -> usize {
         self.arena.len()
@@ -105,99 +332,126 @@ impl Batch {
         &mut self.arena
     }
 
-    fn span_from(&self, start: usize) -> Span {
-        Span {
-            start: start as u32,
-            len: (self.arena.len() - start) as u32,
-        }
+    /// A `Data` message whose bytes were appended to the arena from `start` on.
+    pub(crate) fn push_read(&mut self, id: SocketId, owner: u64, start: usize) {
+        let end = self.arena.len();
+        self.push_record(MsgKind::Data, false, id, owner, 0, start, end);
     }
 
-    /// Record a message whose data was appended to the arena from `data_start` on, and
-    /// whose `extra` follows it.
-    pub(crate) fn push_appended(
+    /// A `Udp` message whose payload was appended from `start` and its sender's
+    /// compact address from `mid` on.
+    pub(crate) fn push_datagram(&mut self, id: SocketId, owner: u64, start: usize, mid: usize) {
+        self.push_record(MsgKind::Udp, false, id, owner, 0, start, mid);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn push_record(
         &mut self,
         kind: MsgKind,
+        flag: bool,
         id: SocketId,
         owner: u64,
-        ud: u64,
-        data_start: usize,
-        extra_start: usize,
+        num: u64,
+        start: usize,
+        mid: usize,
     ) {
-        let data = Span {
-            start: data_start as u32,
-            len: (extra_start - data_start) as u32,
+        let a = Span {
+            start: start as u32,
+            len: (mid - start) as u32,
         };
-        let extra = self.span_from(extra_start);
-        self.msgs.push(Message {
+        let b = Span {
+            start: mid as u32,
+            len: (self.arena.len() - mid) as u32,
+        };
+        self.recs.push(Record {
             kind,
+            flag,
             id,
             owner,
-            ud,
-            data,
-            extra,
+            num,
+            a,
+            b,
         });
     }
 }
 
-impl Sink for Batch {
-    fn emit(
-        &mut self,
-        kind: MsgKind,
-        id: SocketId,
-        owner: u64,
-        ud: u64,
-        data: &[u8],
-        extra: &[u8],
-    ) {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(data);
-        let mid = self.arena.len();
-        self.arena.extend_from_slice(extra);
-        self.push_appended(kind, id, owner, ud, start, mid);
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A message kept outside a batch until the next poll delivers it.
-#[derive(Debug)]
-pub(crate) struct OwnedMessage {
-    pub kind: MsgKind,
-    pub id: SocketId,
-    pub owner: u64,
-    pub ud: u64,
-    pub data: Vec<u8>,
-    pub extra: Vec<u8>,
-}
-
-impl OwnedMessage {
-    pub fn new(
-        kind: MsgKind,
-        id: SocketId,
-        owner: u64,
-        ud: u64,
-        data: &[u8],
-        extra: &[u8],
-    ) -> Self {
-        OwnedMessage {
-            kind,
-            id,
-            owner,
-            ud,
-            data: data.to_vec(),
-            extra: extra.to_vec(),
+    #[test]
+    fn every_kind_round_trips_through_a_batch() {
+        let msgs = [
+            Msg::Data {
+                id: 1,
+                owner: 2,
+                data: b"abc",
+            },
+            Msg::Open {
+                id: 3,
+                owner: 4,
+                peer: b"127.0.0.1:1",
+            },
+            Msg::Accept {
+                listener: 5,
+                owner: 6,
+                id: 7,
+                peer: b"[::1]:2",
+            },
+            Msg::Close {
+                id: 8,
+                owner: 9,
+                note: b"",
+            },
+            Msg::Error {
+                id: 10,
+                owner: 11,
+                text: b"boom",
+                open: true,
+            },
+            Msg::Udp {
+                id: 12,
+                owner: 13,
+                data: b"dgram",
+                from: b"\x04\x7f\0\0\x01\0\x01",
+            },
+            Msg::Warning {
+                id: 14,
+                owner: 15,
+                queued_kib: 1024,
+            },
+            Msg::Timer { timer: 16 },
+            Msg::Exit,
+            Msg::Resolved {
+                owner: 17,
+                request: 18,
+                result: Ok(b"::1\n127.0.0.1"),
+            },
+            Msg::Resolved {
+                owner: 19,
+                request: 20,
+                result: Err(b"no such host"),
+            },
+            Msg::Handshake {
+                id: 21,
+                owner: 22,
+                alpn: b"h2",
+            },
+        ];
+        let mut b = Batch::new();
+        for m in msgs {
+            b.push(m);
         }
-    }
-}
-
-impl Sink for Vec<OwnedMessage> {
-    fn emit(
-        &mut self,
-        kind: MsgKind,
-        id: SocketId,
-        owner: u64,
-        ud: u64,
-        data: &[u8],
-        extra: &[u8],
-    ) {
-        self.push(OwnedMessage::new(kind, id, owner, ud, data, extra));
+        let mut c = Batch::new();
+        c.push(Msg::Exit);
+        c.append(&b);
+        assert_eq!(c.len(), msgs.len() + 1);
+        for (i, m) in msgs.iter().enumerate() {
+            assert_eq!(&b.get(i), m);
+            assert_eq!(&c.get(i + 1), m);
+        }
+        assert_eq!(b.data_at(0), Some((1, &b"abc"[..])));
+        assert_eq!(b.data_at(1), None);
     }
 }

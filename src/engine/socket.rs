@@ -1,50 +1,14 @@
-//! One socket's state: the state machine position, the write queues and the stats.
+//! One socket's data: descriptor, state machine position and flags, write queues,
+//! stats. The transitions are in `fsm.rs`.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use bytes::{Buf, Bytes};
 
+use super::fsm::State;
 use crate::sys::net::Addr;
 use crate::sys::Interest;
-
-/// The socket states of the seed (Skynet's SOCKET_TYPE_*), minus INVALID which is a
-/// free slot (id 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum State {
-    /// Id allocated, nothing else yet.
-    #[default]
-    Reserve,
-    /// Listening socket waiting for `start`.
-    PListen,
-    Listen,
-    Connecting,
-    Connected,
-    /// The peer sent EOF; our queued writes still drain.
-    HalfCloseRead,
-    /// We sent FIN (`shutdown_write`); reading goes on.
-    HalfCloseWrite,
-    /// Accepted socket waiting for `start`.
-    PAccept,
-    /// A UDP socket.
-    Bind,
-}
-
-impl State {
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Reserve => "reserve",
-            State::PListen => "plisten",
-            State::Listen => "listen",
-            State::Connecting => "connecting",
-            State::Connected => "connected",
-            State::HalfCloseRead => "halfclose_read",
-            State::HalfCloseWrite => "halfclose_write",
-            State::PAccept => "paccept",
-            State::Bind => "bind",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Proto {
@@ -232,17 +196,6 @@ impl Socket {
         self.fd.as_ref().map(|f| f.as_raw_fd())
     }
 
-    /// Whether reads should be watched now.
-    pub fn wants_read(&self) -> bool {
-        !self.paused
-            && !self.closing
-            && !self.accept_backoff
-            && matches!(
-                self.state,
-                State::Listen | State::Connected | State::HalfCloseWrite | State::Bind
-            )
-    }
-
     /// Whether this is a TLS stream.
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -265,47 +218,5 @@ impl Socket {
         {
             false
         }
-    }
-
-    /// Whether writes should be watched now.
-    pub fn wants_write(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if let Some(w) = self.tls_wants_write() {
-            return w || self.state == State::Connecting;
-        }
-        self.state == State::Connecting
-            || !self.wq.is_empty()
-            || self.udp.as_ref().is_some_and(|u| !u.queue.is_empty())
-    }
-
-    pub fn interest(&self) -> Interest {
-        Interest {
-            read: self.wants_read(),
-            write: self.wants_write(),
-        }
-    }
-
-    /// Whether a stream send is accepted in this state.
-    pub fn can_send(&self) -> bool {
-        !self.closing
-            && !self.shut_wr
-            && matches!(
-                self.state,
-                State::Connected
-                    | State::Connecting
-                    | State::PAccept
-                    | State::HalfCloseRead
-                    | State::Reserve
-            )
-    }
-
-    /// Whether a direct write may go out now (not while connecting or queued).
-    pub fn can_write_now(&self) -> bool {
-        self.wq.is_empty()
-            && !self.is_tls()
-            && matches!(
-                self.state,
-                State::Connected | State::PAccept | State::HalfCloseRead
-            )
     }
 }

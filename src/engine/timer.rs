@@ -57,3 +57,47 @@ impl Timers {
         }
     }
 }
+
+/// Engine-internal deadlines (never reported as `Timer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Internal {
+    /// A listener's accept backoff is over.
+    AcceptResume(u64),
+    /// Check whether a flushing close has stalled past `close_timeout`.
+    CloseCheck(u64),
+    /// Fail a TLS socket still handshaking.
+    #[cfg(feature = "tls")]
+    HandshakeCheck(u64),
+}
+
+/// The poll thread's internal deadlines, earliest first.
+#[derive(Default)]
+pub(crate) struct Deadlines {
+    heap: BinaryHeap<Reverse<(Instant, Internal)>>,
+}
+
+impl Deadlines {
+    /// `what` is due `after` from now.
+    pub fn push(&mut self, after: std::time::Duration, what: Internal) {
+        self.heap.push(Reverse((deadline_after(after), what)));
+    }
+
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The earliest entry if it is due at `now`, removed.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Internal> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, w))| w),
+            _ => None,
+        }
+    }
+}
+
+/// `now + after`, capped at a century from now so it can never overflow `Instant`
+/// (a huge Lua number of milliseconds is a timer that never fires, not a panic).
+pub(crate) fn deadline_after(after: std::time::Duration) -> Instant {
+    const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    Instant::now() + after.min(MAX_DELAY)
+}

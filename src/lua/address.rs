@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::engine::address::parse_numeric;
-use crate::engine::resolver::system_resolve;
 use crate::sys::net::Addr;
 
 /// Split `"host:port"` / `"[v6]:port"`; `None` when there is no port part.
@@ -26,16 +25,23 @@ pub fn unix_path(host: &str) -> Option<PathBuf> {
 }
 
 /// Resolve a host for `listen`/`udp` (setup calls, so a blocking lookup is acceptable;
-/// numeric addresses never reach the resolver).
-pub fn resolve_one(host: &str, port: u16) -> Result<Addr, String> {
+/// numeric addresses never reach `lookup`, the engine's resolver).
+pub fn resolve_one(
+    host: &str,
+    port: u16,
+    lookup: impl FnOnce(&str) -> std::io::Result<Vec<std::net::IpAddr>>,
+) -> Result<Addr, String> {
     if let Some(path) = unix_path(host) {
         return Ok(Addr::Unix(path));
     }
     if let Some(a) = parse_numeric(host, port) {
         return Ok(Addr::Inet(a));
     }
-    let ips = system_resolve(host).map_err(|e| format!("cannot resolve '{host}': {e}"))?;
-    Ok(Addr::Inet(SocketAddr::new(ips[0], port)))
+    let ips = lookup(host).map_err(|e| format!("cannot resolve '{host}': {e}"))?;
+    let ip = ips
+        .first()
+        .ok_or_else(|| format!("cannot resolve '{host}': no addresses"))?;
+    Ok(Addr::Inet(SocketAddr::new(*ip, port)))
 }
 
 #[cfg(test)]
@@ -52,5 +58,19 @@ mod tests {
         assert_eq!(split_host_port("::1"), None);
         assert_eq!(split_host_port("localhost"), None);
         assert_eq!(split_host_port("h:99999"), None);
+    }
+
+    #[test]
+    fn names_go_to_the_given_lookup_and_numbers_do_not() {
+        let fake = |h: &str| -> std::io::Result<Vec<std::net::IpAddr>> {
+            assert_eq!(h, "db.test");
+            Ok(vec!["10.1.2.3".parse().unwrap()])
+        };
+        let a = resolve_one("db.test", 5, fake).unwrap();
+        assert_eq!(a.to_string(), "10.1.2.3:5");
+        let never = |_: &str| -> std::io::Result<Vec<std::net::IpAddr>> { panic!("looked up") };
+        assert_eq!(resolve_one("::1", 7, never).unwrap().to_string(), "[::1]:7");
+        let none = |_: &str| Ok(Vec::new());
+        assert!(resolve_one("empty.test", 1, none).is_err());
     }
 }

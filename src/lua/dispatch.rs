@@ -7,23 +7,7 @@ use mlua::{Function, IntoLuaMulti, Lua, ObjectLike, Value};
 
 use super::buffer::{self, Routed};
 use super::state::State;
-use crate::engine::{Batch, Message, MsgKind};
-
-fn callback_name(kind: MsgKind) -> &'static str {
-    match kind {
-        MsgKind::Data => "data",
-        MsgKind::Open => "open",
-        MsgKind::Accept => "accept",
-        MsgKind::Close => "close",
-        MsgKind::Error => "error",
-        MsgKind::Udp => "udp",
-        MsgKind::Warning => "warning",
-        MsgKind::Timer => "timer",
-        MsgKind::Exit => "exit",
-        MsgKind::Resolved => "resolved",
-        MsgKind::Handshake => "handshake",
-    }
-}
+use crate::engine::Msg;
 
 /// Text of an error coming back from a callback (mlua wraps it).
 pub fn error_text(e: &mlua::Error) -> String {
@@ -77,60 +61,73 @@ fn field(handler: &Value, name: &str) -> Option<Function> {
     }
 }
 
-pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Result<()> {
-    let id = m.id as i64;
-    match m.kind {
-        MsgKind::Timer => {
-            let f: Value = st.timers.raw_get(m.ud as i64)?;
-            st.timers.raw_set(m.ud as i64, Value::Nil)?;
+/// Deliver one message that is not a plain `data` run (those take the fast path):
+/// timers, lookups and `exit` to their own tables, socket messages to the socket's
+/// handler. `data` passes through the socket's read buffer (`route`) first.
+pub fn deliver(
+    lua: &Lua,
+    st: &State,
+    m: Msg<'_>,
+    route: &dyn Fn(u64, &[u8]) -> Routed,
+) -> mlua::Result<()> {
+    match m {
+        Msg::Timer { timer } => {
+            let f: Value = st.timers.raw_get(timer as i64)?;
+            st.timers.raw_set(timer as i64, Value::Nil)?;
             if let Value::Function(f) = f {
                 call(st, &f, ());
             }
             return Ok(());
         }
-        MsgKind::Exit => {
+        Msg::Exit => {
             st.exit.set(true);
             return Ok(());
         }
-        MsgKind::Resolved => {
+        Msg::Resolved {
+            request, result, ..
+        } => {
             // resolve(host, fn): fn(addresses) or fn(nil, message).
-            let f: Value = st.resolves.raw_get(m.ud as i64)?;
-            st.resolves.raw_set(m.ud as i64, Value::Nil)?;
+            let f: Value = st.resolves.raw_get(request as i64)?;
+            st.resolves.raw_set(request as i64, Value::Nil)?;
             if let Value::Function(f) = f {
-                let text = batch.data_str(m);
-                if batch.extra(m) == crate::engine::RESOLVE_FAILED {
-                    call(st, &f, (Value::Nil, text));
-                } else {
-                    let ips: Vec<String> = text.lines().map(str::to_string).collect();
-                    call(st, &f, ips);
+                match result {
+                    Err(text) => call(st, &f, (Value::Nil, lua.create_string(text)?)),
+                    Ok(text) => {
+                        let ips: Vec<String> = String::from_utf8_lossy(text)
+                            .lines()
+                            .map(str::to_string)
+                            .collect();
+                        call(st, &f, ips);
+                    }
                 }
             }
             return Ok(());
         }
-        MsgKind::Accept => {
+        Msg::Accept { listener, id, .. } => {
             // The accepted socket inherits its listener's own handler, if it has one.
-            let own: Value = st.socket_handlers.raw_get(id)?;
+            let own: Value = st.socket_handlers.raw_get(listener as i64)?;
             if !own.is_nil() {
-                st.set_handler(m.ud as i64, own)?;
+                st.set_handler(id as i64, own)?;
             }
         }
         _ => {}
     }
-    let handler = handler_of(st, m.id);
-    let terminal = m.kind == MsgKind::Close || (m.kind == MsgKind::Error && m.ud == 0);
-    if terminal {
+    let sid = m.id();
+    let id = sid as i64;
+    let handler = handler_of(st, sid);
+    if m.is_final() {
         st.set_handler(id, Value::Nil)?;
         // A socket closed for a framing error reports `error` instead of `close`.
-        if let Some(msg) = buffer::on_close(st, m.id) {
+        if let Some(msg) = buffer::on_close(st, sid) {
             if let Some(f) = field(&handler, "error") {
                 call(st, &f, (id, msg));
             }
             return Ok(());
         }
     }
-    if m.kind == MsgKind::Data {
-        match buffer::on_data(st, m.id, batch.data(m)) {
-            Routed::Normal => {}
+    let name = match m {
+        Msg::Data { data, .. } => match route(sid, data) {
+            Routed::Normal => "data",
             Routed::Readable(n) => {
                 if let Some(f) = field(&handler, "readable") {
                     call(st, &f, (id, n as i64));
@@ -145,22 +142,30 @@ pub fn deliver(lua: &Lua, st: &State, batch: &Batch, m: &Message) -> mlua::Resul
                 }
                 return Ok(());
             }
-        }
-    }
-    let Some(f) = field(&handler, callback_name(m.kind)) else {
+        },
+        Msg::Open { .. } => "open",
+        Msg::Accept { .. } => "accept",
+        Msg::Close { .. } => "close",
+        Msg::Error { .. } => "error",
+        Msg::Udp { .. } => "udp",
+        Msg::Warning { .. } => "warning",
+        Msg::Handshake { .. } => "handshake",
+        Msg::Timer { .. } | Msg::Exit | Msg::Resolved { .. } => return Ok(()),
+    };
+    let Some(f) = field(&handler, name) else {
         return Ok(());
     };
-    let data = || lua.create_string(batch.data(m));
-    match m.kind {
-        MsgKind::Data => call(st, &f, (id, data()?)),
-        MsgKind::Open => call(st, &f, (id, data()?)),
-        MsgKind::Handshake => call(st, &f, (id, data()?)),
-        MsgKind::Accept => call(st, &f, (id, m.ud as i64, data()?)),
-        MsgKind::Close => call(st, &f, id),
-        MsgKind::Error => call(st, &f, (id, data()?)),
-        MsgKind::Udp => call(st, &f, (id, data()?, lua.create_string(batch.extra(m))?)),
-        MsgKind::Warning => call(st, &f, (id, m.ud as i64)),
-        MsgKind::Timer | MsgKind::Exit | MsgKind::Resolved => {}
+    let s = |b: &[u8]| lua.create_string(b);
+    match m {
+        Msg::Data { data, .. } => call(st, &f, (id, s(data)?)),
+        Msg::Open { peer, .. } => call(st, &f, (id, s(peer)?)),
+        Msg::Handshake { alpn, .. } => call(st, &f, (id, s(alpn)?)),
+        Msg::Accept { id: new, peer, .. } => call(st, &f, (id, new as i64, s(peer)?)),
+        Msg::Close { .. } => call(st, &f, id),
+        Msg::Error { text, .. } => call(st, &f, (id, s(text)?)),
+        Msg::Udp { data, from, .. } => call(st, &f, (id, s(data)?, s(from)?)),
+        Msg::Warning { queued_kib, .. } => call(st, &f, (id, queued_kib as i64)),
+        Msg::Timer { .. } | Msg::Exit | Msg::Resolved { .. } => {}
     }
     Ok(())
 }

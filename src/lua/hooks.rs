@@ -5,7 +5,7 @@
 //!   "route":    while the next message for a buffered socket is routed into its read
 //!               buffer (inside the fast delivery loop).
 //! and `_test_panic_raw()` panics inside a raw C closure of the hot path (the
-//! `catch_unwind` + `lua_error` pattern of `fast.rs`).
+//! `catch_unwind` + `lua_error` pattern of `fast/`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;

@@ -8,10 +8,14 @@ mod address;
 mod api;
 mod args;
 mod buffer;
+mod buffer_api;
+mod configure;
 mod crypt;
 mod dispatch;
 mod fast;
 mod hooks;
+mod readbuf;
+mod run;
 mod service;
 mod state;
 #[cfg(feature = "tls")]
@@ -95,7 +99,7 @@ fn build(lua: &Lua, config: crate::engine::Config) -> mlua::Result<(Table, Rc<St
         .load(SHIM)
         .set_name("=skysocket")
         .call((raw, sentinel.clone()))?;
-    // The hot path: send/write/lwrite are raw C closures (see fast.rs).
+    // The hot path: send/write/lwrite are raw C closures (see fast/mod.rs).
     module.raw_set("send", fast::send_function(lua, &st, c"send", false)?)?;
     module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
     module.raw_set("lwrite", fast::send_function(lua, &st, c"lwrite", true)?)?;

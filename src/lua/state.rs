@@ -31,9 +31,9 @@ pub struct State {
     pub resolves: Table,
     /// Receives callback errors; `None` writes them to stderr.
     pub on_error: RefCell<Option<Function>>,
-    /// Read buffers of sockets in buffered or framed mode (see `buffer.rs`).
+    /// Read buffers of sockets in buffered or framed mode (see `readbuf.rs`).
     pub buffers: RefCell<Buffers>,
-    /// Storage of drained read buffers, for reuse (see `buffer.rs`).
+    /// Storage of drained read buffers, for reuse (see `readbuf.rs`).
     pub spare: RefCell<super::buffer::Spare>,
     /// Services (see `service.rs`): this state's service, once it is one (a state the
     /// runtime created, or the root once it used the service API).

@@ -149,6 +149,7 @@ fn tls_upgrade(lua: &Lua, st: &State, a: &Args) -> Ret {
     let r = st
         .engine
         .borrow_mut()
+        .ops()
         .tls_upgrade(id, &ctx, name.as_deref());
     match r {
         Ok(()) => ret(lua, true),
@@ -179,10 +180,12 @@ fn tls_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
     let mut eng = st.engine.borrow_mut();
     let r = match &target {
         Ok((h, p)) => match address::parse_numeric(h, *p) {
-            Some(sa) => eng.tls_connect(&Addr::Inet(sa), &ctx, name.as_deref(), 0),
-            None => eng.tls_connect_host(h, *p, &ctx, name.as_deref(), 0),
+            Some(sa) => eng
+                .ops()
+                .tls_connect(&Addr::Inet(sa), &ctx, name.as_deref(), 0),
+            None => eng.ops().tls_connect_host(h, *p, &ctx, name.as_deref(), 0),
         },
-        Err(addr) => eng.tls_connect(addr, &ctx, name.as_deref(), 0),
+        Err(addr) => eng.ops().tls_connect(addr, &ctx, name.as_deref(), 0),
     };
     drop(eng);
     match r {
@@ -200,7 +203,7 @@ fn tls_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
 /// `tls_listen(host, port, ctx [, backlog | options])` → `id, ip, port`, or
 /// `nil, message`. Sockets it accepts do a server handshake once started.
 fn tls_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
-    let (addr, next) = host_port_args(a, 1, "127.0.0.1")?;
+    let (addr, next) = host_port_args(st, a, 1, "127.0.0.1")?;
     let ctx = ctx_arg(a, next)?;
     if !ctx.is_server() {
         return Err(a.error(next, "a server context (mode = \"server\") is needed"));
@@ -211,12 +214,12 @@ fn tls_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Err(msg) => return nil_msg(lua, msg),
     };
     let mut eng = st.engine.borrow_mut();
-    let (id, local) = match eng.listen(&addr, opts, 0) {
+    let (id, local) = match eng.ops().listen(&addr, opts, 0) {
         Ok(r) => r,
         Err(e) => return nil_msg(lua, format!("tls_listen {addr}: {e}")),
     };
-    if let Err(e) = eng.tls_listen(id, &ctx) {
-        let _ = eng.close(id, true);
+    if let Err(e) = eng.ops().tls_listen(id, &ctx) {
+        let _ = eng.ops().close(id, true);
         return nil_msg(lua, format!("tls_listen {addr}: {e}"));
     }
     drop(eng);
@@ -227,7 +230,7 @@ fn tls_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
 /// or `nil, message` (unknown id, or not a TLS socket).
 fn tls_info(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
-    let r = st.engine.borrow().tls_info(id);
+    let r = st.engine.borrow_mut().ops().tls_info(id);
     let info = match r {
         Ok(i) => i,
         Err(e) => return nil_msg(lua, e),

@@ -2,7 +2,8 @@
 //!
 //! Everything `unsafe` that the engine needs lives below this module. Each wrapper
 //! converts the C convention (`-1` + `errno`) into `io::Result` and retries `EINTR`
-//! where retrying is the only sensible answer.
+//! where retrying is the only sensible answer. Platform lists are cfg aliases set by
+//! `build.rs`: `epoll_os`, `kqueue_os`, `sock_flags_os`.
 
 pub mod dl;
 pub mod net;
@@ -10,51 +11,20 @@ pub mod process;
 pub mod random;
 mod waker;
 
-#[cfg(all(target_os = "linux", not(feature = "poll-backend")))]
+#[cfg(all(epoll_os, not(feature = "poll-backend")))]
 mod epoll;
-#[cfg(all(target_os = "linux", not(feature = "poll-backend")))]
+#[cfg(all(epoll_os, not(feature = "poll-backend")))]
 pub use epoll::Poller;
 
-#[cfg(all(
-    any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ),
-    not(feature = "poll-backend")
-))]
+#[cfg(all(kqueue_os, not(feature = "poll-backend")))]
 mod kqueue;
-#[cfg(all(
-    any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ),
-    not(feature = "poll-backend")
-))]
+#[cfg(all(kqueue_os, not(feature = "poll-backend")))]
 pub use kqueue::Poller;
 
 // The portable fallback: always compiled (so it is type-checked everywhere), used when
 // the platform has no better poller or when the `poll-backend` feature asks for it.
 mod poll;
-#[cfg(any(
-    feature = "poll-backend",
-    not(any(
-        target_os = "linux",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ))
-))]
+#[cfg(any(feature = "poll-backend", not(any(epoll_os, kqueue_os))))]
 pub use poll::Poller;
 
 pub use waker::Waker;

@@ -164,13 +164,7 @@ pub fn set_nonblocking_cloexec(fd: RawFd) -> io::Result<()> {
 /// Platform socket flags, decided once: where socket(2)/accept4(2) take
 /// SOCK_NONBLOCK|SOCK_CLOEXEC and send(2) takes MSG_NOSIGNAL, and where they do not
 /// (then fcntl and SO_NOSIGPIPE do the same job).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
+#[cfg(sock_flags_os)]
 mod flags {
     pub const SOCK: libc::c_int = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     pub const SEND: libc::c_int = libc::MSG_NOSIGNAL;
@@ -187,13 +181,7 @@ mod flags {
     }
 }
 
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)))]
+#[cfg(not(sock_flags_os))]
 mod flags {
     pub const SOCK: libc::c_int = 0;
     pub const SEND: libc::c_int = 0;

@@ -1,17 +1,6 @@
 //! Portable poll(2) backend: an array of `pollfd` rebuilt only when registrations change.
 #![cfg_attr(
-    not(any(
-        feature = "poll-backend",
-        not(any(
-            target_os = "linux",
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "freebsd",
-            target_os = "openbsd",
-            target_os = "netbsd",
-            target_os = "dragonfly"
-        ))
-    )),
+    not(any(feature = "poll-backend", not(any(epoll_os, kqueue_os)))),
     allow(dead_code)
 )]
 

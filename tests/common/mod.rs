@@ -5,12 +5,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use skysocket::engine::{Batch, Config, Engine, Message, MsgKind, SocketId};
+use skysocket::engine::{Batch, Config, Engine, Msg as EngineMsg, MsgKind, SocketId};
 use skysocket::sys::net::{Addr, ListenOptions};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A message copied out of a batch.
+/// A message copied out of a batch, flattened for easy matching in tests: `ud` is
+/// the accepted id (`Accept`), KiB (`Warning`), the timer (`Timer`), the request
+/// (`Resolved`) or 1 for an `Error` that leaves the socket open; `extra` is the
+/// sender of a datagram, or `b"error"` for a failed lookup.
 #[derive(Clone, Debug)]
 pub struct Msg {
     pub kind: MsgKind,
@@ -34,14 +37,32 @@ pub struct Harness {
     pub backlog: Vec<Msg>,
 }
 
-fn copy(batch: &Batch, m: &Message) -> Msg {
+pub fn copy(m: EngineMsg<'_>) -> Msg {
+    let (ud, data, extra): (u64, &[u8], &[u8]) = match m {
+        EngineMsg::Data { data, .. } => (0, data, b""),
+        EngineMsg::Open { peer, .. } => (0, peer, b""),
+        EngineMsg::Accept { id, peer, .. } => (id, peer, b""),
+        EngineMsg::Close { note, .. } => (0, note, b""),
+        EngineMsg::Error { text, open, .. } => (open as u64, text, b""),
+        EngineMsg::Udp { data, from, .. } => (0, data, from),
+        EngineMsg::Warning { queued_kib, .. } => (queued_kib, b"", b""),
+        EngineMsg::Timer { timer } => (timer, b"", b""),
+        EngineMsg::Exit => (0, b"", b""),
+        EngineMsg::Resolved {
+            request, result, ..
+        } => match result {
+            Ok(t) => (request, t, b""),
+            Err(t) => (request, t, b"error"),
+        },
+        EngineMsg::Handshake { alpn, .. } => (0, alpn, b""),
+    };
     Msg {
-        kind: m.kind,
-        id: m.id,
-        owner: m.owner,
-        ud: m.ud,
-        data: batch.data(m).to_vec(),
-        extra: batch.extra(m).to_vec(),
+        kind: m.kind(),
+        id: m.id(),
+        owner: m.owner(),
+        ud,
+        data: data.to_vec(),
+        extra: extra.to_vec(),
     }
 }
 
@@ -63,8 +84,8 @@ impl Harness {
         self.engine
             .poll(&mut self.batch, Some(timeout))
             .expect("poll");
-        for m in self.batch.messages() {
-            self.backlog.push(copy(&self.batch, m));
+        for m in self.batch.iter() {
+            self.backlog.push(copy(m));
         }
     }
 
@@ -89,10 +110,10 @@ impl Harness {
         &mut self,
         what: &str,
         mut f: impl FnMut(&mut Engine, Msg),
-        mut done: impl FnMut(&Engine) -> bool,
+        mut done: impl FnMut(&mut Engine) -> bool,
     ) {
         let end = Instant::now() + DEADLINE;
-        while !done(&self.engine) {
+        while !done(&mut self.engine) {
             assert!(Instant::now() < end, "timed out: {what}");
             self.step(Duration::from_millis(10));
             for m in std::mem::take(&mut self.backlog) {
@@ -126,6 +147,7 @@ impl Harness {
         .unwrap();
         let (id, local) = self
             .engine
+            .ops()
             .listen(
                 &Addr::Inet(addr),
                 ListenOptions {
@@ -138,14 +160,14 @@ impl Harness {
         let Some(Addr::Inet(local)) = local else {
             panic!("no local address")
         };
-        self.engine.start(id, 7).expect("start listener");
+        self.engine.ops().start(id, 7).expect("start listener");
         (id, local)
     }
 
     /// Wait for the next accept on `listener` and start the new socket.
     pub fn accept(&mut self, listener: SocketId) -> SocketId {
         let m = self.wait_for("accept", |m| m.kind == MsgKind::Accept && m.id == listener);
-        self.engine.start(m.ud, 7).expect("start accepted");
+        self.engine.ops().start(m.ud, 7).expect("start accepted");
         m.ud
     }
 }

@@ -129,4 +129,24 @@ function tests.api_md_headings_name_existing_functions()
   end
 end
 
+-- docs/ARCHITECTURE.md: every source file it names exists (the map stays true).
+function tests.architecture_names_only_existing_files()
+  local dir = arg[0]:match("^(.*)/tests/lua/[^/]*$") or "."
+  local f = assert(io.open(dir .. "/docs/ARCHITECTURE.md", "rb"))
+  local text = f:read("*a")
+  f:close()
+  local missing, seen = {}, 0
+  local function check(path)
+    seen = seen + 1
+    local h = io.open(dir .. "/" .. path, "rb")
+    if h then h:close() else missing[#missing + 1] = path end
+  end
+  for path in text:gmatch("(src/[%w_/]+%.rs)") do check(path) end
+  for path in text:gmatch("(lua/skysocket/[%w_]+%.lua)") do check(path) end
+  -- table rows name engine files without the src/ prefix: `engine/fsm.rs`
+  for path in text:gmatch("`(engine/[%w_/]+%.rs)`") do check("src/" .. path) end
+  assert(seen > 20, "too few file names found: " .. seen)
+  if #missing > 0 then error("docs/ARCHITECTURE.md names missing files: " .. table.concat(missing, ", ")) end
+end
+
 return tests

@@ -1,0 +1,298 @@
+//! Runs of `data` messages delivered inside one `exec_raw` entry: for each message
+//! the handler's `data` (or, for a buffered socket, `readable`) function is found with
+//! raw table reads and called under one `lua_pcall` per run (re-entered after a
+//! callback error). The bytes pass through the same `route` as the high-level
+//! dispatcher's, so both paths deliver alike.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use mlua::{ffi, Lua};
+
+use super::raise_panic;
+use crate::engine::Batch;
+use crate::lua::buffer::Routed;
+use crate::lua::state::State;
+
+/// Message handler for the per-message `lua_pcall`: append a traceback.
+///
+/// # Safety
+///
+/// Called by Lua only, as a C function: `l` is a valid state inside that call.
+unsafe extern "C-unwind" fn traceback(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: Lua calls this with a valid state, as a C function (see # Safety).
+    unsafe {
+        let msg = ffi::lua_tostring(l, 1);
+        if msg.is_null() {
+            ffi::lua_pushstring(l, c"(error object is not a string)".as_ptr());
+            return 1;
+        }
+        ffi::luaL_traceback(l, l, msg, 1);
+        1
+    }
+}
+
+/// State of one delivery run, kept in the frame that makes the protected calls: a
+/// callback error unwinds `deliver_loop`'s frame, never this one, so delivery resumes
+/// after the failing message with nothing lost.
+struct Run<'a> {
+    st: &'a State,
+    batch: &'a Batch,
+    route: &'a dyn Fn(u64, &[u8]) -> Routed,
+    epoch: u64,
+    /// Index of the next message to deliver.
+    next: usize,
+    /// Framed-mode packets of one message not yet delivered (from `frame_pos` on).
+    frames: Vec<Vec<u8>>,
+    frame_pos: usize,
+    frame_id: ffi::lua_Integer,
+    /// Which handler the `S_*` slots hold, and whether its callbacks are functions.
+    cached: Cached,
+    has_data: bool,
+    has_readable: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Cached {
+    Nothing,
+    /// The module-wide handler (`dispatch`).
+    Default,
+    /// The table in `S_HANDLER`, a socket's own handler.
+    Own,
+}
+
+// Stack slots of `deliver_loop`: its arguments, then the handler whose functions are
+// cached (a handler table's fields are read once per run, not once per message).
+const A_RUN: c_int = 1;
+const A_HANDLERS: c_int = 2;
+const A_DEFAULT: c_int = 3;
+const A_DATA_KEY: c_int = 4;
+const A_READABLE_KEY: c_int = 5;
+const S_HANDLER: c_int = 6;
+const S_DATA: c_int = 7;
+const S_READABLE: c_int = 8;
+
+/// Make the handler of socket `id` the cached one (slots `S_*`). `false` when the
+/// handler needs the high-level dispatcher (a metatable, or not a table); `force_raw`
+/// reads a table's fields raw even if it has a metatable (pending packets must go on).
+///
+/// # Safety
+///
+/// `l` is inside `deliver_loop`, whose slots are set up.
+unsafe fn select_handler(
+    l: *mut ffi::lua_State,
+    run: &mut Run,
+    id: ffi::lua_Integer,
+    force_raw: bool,
+) -> bool {
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        // Most servers give no socket its own handler: then the table lookup is skipped.
+        let own = run.st.own_handlers.get() > 0 && {
+            // Not lua_rawgeti: on Lua 5.1 and LuaJIT it takes a C int, and ids go past 2^31.
+            ffi::lua_pushinteger(l, id);
+            ffi::lua_rawget(l, A_HANDLERS);
+            let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
+            if !found {
+                ffi::lua_pop(l, 1);
+            }
+            found
+        };
+        if !own {
+            if run.cached == Cached::Default {
+                return true;
+            }
+            ffi::lua_pushvalue(l, A_DEFAULT);
+        } else if run.cached == Cached::Own && ffi::lua_rawequal(l, -1, S_HANDLER) != 0 {
+            ffi::lua_pop(l, 1);
+            return true;
+        }
+        match ffi::lua_type(l, -1) {
+            ffi::LUA_TNIL => {
+                // No handler at all: messages are dropped.
+                ffi::lua_pushnil(l);
+                ffi::lua_replace(l, S_DATA);
+                ffi::lua_pushnil(l);
+                ffi::lua_replace(l, S_READABLE);
+            }
+            ffi::LUA_TTABLE => {
+                if !force_raw && ffi::lua_getmetatable(l, -1) != 0 {
+                    ffi::lua_pop(l, 2);
+                    return false;
+                }
+                ffi::lua_pushvalue(l, A_DATA_KEY);
+                ffi::lua_rawget(l, -2);
+                ffi::lua_replace(l, S_DATA);
+                ffi::lua_pushvalue(l, A_READABLE_KEY);
+                ffi::lua_rawget(l, -2);
+                ffi::lua_replace(l, S_READABLE);
+            }
+            _ => {
+                ffi::lua_pop(l, 1);
+                return false;
+            }
+        }
+        ffi::lua_replace(l, S_HANDLER);
+        run.cached = if own { Cached::Own } else { Cached::Default };
+        run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
+        run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
+        true
+    }
+}
+
+/// Deliver the pending framed-mode packets of `run`.
+///
+/// # Safety
+///
+/// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
+unsafe fn deliver_frames(l: *mut ffi::lua_State, run: &mut Run) {
+    // SAFETY: the caller upholds this function's contract (see # Safety).
+    unsafe {
+        while run.frame_pos < run.frames.len() {
+            let f = &run.frames[run.frame_pos];
+            run.frame_pos += 1;
+            if run.has_data {
+                ffi::lua_pushvalue(l, S_DATA);
+                ffi::lua_pushinteger(l, run.frame_id);
+                ffi::lua_pushlstring(l, f.as_ptr() as *const c_char, f.len());
+                ffi::lua_call(l, 2, 0);
+            }
+        }
+    }
+}
+
+/// The delivery loop, entered through `lua_pcall` by `deliver_data_run` and re-entered
+/// after each callback error. Callbacks run with `lua_call`: one protected call covers
+/// the whole run instead of one per message. Nothing in this frame has a destructor, so
+/// an error unwinding it leaves no Rust state behind (progress lives in `Run`).
+///
+/// # Safety
+///
+/// Called by Lua only, as a C function: `l` is a valid state inside that call.
+unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: Lua calls this with a valid state, as a C function (see # Safety).
+    unsafe {
+        // SAFETY: argument 1 is the `Run` of the caller's frame, alive during this call.
+        let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
+        ffi::lua_settop(l, S_READABLE);
+        run.cached = Cached::Nothing;
+        run.has_data = false;
+        run.has_readable = false;
+        if run.frame_pos < run.frames.len() {
+            // Packets left by a callback error go to the socket's handler as it is now
+            // (if a callback made it something other than a table, they are dropped).
+            select_handler(l, run, run.frame_id, true);
+            deliver_frames(l, run);
+        }
+        while let Some((sid, data)) = run.batch.data_at(run.next) {
+            if run.st.handler_epoch.get() != run.epoch {
+                break;
+            }
+            let id = sid as ffi::lua_Integer;
+            // The common case, the module-wide handler already cached, without a call.
+            let cached = run.cached == Cached::Default && run.st.own_handlers.get() == 0;
+            if !cached && !select_handler(l, run, id, false) {
+                break; // the high-level dispatcher takes it from here
+            }
+            run.next += 1;
+            let route = run.route;
+            let routed = match catch_unwind(AssertUnwindSafe(|| route(sid, data))) {
+                Ok(r) => r,
+                // Reported as this message's callback error; delivery resumes after it.
+                Err(payload) => raise_panic(l, payload),
+            };
+            match routed {
+                Routed::Normal => {
+                    if run.has_data {
+                        ffi::lua_pushvalue(l, S_DATA);
+                        ffi::lua_pushinteger(l, id);
+                        ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+                        ffi::lua_call(l, 2, 0);
+                    }
+                }
+                Routed::Readable(n) => {
+                    if run.has_readable {
+                        ffi::lua_pushvalue(l, S_READABLE);
+                        ffi::lua_pushinteger(l, id);
+                        ffi::lua_pushinteger(l, n as ffi::lua_Integer);
+                        ffi::lua_call(l, 2, 0);
+                    }
+                }
+                Routed::Frames(frames) => {
+                    run.frames = frames;
+                    run.frame_pos = 0;
+                    run.frame_id = id;
+                    deliver_frames(l, run);
+                }
+            }
+        }
+        0
+    }
+}
+
+/// Deliver messages from `start` on while they are `data` messages whose socket's
+/// handler is a table without metatable (or no handler at all). `route(id, data)` passes
+/// the bytes through the socket's read buffer, if it has one (so it must run exactly
+/// once per message): the handler then gets `data(id, s)`, `readable(id, unread)` or
+/// one `data` per frame. Returns the index of the first message not delivered and the
+/// texts of callback errors, in order.
+pub fn deliver_data_run(
+    lua: &Lua,
+    st: &State,
+    batch: &Batch,
+    start: usize,
+    route: &dyn Fn(u64, &[u8]) -> Routed,
+) -> mlua::Result<(usize, Vec<String>)> {
+    if batch.data_at(start).is_none() {
+        return Ok((start, Vec::new()));
+    }
+    let handlers = st.socket_handlers.clone();
+    let default = st.default_handler.borrow().clone();
+    let mut run = Run {
+        st,
+        batch,
+        route,
+        epoch: st.handler_epoch.get(),
+        next: start,
+        frames: Vec::new(),
+        frame_pos: 0,
+        frame_id: 0,
+        cached: Cached::Nothing,
+        has_data: false,
+        has_readable: false,
+    };
+    let mut errors = Vec::new();
+    // SAFETY: the closure keeps the stack balanced apart from the two arguments, which
+    // exec_raw's guard removes; callbacks run under the lua_pcall of `deliver_loop`, so
+    // nothing raises past it, and `run` outlives every call that points to it.
+    unsafe {
+        lua.exec_raw::<()>((handlers, default), |l| {
+            let top = ffi::lua_gettop(l);
+            let (h_idx, d_idx) = (top - 1, top);
+            ffi::lua_pushcfunction(l, traceback);
+            let msgh = ffi::lua_gettop(l);
+            loop {
+                ffi::lua_pushcfunction(l, deliver_loop);
+                ffi::lua_pushlightuserdata(l, &mut run as *mut Run as *mut c_void);
+                ffi::lua_pushvalue(l, h_idx);
+                ffi::lua_pushvalue(l, d_idx);
+                ffi::lua_pushstring(l, c"data".as_ptr());
+                ffi::lua_pushstring(l, c"readable".as_ptr());
+                if ffi::lua_pcall(l, 5, 0, msgh) == 0 {
+                    break;
+                }
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, -1, &mut len);
+                errors.push(if p.is_null() {
+                    "(error object is not a string)".to_string()
+                } else {
+                    String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len))
+                        .into_owned()
+                });
+                ffi::lua_pop(l, 1);
+            }
+            ffi::lua_pop(l, 1); // the message handler
+        })?;
+    }
+    Ok((run.next, errors))
+}

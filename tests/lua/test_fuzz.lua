@@ -303,7 +303,8 @@ function tests.fuzz_service_api()
     return false
   end
   local spawned = {}
-  T.run_co(function()
+  local saved_timeout = service.timeout()
+  local ok_run, run_err = pcall(T.run_co, function()
     local old_timeout = service.timeout(200)
     local function ignore() end
     service.dispatch(ignore)
@@ -332,7 +333,10 @@ function tests.fuzz_service_api()
     service.timeout(old_timeout)
     service.dispatch(nil)
   end, 60000)
+  service.timeout(saved_timeout)
+  service.dispatch(nil)
   for _, id in ipairs(spawned) do service.kill(id) end
+  if not ok_run then error(run_err, 0) end
   T.wait("fuzzed services gone", function() return service.count() == 1 end)
 end
 

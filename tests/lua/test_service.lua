@@ -38,6 +38,7 @@ end
 
 -- Run main in a coroutine of the root (watchdog ms), then kill what it started.
 local function run(main, ms)
+  service.timeout(10000)
   local ok, err = pcall(T.run_co, main, ms or 20000)
   finish()
   if not ok then error(err, 2) end
@@ -467,8 +468,10 @@ function tests.lifecycle_10000_services_no_growth()
   cycle(TOTAL - 1000)
   collectgarbage()
   local rss1, threads1, fds1 = proc_status("VmRSS"), proc_status("Threads"), fd_count()
-  if threads0 then T.truthy(threads1 <= threads0, "threads grew: " .. threads0 .. " -> " .. threads1) end
-  if fds0 then T.truthy(fds1 <= fds0, "descriptors grew: " .. fds0 .. " -> " .. fds1) end
+  -- A little slack: lookups started by earlier tests may still hold a resolver thread
+  -- or its socket; a leak per service would show as thousands.
+  if threads0 then T.truthy(threads1 <= threads0 + 4, "threads grew: " .. threads0 .. " -> " .. threads1) end
+  if fds0 then T.truthy(fds1 <= fds0 + 4, "descriptors grew: " .. fds0 .. " -> " .. fds1) end
   if rss0 then
     -- A leak of even 1 KiB per service would show as 9 MB here.
     T.truthy(rss1 - rss0 < 8 * 1024, string.format("RSS grew %d KiB over %d services", rss1 - rss0, TOTAL - 1000))

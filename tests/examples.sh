@@ -80,6 +80,12 @@ for t in tests/examples/*.sh; do
   check "$(basename "$t")" timeout 60 bash "$t" "$LUA"
 done
 
+# Services: a key/value service called by client services on the worker pool.
+out=$(timeout 60 "$LUA" examples/kv_service.lua 3 300 2>&1)
+check "kv_service.lua: clients store and read back through the kv service" \
+  test "$(echo "$out" | tail -1)" = "ok"
+echo "$out" | grep -q "900 keys stored, total=900" || { echo "FAIL   kv_service.lua output"; echo "$out"; fail=$((fail + 1)); }
+
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

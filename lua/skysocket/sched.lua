@@ -82,6 +82,9 @@ local function push(co, args)
   qargs[t] = args
 end
 
+-- co -> fn(co, ok, err) run when co ends (see S.guard).
+local guards = {}
+
 local function finished(co, ok, ...)
   if status(co) ~= "dead" then return end
   threads[co] = nil
@@ -89,8 +92,14 @@ local function finished(co, ok, ...)
   if co == main_co and not ok then
     main_result = pack(false, ...) -- (run's wrapper records main's results)
   end
+  local guard = guards[co]
+  if guard then guards[co] = nil end
   if not ok then
-    report(traceback(co, tostring((...))))
+    if not (guard and guard(co, false, (...))) then
+      report(traceback(co, tostring((...))))
+    end
+  elseif guard then
+    guard(co, true)
   end
   if finish_hook then
     local hok, herr = pcall(finish_hook, co, ok)
@@ -312,6 +321,27 @@ end
 
 function S.running() return running end
 
+-- Internal, for skysocket.service: run every ready coroutine until none is left, then
+-- return (a service's turn: its worker delivers the messages, then calls this; the
+-- root calls it after its mail when run() is not driving it).
+function S.step()
+  drain()
+  if qhead > queue[0] then qhead, queue[0] = 1, 0 end
+end
+
+-- Internal: report(text) through the error hook (default: stderr).
+S.report = report
+
+-- Internal, for skysocket.service: guard(co, fn) runs fn(co, ok, err) when the
+-- scheduled coroutine co ends (ok false: it raised err). If fn returns true for an
+-- error, the error is not reported. fn must not yield. Unlike pcall, this works on
+-- Lua 5.1, where a coroutine cannot yield across pcall.
+function S.guard(co, fn)
+  if threads[co] == nil then return false end
+  guards[co] = fn
+  return true
+end
+
 function S.hold() holds = holds + 1 end
 
 function S.release() if holds > 0 then holds = holds - 1 end end
@@ -349,6 +379,7 @@ function S.run(main, ...)
   for k in pairs(threads) do threads[k] = nil end
   queue[0], qhead = 0, 1
   live, holds = 0, 0
+  guards = {}
   running, exiting = false, false
   main_co = nil
   if reset_hook then

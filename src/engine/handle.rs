@@ -23,6 +23,13 @@ impl Handle {
         Ops::remote(&self.core)
     }
 
+    /// Interrupt the poll thread's wait without a message: its `poll` returns (with
+    /// whatever else it found). Used by the service runtime to wake the root service
+    /// when its mailbox gets a message while it blocks in the poll.
+    pub fn wake(&self) {
+        self.core.waker.wake();
+    }
+
     /// Make the poll thread report `Exit`.
     pub fn exit(&self) {
         self.ops().exit();

@@ -17,6 +17,7 @@ use super::configure::configure;
 use super::crypt;
 use super::http_head;
 use super::run::{cancel_timeout, dispatch_handler, exit, on_error, poll, run_loop, timeout};
+use super::service;
 use super::state::State;
 use crate::engine::{address, Error, SocketId};
 use crate::sys::net::{Addr, ListenOptions};
@@ -499,7 +500,10 @@ fn backend(lua: &Lua, _st: &State, _a: &Args) -> Ret {
 /// `loop()` returns). A scheduler uses it to tell "nothing to wait for" from a poll
 /// that only flushed writes.
 fn idle(lua: &Lua, st: &State, _a: &Args) -> Ret {
-    ret(lua, st.engine.borrow().is_idle())
+    ret(
+        lua,
+        st.engine.borrow().is_idle() && !service::root_waits(st),
+    )
 }
 
 /// `count()` → number of open sockets.

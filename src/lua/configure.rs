@@ -79,6 +79,7 @@ pub(super) fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
         let engine = crate::engine::Engine::new(c)
             .map_err(|e| Fail::Lua(mlua::Error::RuntimeError(format!("configure: {e}"))))?;
         *st.engine.borrow_mut() = engine;
+        super::service::engine_replaced(st);
     }
     let eng = st.engine.borrow();
     let c = eng.config();

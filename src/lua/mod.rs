@@ -18,6 +18,7 @@ mod hooks;
 mod http_head;
 mod readbuf;
 mod run;
+mod service;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;
@@ -86,33 +87,36 @@ pub fn module_config() -> crate::engine::Config {
     config
 }
 
+/// The engine settings of a service's own module instance: as `module_config`, without
+/// the spare descriptor of the EMFILE trick (one per process is enough).
+pub fn service_config() -> crate::engine::Config {
+    crate::engine::Config {
+        reserve_fd: false,
+        ..module_config()
+    }
+}
+
 /// Build the module table for `lua`.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
-    let st = Rc::new(State::new(lua, module_config())?);
+    build(lua, module_config()).map(|(t, _)| t)
+}
+
+/// The module table and its state.
+fn build(lua: &Lua, config: crate::engine::Config) -> mlua::Result<(Table, Rc<State>)> {
+    let st = Rc::new(State::new(lua, config)?);
     api::start_clock();
     fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
-    let raw = lua.create_table()?;
-    for &(name, f) in api::FUNCTIONS.iter().chain(tls::FUNCTIONS) {
-        let st = st.clone();
-        let sentinel = sentinel.clone();
-        let func = lua.create_function(move |lua, vals: MultiValue| {
-            let a = Args::new(name, vals);
-            match f(lua, &st, &a) {
-                Ok(v) => Ok(v),
-                Err(Fail::Arg(msg)) => Ok(MultiValue::from_vec(vec![
-                    sentinel.clone(),
-                    Value::String(lua.create_string(msg)?),
-                ])),
-                Err(Fail::Lua(e)) => Err(e),
-            }
-        })?;
-        raw.raw_set(name, func)?;
-    }
+    let raw = function_table(
+        lua,
+        &st,
+        &sentinel,
+        api::FUNCTIONS.iter().chain(tls::FUNCTIONS),
+    )?;
     let module: Table = lua
         .load(SHIM)
         .set_name("=skysocket")
-        .call((raw, sentinel))?;
+        .call((raw, sentinel.clone()))?;
     // The hot path: send/write/lwrite are raw C closures (see fast/mod.rs).
     module.raw_set("send", fast::send_function(lua, &st, c"send", false)?)?;
     module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
@@ -130,7 +134,65 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
     // Whether this build has TLS (the `tls` Cargo feature).
     module.raw_set("tls", cfg!(feature = "tls"))?;
-    Ok(module)
+    // The Rust half of `skysocket.service`: its functions return (ERR, message) for a
+    // bad argument, which the Lua half raises at its caller's line.
+    let svc = function_table(lua, &st, &sentinel, service::FUNCTIONS.iter())?;
+    svc.raw_set("ERR", sentinel)?;
+    module.raw_set("_service", svc)?;
+    Ok((module, st))
+}
+
+/// The functions that make a socket (or start a lookup): inside a service they return
+/// `nil, message` for now. The engine is per state, and the sockets of a service's own
+/// engine would never be polled: services own and hand over sockets of one shared
+/// engine once that lands (issue 13, second part).
+const SOCKET_CREATORS: &[&str] = &[
+    "listen",
+    "connect",
+    "open",
+    "udp",
+    "udp_listen",
+    "udp_dial",
+    "resolve",
+    "tls_connect",
+    "tls_listen",
+];
+const NO_SOCKETS_IN_SERVICES: &str =
+    "sockets inside a service are not supported yet: open them in the root service";
+
+/// A table of the functions `fns`, each returning `(sentinel, message)` for a bad
+/// argument.
+fn function_table<'a>(
+    lua: &Lua,
+    st: &Rc<State>,
+    sentinel: &Value,
+    fns: impl Iterator<Item = &'a (&'static str, api::ApiFn)>,
+) -> mlua::Result<Table> {
+    let raw = lua.create_table()?;
+    for &(name, f) in fns {
+        let st = st.clone();
+        let sentinel = sentinel.clone();
+        let creates_socket = SOCKET_CREATORS.contains(&name);
+        let func = lua.create_function(move |lua, vals: MultiValue| {
+            if creates_socket && st.in_service.get() {
+                return mlua::IntoLuaMulti::into_lua_multi(
+                    (Value::Nil, NO_SOCKETS_IN_SERVICES),
+                    lua,
+                );
+            }
+            let a = Args::new(name, vals);
+            match f(lua, &st, &a) {
+                Ok(v) => Ok(v),
+                Err(Fail::Arg(msg)) => Ok(MultiValue::from_vec(vec![
+                    sentinel.clone(),
+                    Value::String(lua.create_string(msg)?),
+                ])),
+                Err(Fail::Lua(e)) => Err(e),
+            }
+        })?;
+        raw.raw_set(name, func)?;
+    }
+    Ok(raw)
 }
 
 /// `_test_panic(where)` (see `hooks`; `_test_panic_raw()` is the raw closure).

@@ -11,6 +11,7 @@ use super::args::{ret, Args, Fail, Ret};
 use super::buffer::{self, Routed};
 use super::dispatch;
 use super::fast;
+use super::service;
 use super::state::State;
 
 /// `timeout(ms, fn)` → timer id; `fn()` runs once after `ms` milliseconds.
@@ -20,7 +21,13 @@ pub(super) fn timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
         return Err(a.error(1, "timeout must be a finite number >= 0"));
     }
     let f = a.function(2)?;
-    let tid = st.engine.borrow_mut().add_timer(millis(ms));
+    let tid = match st.svc.get() {
+        // A service's timers come from the runtime, as mailbox messages.
+        Some(svc) if st.in_service.get() => {
+            crate::service::Runtime::global().add_timer(svc.id(), millis(ms))
+        }
+        _ => st.engine.borrow_mut().add_timer(millis(ms)),
+    };
     st.timers.raw_set(tid as i64, f)?;
     ret(lua, tid as i64)
 }
@@ -34,7 +41,12 @@ pub(super) fn millis(ms: f64) -> Duration {
 /// `cancel_timeout(timer)` → true if it was pending.
 pub(super) fn cancel_timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
     let tid = a.integer(1)?;
-    let was = tid > 0 && st.engine.borrow_mut().cancel_timer(tid as u64);
+    let was = if st.in_service.get() {
+        // The runtime's timer still fires; with its function gone it does nothing.
+        !st.timers.raw_get::<Value>(tid)?.is_nil()
+    } else {
+        tid > 0 && st.engine.borrow_mut().cancel_timer(tid as u64)
+    };
     st.timers.raw_set(tid, Value::Nil)?;
     ret(lua, was)
 }
@@ -63,27 +75,39 @@ pub(super) fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<u
     let mut batch = st.batch.borrow_mut();
     {
         let mut eng = st.engine.borrow_mut();
-        if timeout.is_none() && eng.is_idle() {
+        if timeout.is_none() && eng.is_idle() && !service::root_waits(st) {
             return Ok(0);
         }
         // Without a timeout, wait until there is something to deliver: readiness that
-        // yields no message (a flush, a TLS handshake round trip) is not "something".
+        // yields no message (a flush, a TLS handshake round trip) is not "something";
+        // mail for the root service is (its arrival wakes the poll).
         loop {
             eng.poll(&mut batch, timeout).map_err(|e| {
                 Fail::Lua(mlua::Error::RuntimeError(format!(
                     "skysocket poll failed: {e}"
                 )))
             })?;
-            if !batch.is_empty() || timeout.is_some() || eng.is_idle() {
+            if !batch.is_empty()
+                || timeout.is_some()
+                || service::root_has_mail(st)
+                || (eng.is_idle() && !service::root_waits(st))
+            {
                 break;
             }
         }
     }
     st.dispatching.set(true);
-    let result = deliver_batch(lua, st, &batch);
+    let mut result = deliver_batch(lua, st, &batch);
+    let mut mail = 0;
+    if result.is_ok() && st.svc.get().is_some() {
+        match service::deliver_root_mail(lua, st) {
+            Ok(n) => mail = n,
+            Err(e) => result = Err(e),
+        }
+    }
     st.dispatching.set(false);
     result?;
-    Ok(batch.len())
+    Ok(batch.len() + mail)
 }
 
 /// Deliver a batch in order: runs of plain `data` messages through the raw fast path,
@@ -117,6 +141,12 @@ pub(super) fn deliver_batch(
 }
 
 pub(super) fn not_in_callback(st: &State, a: &Args) -> Result<(), Fail> {
+    if st.in_service.get() {
+        return Err(Fail::Arg(format!(
+            "'{}' cannot be called inside a service (its worker delivers its messages)",
+            a.name()
+        )));
+    }
     if st.dispatching.get() {
         return Err(Fail::Arg(format!(
             "'{}' cannot be called from inside a callback",
@@ -152,7 +182,7 @@ pub(super) fn run_loop(lua: &Lua, st: &State, a: &Args) -> Ret {
     not_in_callback(st, a)?;
     st.exit.set(false);
     while !st.exit.get() {
-        if st.engine.borrow().is_idle() {
+        if st.engine.borrow().is_idle() && !service::root_waits(st) {
             break;
         }
         step(lua, st, None)?;

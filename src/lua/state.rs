@@ -1,6 +1,7 @@
 //! Per-Lua-state module state: the engine, the reusable batch, the handlers.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::sync::Arc;
 
 use mlua::{Function, Lua, Table, Value};
 
@@ -34,6 +35,18 @@ pub struct State {
     pub buffers: RefCell<Buffers>,
     /// Storage of drained read buffers, for reuse (see `readbuf.rs`).
     pub spare: RefCell<super::buffer::Spare>,
+    /// Services (see `service.rs`): this state's service, once it is one (a state the
+    /// runtime created, or the root once it used the service API).
+    pub svc: OnceCell<Arc<crate::service::Service>>,
+    /// Created by the service runtime (not the root): timers come from the runtime and
+    /// the worker drives delivery (no poll/loop).
+    pub in_service: Cell<bool>,
+    /// `fn(kind, from, session, ...)` and `fn()` of `skysocket.service`: deliver one
+    /// mailbox message; run what the messages made ready.
+    pub svc_deliver: RefCell<Option<Function>>,
+    pub svc_step: RefCell<Option<Function>>,
+    /// The root's wake-up target (replaced when `configure` rebuilds the engine).
+    pub svc_wake: RefCell<Option<Arc<parking_lot::Mutex<crate::engine::Handle>>>>,
 }
 
 impl State {
@@ -55,6 +68,11 @@ impl State {
             on_error: RefCell::new(None),
             buffers: RefCell::new(Buffers::default()),
             spare: RefCell::new(Default::default()),
+            svc: OnceCell::new(),
+            in_service: Cell::new(false),
+            svc_deliver: RefCell::new(None),
+            svc_step: RefCell::new(None),
+            svc_wake: RefCell::new(None),
         })
     }
 }
@@ -74,5 +92,8 @@ impl State {
 impl Drop for State {
     fn drop(&mut self) {
         super::fast::forget_state(self);
+        if let (Some(svc), false) = (self.svc.get(), self.in_service.get()) {
+            crate::service::Runtime::global().remove_root(svc);
+        }
     }
 }

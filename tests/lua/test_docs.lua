@@ -105,6 +105,10 @@ function tests.api_md_documents_every_sched_function()
   check_headings("skysocket.sched")
 end
 
+function tests.api_md_documents_every_service_function()
+  check_headings("skysocket.service")
+end
+
 function tests.api_md_documents_every_channel_and_redis_function()
   check_headings("skysocket.channel")
   check_headings("skysocket.redis")
@@ -113,7 +117,7 @@ end
 function tests.api_md_headings_name_existing_functions()
   local text = api_doc()
   for module in pairs({ ["skysocket"] = 1, ["skysocket.socket"] = 1, ["skysocket.sched"] = 1,
-    ["skysocket.channel"] = 1, ["skysocket.redis"] = 1 }) do
+    ["skysocket.channel"] = 1, ["skysocket.redis"] = 1, ["skysocket.service"] = 1 }) do
     local mod = require(module)
     local unknown = {}
     for name in api_section(text, module):gmatch("\n### ([%w_]+)%(") do

@@ -274,4 +274,70 @@ function tests.huge_timeouts_do_not_crash()
   end
 end
 
+-- The service API with bad input: every call returns, or raises a string error that is
+-- an argument error or one of the documented call failures; the root keeps working
+-- and every service started is gone at the end.
+function tests.fuzz_service_api()
+  local service = require "skysocket.service"
+  local closed_tcp, closed_udp = closed_ids()
+  local pool, npool = build_pool(closed_tcp, closed_udp)
+  local cyc = {}
+  cyc.self = cyc
+  local extra = { cyc, { a = { b = { print } } }, { [{}] = 1 }, { 1, 2, { 3, { 4 } } },
+    "return 1", "error('x')", "local s = require 'skysocket.service' s.dispatch(function(_, ...) return ... end)" }
+  for _, v in ipairs(extra) do npool = npool + 1; pool[npool] = v end
+  local names = {}
+  for name, f in pairs(service) do
+    if type(f) == "function" and name ~= "run" and name ~= "exit" and name ~= "fork"
+      and name ~= "sleep" and name ~= "wait" then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  local ITERS_S = math.floor(ITERS / 10)
+  local documented = { "bad argument", "is dead", "exited", "raised:", "timeout after",
+    "not inside a coroutine", "has no dispatch handler", "cannot cross services" }
+  local function allowed(err)
+    if type(err) ~= "string" then return false end
+    for _, d in ipairs(documented) do if err:find(d, 1, true) then return true end end
+    return false
+  end
+  local spawned = {}
+  local saved_timeout = service.timeout()
+  local ok_run, run_err = pcall(T.run_co, function()
+    local old_timeout = service.timeout(200)
+    local function ignore() end
+    service.dispatch(ignore)
+    local echo = assert(service.spawn(pool[npool]))
+    spawned[#spawned + 1] = echo
+    for _ = 1, ITERS_S do
+      local name = names[rand(#names)]
+      local n = rand(5) - 1
+      local args = {}
+      for i = 1, n do args[i] = pool[rand(npool)] end
+      if name == "threads" or name == "timeout" then n = 0 end -- keep the settings
+      if name == "kill" and args[1] == echo then args[1] = -1 end
+      local r = { service.pcall(service[name], unpack(args, 1, n)) }
+      if not r[1] and not allowed(r[2]) then
+        local shown = {}
+        for i = 1, n do shown[i] = type(args[i]) == "string" and ("string(" .. #args[i] .. ")") or tostring(args[i]) end
+        error(string.format("service.%s(%s) raised: %s", name, table.concat(shown, ", "), tostring(r[2])), 0)
+      end
+      if (name == "spawn" or name == "new") and r[1] and type(r[2]) == "number" then
+        spawned[#spawned + 1] = r[2]
+      end
+      if name == "dispatch" then service.dispatch(ignore) end
+    end
+    -- the control service still answers
+    T.eq(service.call(echo, "still", 1), "still", "echo service after the fuzz")
+    service.timeout(old_timeout)
+    service.dispatch(nil)
+  end, 60000)
+  service.timeout(saved_timeout)
+  service.dispatch(nil)
+  for _, id in ipairs(spawned) do service.kill(id) end
+  if not ok_run then error(run_err, 0) end
+  T.wait("fuzzed services gone", function() return service.count() == 1 end)
+end
+
 return tests

@@ -344,3 +344,29 @@ pub fn panic_function(lua: &Lua, st: &std::rc::Rc<State>) -> mlua::Result<Functi
 pub use co::{runner_function, waker_function};
 pub use deliver::deliver_data_run;
 pub use read::read_functions;
+
+/// A service's Lua state (and values of it) made movable between the worker threads.
+///
+/// `Lua` and the `Rc`s of the module state inside it are not `Send`: they must never be
+/// used by two threads at once, and no clone of them may stay behind on one thread while
+/// another uses the rest. A service's state, its module `State` and the functions kept
+/// for delivery are created together, wrapped here together, and never cloned out of
+/// this wrapper; the service runtime hands the wrapper to one worker at a time (a
+/// service is in the run queue at most once, and its body is taken out of its slot
+/// for the whole turn), with the mutex hand-over ordering every access. Neither the Lua
+/// interpreters nor mlua keep thread-local data for a state, so which thread runs the
+/// next turn does not matter.
+pub struct Sendable<T>(pub T);
+
+// SAFETY: see the type's documentation: exclusive, mutex-ordered use by one thread at a
+// time of a value whose non-Send parts are all owned by (or reachable only from) it.
+unsafe impl<T> Send for Sendable<T> {}
+
+/// A new Lua state for a service, with every standard library (`debug` for the
+/// schedulers' tracebacks) and C modules allowed: a service `require`s what its
+/// creator could.
+pub fn new_service_lua() -> Lua {
+    // SAFETY: "unsafe" here means the state may load C code (debug library, C modules),
+    // as the interpreter that loaded this module can; nothing else is assumed.
+    unsafe { Lua::unsafe_new_with(mlua::StdLib::ALL, mlua::LuaOptions::new()) }
+}

@@ -14,6 +14,20 @@ local socket = require "skysocket.socket"
 
 local skynet = {}
 
+-- skysocket.service, loaded on first use (the service functions below), and whether
+-- this state is a service started by newservice rather than the root script.
+local service_mod
+local function svc()
+  service_mod = service_mod or require "skysocket.service"
+  return service_mod
+end
+
+local function in_service()
+  local s = raw._service
+  return s ~= nil and s.is_service()
+end
+
+
 local floor = math.floor
 local running = coroutine.running
 
@@ -95,19 +109,32 @@ function skynet.timeout(ti, func)
   end)
 end
 
--- start(func): run func in a coroutine and drive the engine until every coroutine is
--- done and nothing can start one (listeners with accept callbacks, pending timeouts),
--- or until skynet.exit(). In Skynet, start returns and the service lives on; a plain
--- script has no framework to return to, so here start is the service's whole life.
+-- start(func): in the root (the script that required the shim), run func in a
+-- coroutine and drive the engine until every coroutine is done and nothing can start
+-- one (listeners with accept callbacks, pending timeouts), or until skynet.exit(). In
+-- Skynet, start returns and the service lives on; a plain script has no framework to
+-- return to, so there start is the root's whole life. In a service started with
+-- skynet.newservice, start runs func and returns, and the service lives on.
 function skynet.start(func)
   if type(func) ~= "function" then
     error("bad argument #1 to 'start' (function expected, got " .. type(func) .. ")", 2)
+  end
+  if in_service() then
+    -- a service (skynet.newservice): the worker pool drives it. func runs now, in the
+    -- main chunk's coroutine, so its dispatch handler is set before any message
+    -- is handled; if it raises, the service ends (as a failed Skynet start does).
+    func()
+    return
   end
   local ok, err = sched.run(func)
   if not ok then error(err, 0) end
 end
 
 function skynet.exit()
+  if in_service() then
+    svc().exit()
+    return
+  end
   sched.exit()
   local co = running()
   if sched.self() == co then coroutine.yield() end
@@ -135,6 +162,92 @@ function skynet.setenv(key, value)
   if env[key] ~= nil then error("Can't setenv exist key : " .. tostring(key), 2) end
   env[key] = value
 end
+
+-- Services (skysocket.service, loaded on first use). Addresses are service ids; a
+-- string address is a registered name. Only the "lua" protocol exists: messages are
+-- Lua values (skynet.pack is a packed table, not a C buffer).
+local function address(addr, fname)
+  if type(addr) == "string" then
+    local id = svc().query(addr)
+    if not id then error(string.format("skynet.%s: no service named '%s'", fname, addr), 3) end
+    return id
+  end
+  return addr
+end
+
+local function check_protocol(typename, fname)
+  if typename ~= "lua" then
+    error(string.format("bad argument #2 to '%s' (only the \"lua\" protocol is provided, got %s)",
+      fname, tostring(typename)), 3)
+  end
+end
+
+function skynet.self() return svc().self() end
+
+-- newservice(name, ...): start the service file `name` (searched in package.path, as
+-- Skynet's luaservice path is); raises if it cannot start, as Skynet does. Unlike
+-- Skynet it returns as soon as the service is created, before its start function ran.
+function skynet.newservice(name, ...)
+  local id, err = svc().new(name, ...)
+  if not id then error(err, 2) end
+  return id
+end
+
+function skynet.register(name) svc().register(name) end
+function skynet.localname(name) return svc().query(name) end
+
+-- queryservice(name): wait until a service registered `name` (as Skynet does).
+function skynet.queryservice(name)
+  while true do
+    local id = svc().query(name)
+    if id then return id end
+    sched.sleep(10)
+  end
+end
+
+function skynet.send(addr, typename, ...)
+  check_protocol(typename, "send")
+  return svc().send(address(addr, "send"), ...)
+end
+
+function skynet.call(addr, typename, ...)
+  check_protocol(typename, "call")
+  return svc().call(address(addr, "call"), ...)
+end
+
+function skynet.kill(addr) return svc().kill(address(addr, "kill")) end
+
+function skynet.pack(...) return { n = select("#", ...), ... } end
+function skynet.unpack(msg) return (table.unpack or unpack)(msg, 1, msg.n or #msg) end
+
+-- dispatch("lua", f): f(session, source, ...) for every message; skynet.ret(packed) /
+-- skynet.retpack(...) inside f give a call its reply. The shim cannot tell a send
+-- from a call: session is 1 for both, and a reply to a send is dropped.
+local replies = setmetatable({}, { __mode = "k" }) -- handler coroutine -> packed reply (weak: a raising handler leaves its entry)
+local NO_REPLY = {}
+function skynet.dispatch(typename, func)
+  check_protocol(typename, "dispatch")
+  if type(func) ~= "function" then
+    error("bad argument #2 to 'dispatch' (function expected, got " .. type(func) .. ")", 2)
+  end
+  svc().dispatch(function(from, ...)
+    local co = sched.self()
+    replies[co] = NO_REPLY
+    func(1, from, ...)
+    local r = replies[co]
+    replies[co] = nil
+    if r ~= NO_REPLY then return skynet.unpack(r) end
+  end)
+end
+
+function skynet.ret(msg)
+  local co = sched.self()
+  if replies[co] == nil then error("skynet.ret: no message being handled in this coroutine", 2) end
+  replies[co] = msg or { n = 0 }
+  return true
+end
+
+function skynet.retpack(...) return skynet.ret(skynet.pack(...)) end
 
 -- skynet.crypt: the functions Skynet's http, websocket and redis libraries use.
 local crypt = {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Sequential connection churn against an echo server: connect, send 16 bytes, read the
-echo, close; N times. Source addresses rotate over 127.0.0.2-127.0.0.9 so closed
+echo, close; N times. Source addresses rotate over 127.0.0.2-127.0.0.251 so closed
 connections in TIME_WAIT never exhaust the ephemeral ports of one address.
 
 usage: churn.py PORT N [TIMEOUT_S]   exit 0 when all N round trips echoed exactly."""
@@ -18,7 +18,7 @@ for i in range(n):
     try:
         s = socket.socket()
         s.settimeout(10)
-        s.bind((f"127.0.0.{2 + i % 8}", 0))
+        s.bind((f"127.0.0.{2 + i % 250}", 0))
         s.connect(("127.0.0.1", port))
         s.sendall(msg)
         got = b""

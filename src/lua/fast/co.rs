@@ -123,6 +123,35 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
     }
 }
 
+/// Raise `bad argument #i to 'name' (table expected, got X)` unless arguments 1 and 2
+/// are tables (the constructors' check).
+///
+/// # Safety
+///
+/// `l` is inside a C function call; an error longjmps (PUC Lua) or throws (LuaJIT)
+/// through the caller's frame, which must hold no Rust value with a destructor.
+unsafe fn tables_expected(l: *mut ffi::lua_State, name: &std::ffi::CStr) {
+    // SAFETY: as the function's # Safety note; the format's arguments match its
+    // directives (%d an int, %s two C strings).
+    unsafe {
+        for i in 1..=2 {
+            if ffi::lua_type(l, i) != ffi::LUA_TTABLE {
+                let got = ffi::lua_typename(l, ffi::lua_type(l, i));
+                ffi::luaL_where(l, 1);
+                ffi::lua_pushfstring(
+                    l,
+                    c"bad argument #%d to '%s' (table expected, got %s)".as_ptr(),
+                    i,
+                    name.as_ptr(),
+                    got,
+                );
+                ffi::lua_concat(l, 2);
+                ffi::lua_error(l);
+            }
+        }
+    }
+}
+
 /// `waker(reader, queue)`: checks its arguments (two tables) and returns
 /// the closure above with them as upvalues.
 ///
@@ -133,20 +162,7 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn waker_new(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
-        for i in 1..=2 {
-            if ffi::lua_type(l, i) != ffi::LUA_TTABLE {
-                let got = ffi::lua_typename(l, ffi::lua_type(l, i));
-                ffi::luaL_where(l, 1);
-                ffi::lua_pushfstring(
-                    l,
-                    c"bad argument #%d to 'waker' (table expected, got %s)".as_ptr(),
-                    i,
-                    got,
-                );
-                ffi::lua_concat(l, 2);
-                ffi::lua_error(l);
-            }
-        }
+        tables_expected(l, c"waker");
         ffi::lua_settop(l, 2);
         ffi::lua_pushcclosure(l, wake_closure, 2);
         1
@@ -240,20 +256,7 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn runner_new(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
-        for i in 1..=2 {
-            if ffi::lua_type(l, i) != ffi::LUA_TTABLE {
-                let got = ffi::lua_typename(l, ffi::lua_type(l, i));
-                ffi::luaL_where(l, 1);
-                ffi::lua_pushfstring(
-                    l,
-                    c"bad argument #%d to 'runner' (table expected, got %s)".as_ptr(),
-                    i,
-                    got,
-                );
-                ffi::lua_concat(l, 2);
-                ffi::lua_error(l);
-            }
-        }
+        tables_expected(l, c"runner");
         ffi::lua_settop(l, 3);
         ffi::lua_pushcclosure(l, run_closure, 3);
         1

@@ -606,9 +606,10 @@ function M.pause(id)
   raw.pause(id)
 end
 
--- abandon(id): forget the socket here without closing it (reading is paused and
--- unread bytes are dropped); start(id) takes it back. A reader waiting on it returns
--- as on a close, having read nothing.
+-- abandon(id): forget the socket here without closing it; start(id) takes it back, or
+-- another service takes it over (its unread bytes and what arrives meanwhile go to the
+-- next owner, in order; in a program without services they are dropped). A reader
+-- waiting on it returns as on a close, having read nothing.
 function M.abandon(id)
   if state[id] == nil then return end
   local co, x = reader[id], rare[id]
@@ -616,8 +617,7 @@ function M.abandon(id)
   onclose[id] = nil
   if co and co ~= true then push(co) end
   if x and x.closer then ready(x.closer) end
-  raw.pause(id)
-  raw.unbuffer(id)
+  raw.abandon(id)
 end
 
 function M.limit(id, bytes)

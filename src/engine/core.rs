@@ -25,8 +25,8 @@ pub(crate) enum Command {
     /// Bring the poller registration of this socket in line with its state (a TLS
     /// socket: flush it).
     Sync(SocketId),
-    /// `close`, which may need the poller and the close timeout.
-    Close { id: SocketId, force: bool },
+    /// A flushing close began on another thread: arm the close timeout and sync.
+    Closing(SocketId),
     /// The socket failed on another thread (its owner was told): release it.
     Free(SocketId),
     /// Messages produced by operations on another thread.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::core::Core;
 use super::ops::Ops;
+use super::poll::Engine;
 
 /// A thread-safe, cloneable way into an engine: `handle.ops()` gives the same
 /// operations as `Engine::ops` (see `ops.rs` for what runs where).
@@ -21,6 +22,12 @@ impl Handle {
     /// the poll thread can do, reach the poll thread as commands (it is woken).
     pub fn ops(&self) -> Ops<'_> {
         Ops::remote(&self.core)
+    }
+
+    /// A remote view of the engine: an [`Engine`] value whose operations work as this
+    /// handle's and which cannot poll (for code written against `Engine`).
+    pub fn engine(&self) -> Engine {
+        Engine::remote(self.core.clone())
     }
 
     /// Interrupt the poll thread's wait without a message: its `poll` returns (with

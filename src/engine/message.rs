@@ -152,6 +152,150 @@ impl Msg<'_> {
     }
 }
 
+/// A message as plain fields: how it is carried where a [`Msg`] cannot go (another
+/// thread's queue, a service's mailbox). `Msg::parts` and `Parts::msg` are inverses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts<'a> {
+    pub kind: MsgKind,
+    /// `Error`: the socket stays open. `Resolved`: the lookup failed.
+    pub flag: bool,
+    /// The socket (`Accept`: the listener); 0 for timers, lookups and `Exit`.
+    pub id: SocketId,
+    pub owner: u64,
+    /// `Accept`: the new id; `Warning`: KiB; `Timer`: the timer; `Resolved`: request.
+    pub num: u64,
+    pub a: &'a [u8],
+    /// `Udp`: the sender; empty otherwise.
+    pub b: &'a [u8],
+}
+
+impl MsgKind {
+    const ALL: [MsgKind; 11] = [
+        MsgKind::Data,
+        MsgKind::Open,
+        MsgKind::Accept,
+        MsgKind::Close,
+        MsgKind::Error,
+        MsgKind::Udp,
+        MsgKind::Warning,
+        MsgKind::Timer,
+        MsgKind::Exit,
+        MsgKind::Resolved,
+        MsgKind::Handshake,
+    ];
+
+    /// A small number for the kind (`from_code` reverses it).
+    pub fn code(self) -> u8 {
+        MsgKind::ALL.iter().position(|k| *k == self).unwrap_or(0) as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<MsgKind> {
+        MsgKind::ALL.get(code as usize).copied()
+    }
+}
+
+impl<'a> Msg<'a> {
+    /// The message as plain fields.
+    pub fn parts(&self) -> Parts<'a> {
+        let p = |kind, flag, id, owner, num, a, b| Parts {
+            kind,
+            flag,
+            id,
+            owner,
+            num,
+            a,
+            b,
+        };
+        match *self {
+            Msg::Data { id, owner, data } => p(MsgKind::Data, false, id, owner, 0, data, b""),
+            Msg::Open { id, owner, peer } => p(MsgKind::Open, false, id, owner, 0, peer, b""),
+            Msg::Accept {
+                listener,
+                owner,
+                id,
+                peer,
+            } => p(MsgKind::Accept, false, listener, owner, id, peer, b""),
+            Msg::Close { id, owner, note } => p(MsgKind::Close, false, id, owner, 0, note, b""),
+            Msg::Error {
+                id,
+                owner,
+                text,
+                open,
+            } => p(MsgKind::Error, open, id, owner, 0, text, b""),
+            Msg::Udp {
+                id,
+                owner,
+                data,
+                from,
+            } => p(MsgKind::Udp, false, id, owner, 0, data, from),
+            Msg::Warning {
+                id,
+                owner,
+                queued_kib,
+            } => p(MsgKind::Warning, false, id, owner, queued_kib, b"", b""),
+            Msg::Timer { timer } => p(MsgKind::Timer, false, 0, 0, timer, b"", b""),
+            Msg::Exit => p(MsgKind::Exit, false, 0, 0, 0, b"", b""),
+            Msg::Resolved {
+                owner,
+                request,
+                result,
+            } => {
+                let (failed, text) = match result {
+                    Ok(t) => (false, t),
+                    Err(t) => (true, t),
+                };
+                p(MsgKind::Resolved, failed, 0, owner, request, text, b"")
+            }
+            Msg::Handshake { id, owner, alpn } => {
+                p(MsgKind::Handshake, false, id, owner, 0, alpn, b"")
+            }
+        }
+    }
+}
+
+impl<'a> Parts<'a> {
+    /// The message these fields describe.
+    pub fn msg(&self) -> Msg<'a> {
+        let (id, owner, a) = (self.id, self.owner, self.a);
+        match self.kind {
+            MsgKind::Data => Msg::Data { id, owner, data: a },
+            MsgKind::Open => Msg::Open { id, owner, peer: a },
+            MsgKind::Accept => Msg::Accept {
+                listener: id,
+                owner,
+                id: self.num,
+                peer: a,
+            },
+            MsgKind::Close => Msg::Close { id, owner, note: a },
+            MsgKind::Error => Msg::Error {
+                id,
+                owner,
+                text: a,
+                open: self.flag,
+            },
+            MsgKind::Udp => Msg::Udp {
+                id,
+                owner,
+                data: a,
+                from: self.b,
+            },
+            MsgKind::Warning => Msg::Warning {
+                id,
+                owner,
+                queued_kib: self.num,
+            },
+            MsgKind::Timer => Msg::Timer { timer: self.num },
+            MsgKind::Exit => Msg::Exit,
+            MsgKind::Resolved => Msg::Resolved {
+                owner,
+                request: self.num,
+                result: if self.flag { Err(a) } else { Ok(a) },
+            },
+            MsgKind::Handshake => Msg::Handshake { id, owner, alpn: a },
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
     start: u32,
@@ -204,44 +348,16 @@ impl Batch {
     /// Message `i` (panics past `len()`).
     pub fn get(&self, i: usize) -> Msg<'_> {
         let r = &self.recs[i];
-        let (id, owner) = (r.id, r.owner);
-        let a = self.bytes(r.a);
-        match r.kind {
-            MsgKind::Data => Msg::Data { id, owner, data: a },
-            MsgKind::Open => Msg::Open { id, owner, peer: a },
-            MsgKind::Accept => Msg::Accept {
-                listener: id,
-                owner,
-                id: r.num,
-                peer: a,
-            },
-            MsgKind::Close => Msg::Close { id, owner, note: a },
-            MsgKind::Error => Msg::Error {
-                id,
-                owner,
-                text: a,
-                open: r.flag,
-            },
-            MsgKind::Udp => Msg::Udp {
-                id,
-                owner,
-                data: a,
-                from: self.bytes(r.b),
-            },
-            MsgKind::Warning => Msg::Warning {
-                id,
-                owner,
-                queued_kib: r.num,
-            },
-            MsgKind::Timer => Msg::Timer { timer: r.num },
-            MsgKind::Exit => Msg::Exit,
-            MsgKind::Resolved => Msg::Resolved {
-                owner,
-                request: r.num,
-                result: if r.flag { Err(a) } else { Ok(a) },
-            },
-            MsgKind::Handshake => Msg::Handshake { id, owner, alpn: a },
+        Parts {
+            kind: r.kind,
+            flag: r.flag,
+            id: r.id,
+            owner: r.owner,
+            num: r.num,
+            a: self.bytes(r.a),
+            b: self.bytes(r.b),
         }
+        .msg()
     }
 
     /// The socket and bytes of message `i` if it is `Data` (the delivery hot path).
@@ -258,51 +374,16 @@ impl Batch {
     }
 
     /// Add a message, copying its bytes into the arena.
-    pub(crate) fn push(&mut self, m: Msg<'_>) {
-        let (kind, flag, id, owner, num, a, b): (_, _, _, _, _, &[u8], &[u8]) = match m {
-            Msg::Data { id, owner, data } => (MsgKind::Data, false, id, owner, 0, data, b""),
-            Msg::Open { id, owner, peer } => (MsgKind::Open, false, id, owner, 0, peer, b""),
-            Msg::Accept {
-                listener,
-                owner,
-                id,
-                peer,
-            } => (MsgKind::Accept, false, listener, owner, id, peer, b""),
-            Msg::Close { id, owner, note } => (MsgKind::Close, false, id, owner, 0, note, b""),
-            Msg::Error {
-                id,
-                owner,
-                text,
-                open,
-            } => (MsgKind::Error, open, id, owner, 0, text, b""),
-            Msg::Udp {
-                id,
-                owner,
-                data,
-                from,
-            } => (MsgKind::Udp, false, id, owner, 0, data, from),
-            Msg::Warning {
-                id,
-                owner,
-                queued_kib,
-            } => (MsgKind::Warning, false, id, owner, queued_kib, b"", b""),
-            Msg::Timer { timer } => (MsgKind::Timer, false, 0, 0, timer, b"", b""),
-            Msg::Exit => (MsgKind::Exit, false, 0, 0, 0, b"", b""),
-            Msg::Resolved {
-                owner,
-                request,
-                result,
-            } => {
-                let (failed, text) = match result {
-                    Ok(t) => (false, t),
-                    Err(t) => (true, t),
-                };
-                (MsgKind::Resolved, failed, 0, owner, request, text, b"")
-            }
-            Msg::Handshake { id, owner, alpn } => {
-                (MsgKind::Handshake, false, id, owner, 0, alpn, b"")
-            }
-        };
+    pub fn push(&mut self, m: Msg<'_>) {
+        let Parts {
+            kind,
+            flag,
+            id,
+            owner,
+            num,
+            a,
+            b,
+        } = m.parts();
         let start = self.arena.len();
         self.arena.extend_from_slice(a);
         let mid = self.arena.len();

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use fsm::State;
 pub use handle::Handle;
 pub use info::SocketInfo;
-pub use message::{Batch, Msg, MsgKind};
+pub use message::{Batch, Msg, MsgKind, Parts};
 pub use ops::Ops;
 pub use poll::Engine;
 pub use slots::SocketId;

@@ -74,7 +74,11 @@ impl<'a> Ops<'a> {
     }
 
     fn lock(&self, id: SocketId) -> Result<Guard<'a>> {
-        self.core.slots.lock(id).ok_or(Error::UnknownId)
+        let sock = self.core.slots.lock(id).ok_or(Error::UnknownId)?;
+        if sock.freeing {
+            return Err(Error::UnknownId);
+        }
+        Ok(sock)
     }
 
     /// Carry out a transition's step: at once on the poll thread, as a command from
@@ -85,12 +89,18 @@ impl<'a> Ops<'a> {
             (Some(io), Out::Poll(out)) => io.carry(core, sock, step, out),
             _ => match step {
                 Step::Done => self.report(),
-                Step::Sync | Step::Closing => {
+                Step::Sync => {
                     self.report();
                     core.command(Command::Sync(sock.id));
                 }
+                Step::Closing => {
+                    self.report();
+                    core.command(Command::Closing(sock.id));
+                }
                 Step::Free => {
                     self.report();
+                    // The poll thread frees it soon; until then it is gone for everyone.
+                    sock.freeing = true;
                     core.command(Command::Free(sock.id));
                 }
             },
@@ -326,15 +336,10 @@ impl<'a> Ops<'a> {
 
     /// Close: flush what is queued, then close (`force`: drop the queue now). The
     /// owner gets `Close` once the socket is really closed, unless it was told already.
-    /// From another thread the close runs on the poll thread; an unknown id is
-    /// reported here.
+    /// From another thread the transition happens at once too (a send right after a
+    /// close is refused); the poll thread arms the close timeout or frees the slot.
     pub fn close(&mut self, id: SocketId, force: bool) -> Result<()> {
         let mut sock = self.lock(id)?;
-        if self.io.is_none() {
-            drop(sock);
-            self.core.command(Command::Close { id, force });
-            return Ok(());
-        }
         let now = self.core.fresh_cs();
         let step = sock.close(force, now, self.out());
         self.carry(&mut sock, step);
@@ -499,11 +504,39 @@ impl<'a> Ops<'a> {
         })
     }
 
+    // ---- owners ----
+
+    /// Give the socket to another owner without touching its state: messages produced
+    /// from now on carry `owner` (a handoff between consumers; `start` does the same
+    /// for a socket that is not active yet).
+    pub fn set_owner(&mut self, id: SocketId, owner: u64) -> Result<()> {
+        self.lock(id)?.owner = owner;
+        Ok(())
+    }
+
+    /// The owner token of socket `id`.
+    pub fn owner_of(&self, id: SocketId) -> Result<u64> {
+        Ok(self.lock(id)?.owner)
+    }
+
+    /// Close (at once, as `close(id, true)`) every socket owned by `owner`; returns
+    /// how many. For a consumer that goes away with sockets still open.
+    pub fn close_owned(&mut self, owner: u64) -> usize {
+        let mut n = 0;
+        for id in self.core.slots.live_ids() {
+            let mine = matches!(self.lock(id), Ok(s) if s.owner == owner);
+            if mine && self.close(id, true).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     // ---- the rest ----
 
     /// Whether `id` names an open socket (a cheap check: no syscall).
     pub fn is_open(&self, id: SocketId) -> bool {
-        self.core.slots.lock(id).is_some()
+        self.lock(id).is_ok()
     }
 
     /// Number of open sockets.

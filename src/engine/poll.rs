@@ -29,7 +29,9 @@ const WAKER_TOKEN: u64 = u64::MAX;
 /// are [`Engine::ops`], and any thread may use a [`Handle`] for the same operations.
 pub struct Engine {
     core: Arc<Core>,
-    io: PollIo,
+    /// The poller side; `None` in a remote view (`Handle::engine`, `Engine::detach`):
+    /// its operations go to the poll thread like a `Handle`'s, and it cannot poll.
+    io: Option<PollIo>,
     events: Vec<Event>,
     event_pos: usize,
     /// Messages produced by operations between polls, delivered first by the next poll.
@@ -56,10 +58,10 @@ impl Engine {
             },
         )?;
         Ok(Engine {
-            io: PollIo {
+            io: Some(PollIo {
                 poller,
                 deadlines: Deadlines::default(),
-            },
+            }),
             events: Vec::with_capacity(64),
             event_pos: 0,
             pending: Batch::new(),
@@ -79,7 +81,51 @@ impl Engine {
     /// The socket operations, carried out at once on this (the poll) thread.
     #[inline]
     pub fn ops(&mut self) -> Ops<'_> {
-        Ops::on_poll_thread(&self.core, &mut self.pending, &mut self.io)
+        match &mut self.io {
+            Some(io) => Ops::on_poll_thread(&self.core, &mut self.pending, io),
+            None => Ops::remote(&self.core),
+        }
+    }
+
+    /// A view of the engine behind `core` that cannot poll: its operations work as a
+    /// [`Handle`]'s (for an owner living on another thread than the poll thread).
+    pub(crate) fn remote(core: Arc<Core>) -> Engine {
+        Engine {
+            core,
+            io: None,
+            events: Vec::new(),
+            event_pos: 0,
+            pending: Batch::new(),
+            commands: Vec::new(),
+            timers: Timers::default(),
+            reserve_fd: None,
+            #[cfg(feature = "tls")]
+            tls_scratch: Vec::new(),
+        }
+    }
+
+    /// Move the poll side out, to be run on another thread: the returned engine polls
+    /// (with this one's sockets, timers and undelivered messages); `self` becomes a
+    /// remote view. `None` if `self` is a remote view already.
+    pub fn detach(&mut self) -> Option<Engine> {
+        let io = self.io.take()?;
+        Some(Engine {
+            core: self.core.clone(),
+            io: Some(io),
+            events: std::mem::take(&mut self.events),
+            event_pos: std::mem::take(&mut self.event_pos),
+            pending: std::mem::take(&mut self.pending),
+            commands: std::mem::take(&mut self.commands),
+            timers: std::mem::take(&mut self.timers),
+            reserve_fd: self.reserve_fd.take(),
+            #[cfg(feature = "tls")]
+            tls_scratch: std::mem::take(&mut self.tls_scratch),
+        })
+    }
+
+    /// Whether this is a remote view (it cannot poll; see [`Engine::detach`]).
+    pub fn is_remote(&self) -> bool {
+        self.io.is_none()
     }
 
     /// A thread-safe handle to this engine.
@@ -133,6 +179,11 @@ impl Engine {
     /// the poller reports. Messages go to `batch` (cleared first). Returns their number.
     pub fn poll(&mut self, batch: &mut Batch, timeout: Option<Duration>) -> io::Result<usize> {
         batch.clear();
+        if self.io.is_none() {
+            return Err(io::Error::other(
+                "this engine is a remote view: its poll thread is elsewhere",
+            ));
+        }
         self.core.update_time();
         self.run_commands(batch);
         self.fire_timers(batch);
@@ -144,7 +195,9 @@ impl Engine {
             } else {
                 Some(Duration::ZERO)
             };
-            self.io.poller.wait(&mut self.events, wait)?;
+            if let Some(io) = &mut self.io {
+                io.poller.wait(&mut self.events, wait)?;
+            }
             self.core.update_time();
             self.fire_timers(batch);
         }
@@ -164,7 +217,7 @@ impl Engine {
 
     fn wait_time(&mut self, timeout: Option<Duration>) -> Option<Duration> {
         let user = self.timers.next_deadline();
-        let internal = self.io.deadlines.next();
+        let internal = self.io.as_ref().and_then(|io| io.deadlines.next());
         let next = match (user, internal) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -182,7 +235,10 @@ impl Engine {
         let now = Instant::now();
         self.timers
             .expire(now, |timer| batch.push(Msg::Timer { timer }));
-        while let Some(what) = self.io.deadlines.pop_due(now) {
+        let Some(io) = &mut self.io else {
+            return;
+        };
+        while let Some(what) = io.deadlines.pop_due(now) {
             let core = &*self.core;
             let id = match what {
                 Internal::AcceptResume(id) | Internal::CloseCheck(id) => id,
@@ -195,7 +251,7 @@ impl Engine {
             {
                 self.reserve_fd = net::reserve_fd().ok();
             }
-            let Some(mut sock) = core.slots.lock(id) else {
+            let Some(mut sock) = core.slots.lock(id).filter(|s| !s.freeing) else {
                 continue; // closed meanwhile
             };
             let step = match what {
@@ -203,11 +259,11 @@ impl Engine {
                     sock.accept_backoff = false;
                     Step::Sync
                 }
-                Internal::CloseCheck(_) => close_check(core, &mut self.io, &mut sock, batch),
+                Internal::CloseCheck(_) => close_check(core, io, &mut sock, batch),
                 #[cfg(feature = "tls")]
                 Internal::HandshakeCheck(_) => super::tls::handshake_check(core, &mut sock, batch),
             };
-            self.io.carry(core, &mut sock, step, batch);
+            io.carry(core, &mut sock, step, batch);
         }
     }
 
@@ -218,22 +274,22 @@ impl Engine {
         for cmd in cmds.drain(..) {
             match cmd {
                 Command::Sync(id) => self.ops().sync(id),
-                Command::Close { id, force } => {
-                    let _ = self.ops().close(id, force);
+                Command::Closing(id) => {
+                    if let (Some(mut sock), Some(io)) = (self.core.slots.lock(id), &mut self.io) {
+                        io.carry(&self.core, &mut sock, Step::Closing, &mut self.pending);
+                    }
                 }
                 Command::Free(id) => {
-                    if let Some(mut sock) = self.core.slots.lock(id) {
-                        self.io.free(&self.core, &mut sock);
+                    if let (Some(mut sock), Some(io)) = (self.core.slots.lock(id), &mut self.io) {
+                        io.free(&self.core, &mut sock);
                     }
                 }
                 Command::Report(b) => self.pending.append(&b),
                 #[cfg(feature = "tls")]
                 Command::TlsStarted(id) => {
-                    if let Some(mut sock) = self.core.slots.lock(id) {
-                        super::tls::arm_timeout(&self.core, &mut self.io, id);
-                        let step = Step::Sync;
-                        self.io
-                            .carry(&self.core, &mut sock, step, &mut self.pending);
+                    if let (Some(mut sock), Some(io)) = (self.core.slots.lock(id), &mut self.io) {
+                        super::tls::arm_timeout(&self.core, io, id);
+                        io.carry(&self.core, &mut sock, Step::Sync, &mut self.pending);
                     }
                 }
                 Command::Resolved { job, result } => self.resolved(job, result),
@@ -265,6 +321,9 @@ impl Engine {
             }
             Job::Connect { id, host, port } => {
                 let core = &*self.core;
+                let Some(io) = &mut self.io else {
+                    return;
+                };
                 let Some(mut sock) = core.slots.lock(id) else {
                     return; // closed while resolving
                 };
@@ -280,7 +339,7 @@ impl Engine {
                         );
                         stream::connect_next(
                             core,
-                            &mut self.io,
+                            io,
                             &mut sock,
                             &mut self.pending,
                             None,
@@ -288,7 +347,7 @@ impl Engine {
                     }
                     Err(e) => {
                         let step = sock.fail(&format!("resolve {host}: {e}"), &mut self.pending);
-                        self.io.carry(core, &mut sock, step, &mut self.pending);
+                        io.carry(core, &mut sock, step, &mut self.pending);
                     }
                 }
             }
@@ -302,7 +361,12 @@ impl Engine {
         let Some(mut sock) = core.slots.lock(ev.token) else {
             return; // the socket closed after the kernel reported it
         };
-        let io = &mut self.io;
+        if sock.freeing {
+            return; // released on another thread: its Free command is on the way
+        }
+        let Some(io) = &mut self.io else {
+            return;
+        };
         match sock.state {
             State::Listen => {
                 if sock.wants_read()
@@ -368,11 +432,15 @@ fn close_check(core: &Core, io: &mut PollIo, sock: &mut Socket, batch: &mut Batc
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        // Only the engine that polls owns the sockets: a remote view leaves them be.
+        let Some(io) = &mut self.io else {
+            return;
+        };
         self.core.resolver.shutdown();
         // Close every socket (OwnedFd drops close the descriptors).
         for id in self.core.slots.live_ids() {
             if let Some(mut sock) = self.core.slots.lock(id) {
-                self.io.free(&self.core, &mut sock);
+                io.free(&self.core, &mut sock);
             }
         }
     }

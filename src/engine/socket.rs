@@ -130,6 +130,9 @@ pub struct Socket {
     pub shut_wr: bool,
     /// The owner has been told `Close`/`Error` already; never tell it twice.
     pub reported: bool,
+    /// Released on another thread: the poll thread frees the slot soon. Until then
+    /// operations see an unknown id and the poller's events are ignored.
+    pub freeing: bool,
     /// After the peer's EOF, stay open (half-closed) for our replies until `close`,
     /// instead of closing as soon as nothing is queued (`set_keep_open`).
     pub keep_open: bool,

@@ -17,7 +17,6 @@ use super::configure::configure;
 use super::crypt;
 use super::http_head;
 use super::run::{cancel_timeout, dispatch_handler, exit, on_error, poll, run_loop, timeout};
-use super::service;
 use super::state::State;
 use crate::engine::{address, Error, SocketId};
 use crate::sys::net::{Addr, ListenOptions};
@@ -33,6 +32,7 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("connect", connect),
     ("open", connect),
     ("start", start),
+    ("abandon", abandon),
     ("close", close),
     ("shutdown", shutdown),
     ("close_write", close_write),
@@ -171,7 +171,7 @@ fn listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().ops().listen(&addr, opts, 0);
+    let r = st.engine.borrow_mut().ops().listen(&addr, opts, st.owner());
     match r {
         Ok((id, local)) => addr_results(lua, id, local),
         Err(e) => nil_msg(lua, format!("listen {addr}: {e}")),
@@ -225,7 +225,7 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
         };
         if let Some(name) = name {
             if address::parse_numeric(&name, port).is_none() {
-                let r = st.engine.borrow_mut().ops().connect_host(&name, port, 0);
+                let r = st.engine.borrow_mut().ops().connect_host(&name, port, st.owner());
                 return match r {
                     Ok(id) => ret(lua, id as i64),
                     Err(e) => nil_msg(lua, format!("connect {name}:{port}: {e}")),
@@ -238,7 +238,7 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().ops().connect(&addr, 0);
+    let r = st.engine.borrow_mut().ops().connect(&addr, st.owner());
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("connect {addr}: {e}")),
@@ -250,12 +250,40 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
 fn start(lua: &Lua, st: &State, a: &Args) -> Ret {
     let id = a.id(1)?;
     let handler = a.opt_handler(2)?;
-    let r = st.engine.borrow_mut().ops().start(id, 0);
+    let r = match (super::shared::get(), st.svc.get()) {
+        (Some(sh), Some(svc)) if st.shared() => sh.claim(svc.id(), st.owner(), id).map(|parked| {
+            if parked {
+                // `abandon` paused it; a half-closed socket stays as it is.
+                let _ = st.engine.borrow_mut().ops().resume(id);
+            }
+        }),
+        _ => st.engine.borrow_mut().ops().start(id, st.owner()),
+    };
     if r.is_ok() {
         if let Some(h) = handler {
             st.set_handler(id as i64, h)?;
         }
     }
+    ok_or_false(lua, r)
+}
+
+/// `abandon(id)`: give the socket up without closing it, for another service to
+/// `start` (Skynet's `socket.abandon`). Reading pauses; this state forgets the
+/// socket's handler and read buffer. Once services exist, the unread bytes of the
+/// buffer and every message that follows wait for the next owner, in order; in a
+/// program without services they are dropped.
+fn abandon(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let id = a.id(1)?;
+    let removed = st.buffers.borrow_mut().remove(&id);
+    let (unread, closed) = match &removed {
+        Some(b) => (b.bytes(), b.closed),
+        None => (&[][..], false),
+    };
+    st.set_handler(id as i64, Value::Nil)?;
+    let r = match (super::shared::get(), st.svc.get()) {
+        (Some(sh), Some(svc)) if st.shared() => sh.park(svc, id, unread, closed),
+        _ => st.engine.borrow_mut().ops().pause(id),
+    };
     ok_or_false(lua, r)
 }
 
@@ -343,7 +371,7 @@ fn udp(lua: &Lua, st: &State, a: &Args) -> Ret {
             Err(msg) => return nil_msg(lua, msg),
         }
     };
-    let r = st.engine.borrow_mut().ops().udp(bind.as_ref(), true, 0);
+    let r = st.engine.borrow_mut().ops().udp(bind.as_ref(), true, st.owner());
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("udp: {e}")),
@@ -357,7 +385,7 @@ fn udp_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().ops().udp(Some(&addr), false, 0);
+    let r = st.engine.borrow_mut().ops().udp(Some(&addr), false, st.owner());
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("udp_listen {addr}: {e}")),
@@ -373,7 +401,7 @@ fn udp_dial(lua: &Lua, st: &State, a: &Args) -> Ret {
     };
     let v6 = matches!(addr, Addr::Inet(sa) if sa.is_ipv6());
     let mut eng = st.engine.borrow_mut();
-    let id = match eng.ops().udp(None, v6, 0) {
+    let id = match eng.ops().udp(None, v6, st.owner()) {
         Ok(id) => id,
         Err(e) => return nil_msg(lua, format!("udp_dial: {e}")),
     };
@@ -471,7 +499,7 @@ fn resolve(lua: &Lua, st: &State, a: &Args) -> Ret {
     let host = a.string(1)?;
     if !a.is_none(2) {
         let f = a.function(2)?;
-        let req = st.engine.borrow_mut().ops().resolve_async(&host, 0);
+        let req = st.engine.borrow_mut().ops().resolve_async(&host, st.owner());
         st.resolves.raw_set(req as i64, f)?;
         return ret(lua, true);
     }
@@ -500,10 +528,7 @@ fn backend(lua: &Lua, _st: &State, _a: &Args) -> Ret {
 /// `loop()` returns). A scheduler uses it to tell "nothing to wait for" from a poll
 /// that only flushed writes.
 fn idle(lua: &Lua, st: &State, _a: &Args) -> Ret {
-    ret(
-        lua,
-        st.engine.borrow().is_idle() && !service::root_waits(st),
-    )
+    ret(lua, super::run::is_idle(st))
 }
 
 /// `count()` → number of open sockets.

@@ -73,6 +73,12 @@ pub(super) fn configure(lua: &Lua, st: &State, a: &Args) -> Ret {
                 other => return Err(a.error(1, format!("unknown setting '{other}'"))),
             }
         }
+        if st.shared() {
+            return false_msg(
+                lua,
+                "configure: the engine is shared with services now: configure before the first service.new",
+            );
+        }
         if !st.engine.borrow().is_idle() {
             return false_msg(lua, "configure: close every socket and timer first");
         }

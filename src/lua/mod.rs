@@ -19,6 +19,7 @@ mod http_head;
 mod readbuf;
 mod run;
 mod service;
+mod shared;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;
@@ -87,23 +88,15 @@ pub fn module_config() -> crate::engine::Config {
     config
 }
 
-/// The engine settings of a service's own module instance: as `module_config`, without
-/// the spare descriptor of the EMFILE trick (one per process is enough).
-pub fn service_config() -> crate::engine::Config {
-    crate::engine::Config {
-        reserve_fd: false,
-        ..module_config()
-    }
-}
-
 /// Build the module table for `lua`.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
-    build(lua, module_config()).map(|(t, _)| t)
+    let st = State::new(lua, module_config())?;
+    build(lua, st).map(|(t, _)| t)
 }
 
-/// The module table and its state.
-fn build(lua: &Lua, config: crate::engine::Config) -> mlua::Result<(Table, Rc<State>)> {
-    let st = Rc::new(State::new(lua, config)?);
+/// The module table over state `st`.
+fn build(lua: &Lua, st: State) -> mlua::Result<(Table, Rc<State>)> {
+    let st = Rc::new(st);
     api::start_clock();
     fast::register_state(&st);
     let sentinel = Value::LightUserData(LightUserData(&ARG_ERROR as *const u8 as *mut _));
@@ -142,24 +135,6 @@ fn build(lua: &Lua, config: crate::engine::Config) -> mlua::Result<(Table, Rc<St
     Ok((module, st))
 }
 
-/// The functions that make a socket (or start a lookup): inside a service they return
-/// `nil, message` for now. The engine is per state, and the sockets of a service's own
-/// engine would never be polled: services own and hand over sockets of one shared
-/// engine once that lands (issue 13, second part).
-const SOCKET_CREATORS: &[&str] = &[
-    "listen",
-    "connect",
-    "open",
-    "udp",
-    "udp_listen",
-    "udp_dial",
-    "resolve",
-    "tls_connect",
-    "tls_listen",
-];
-const NO_SOCKETS_IN_SERVICES: &str =
-    "sockets inside a service are not supported yet: open them in the root service";
-
 /// A table of the functions `fns`, each returning `(sentinel, message)` for a bad
 /// argument.
 fn function_table<'a>(
@@ -172,14 +147,7 @@ fn function_table<'a>(
     for &(name, f) in fns {
         let st = st.clone();
         let sentinel = sentinel.clone();
-        let creates_socket = SOCKET_CREATORS.contains(&name);
         let func = lua.create_function(move |lua, vals: MultiValue| {
-            if creates_socket && st.in_service.get() {
-                return mlua::IntoLuaMulti::into_lua_multi(
-                    (Value::Nil, NO_SOCKETS_IN_SERVICES),
-                    lua,
-                );
-            }
             let a = Args::new(name, vals);
             match f(lua, &st, &a) {
                 Ok(v) => Ok(v),

@@ -22,8 +22,8 @@ pub(super) fn timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
     }
     let f = a.function(2)?;
     let tid = match st.svc.get() {
-        // A service's timers come from the runtime, as mailbox messages.
-        Some(svc) if st.in_service.get() => {
+        // Once services exist, timers come from the runtime, as mailbox messages.
+        Some(svc) if st.shared() => {
             crate::service::Runtime::global().add_timer(svc.id(), millis(ms))
         }
         _ => st.engine.borrow_mut().add_timer(millis(ms)),
@@ -41,7 +41,7 @@ pub(super) fn millis(ms: f64) -> Duration {
 /// `cancel_timeout(timer)` → true if it was pending.
 pub(super) fn cancel_timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
     let tid = a.integer(1)?;
-    let was = if st.in_service.get() {
+    let was = if st.shared() {
         // The runtime's timer still fires; with its function gone it does nothing.
         !st.timers.raw_get::<Value>(tid)?.is_nil()
     } else {
@@ -72,6 +72,9 @@ pub(super) fn on_error(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 /// One poll step and the delivery of its messages. Returns how many were delivered.
 pub(super) fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail> {
+    if st.engine.borrow().is_remote() {
+        return shared_step(lua, st, timeout);
+    }
     let mut batch = st.batch.borrow_mut();
     {
         let mut eng = st.engine.borrow_mut();
@@ -108,6 +111,67 @@ pub(super) fn step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<u
     st.dispatching.set(false);
     result?;
     Ok(batch.len() + mail)
+}
+
+/// The root's step once the socket thread polls the engine: wait for mail (at most
+/// `timeout`; `None`: until some arrives, or at once when nothing can arrive any more)
+/// and deliver it.
+fn shared_step(lua: &Lua, st: &State, timeout: Option<Duration>) -> Result<usize, Fail> {
+    let until = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    while !service::root_has_mail(st) {
+        let left = match until {
+            Some(at) => match at.checked_duration_since(std::time::Instant::now()) {
+                Some(d) if !d.is_zero() => Some(d),
+                _ => return Ok(0),
+            },
+            None if is_idle(st) => return Ok(0),
+            // Nothing is lost by waking now and then: the loop looks again.
+            None => Some(Duration::from_millis(500)),
+        };
+        super::shared::ROOT_BELL.wait(left);
+    }
+    st.dispatching.set(true);
+    let r = service::deliver_root_mail(lua, st);
+    st.dispatching.set(false);
+    Ok(r?)
+}
+
+/// Whether no message can arrive any more without a new call (what `idle()` says and
+/// `loop()` stops at).
+pub(super) fn is_idle(st: &State) -> bool {
+    let eng = st.engine.borrow();
+    if !eng.is_remote() {
+        return eng.is_idle() && !service::root_waits(st);
+    }
+    // The socket thread polls: this state cannot see the engine's timers, only its
+    // own (runtime) timers and lookups, and the process's sockets.
+    !service::root_waits(st)
+        && eng.socket_count() == 0
+        && st.timers.pairs::<Value, Value>().next().is_none()
+        && st.resolves.pairs::<Value, Value>().next().is_none()
+}
+
+/// Deliver one socket message that came as mail (see `shared.rs`).
+pub(super) fn deliver_one(lua: &Lua, st: &State, msg: crate::engine::Msg) -> mlua::Result<()> {
+    let route = |id: u64, data: &[u8]| {
+        if st.buffers.borrow().is_empty() {
+            return Routed::Normal;
+        }
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            buffer::on_data(st, id, data)
+        }));
+        routed.unwrap_or_else(|payload| {
+            // Reported like a callback error; delivery goes on with the next message.
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            dispatch::report(st, format!("skysocket internal error: {why}"));
+            Routed::Frames(Vec::new())
+        })
+    };
+    dispatch::deliver(lua, st, msg, &route)
 }
 
 /// Deliver a batch in order: runs of plain `data` messages through the raw fast path,
@@ -182,7 +246,7 @@ pub(super) fn run_loop(lua: &Lua, st: &State, a: &Args) -> Ret {
     not_in_callback(st, a)?;
     st.exit.set(false);
     while !st.exit.get() {
-        if st.engine.borrow().is_idle() && !service::root_waits(st) {
+        if is_idle(st) {
             break;
         }
         step(lua, st, None)?;

@@ -17,6 +17,7 @@ use super::api::ApiFn;
 use super::args::{false_msg, nil_msg, ret, Args, Fail, Ret};
 use super::dispatch;
 use super::fast::{self, Sendable};
+use super::shared;
 use super::state::State;
 use crate::service::{Body, Envelope, Kind, Runtime, Service, Val};
 
@@ -55,8 +56,17 @@ fn me(st: &State) -> Result<Arc<Service>, Fail> {
     }
     let handle = Arc::new(parking_lot::Mutex::new(st.engine.borrow().handle()));
     let target = handle.clone();
+    // Until services exist the root polls its engine, whose waker interrupts that
+    // poll; afterwards it waits on the bell (`shared.rs`).
+    let wake = move || {
+        if shared::active() {
+            shared::ROOT_BELL.ring();
+        } else {
+            target.lock().wake();
+        }
+    };
     let svc = rt()
-        .register_root(Box::new(move || target.lock().wake()))
+        .register_root(Box::new(wake))
         .map_err(|id| {
             Fail::Lua(mlua::Error::RuntimeError(format!(
                 "skysocket.service: another Lua state is the root service (service {id})"
@@ -225,6 +235,12 @@ fn deliver_env(
     env: Envelope,
     chunk: &mut Option<Function>,
 ) -> mlua::Result<()> {
+    if env.kind == Kind::Socket {
+        if let Some(msg) = shared::decode(&env.args) {
+            super::run::deliver_one(lua, st, msg)?;
+        }
+        return Ok(());
+    }
     if let Kind::Timer(id) = env.kind {
         let f: Value = st.timers.raw_get(id as i64)?;
         if let Value::Function(f) = f {
@@ -253,7 +269,7 @@ fn deliver_env(
             Value::Integer(session),
             Value::Boolean(ok),
         ]),
-        Kind::Timer(_) => {}
+        Kind::Timer(_) | Kind::Socket => {}
     }
     for v in env.args {
         args.push(to_lua(lua, v)?);
@@ -295,10 +311,15 @@ pub fn deliver_root_mail(lua: &Lua, st: &State) -> mlua::Result<usize> {
     if st.in_service.get() || !svc.has_mail() {
         return Ok(0);
     }
-    let msgs = rt().take_mail(svc, ROOT_BATCH);
-    let n = msgs.len();
+    // One at a time: what is not delivered yet stays in the mailbox, where an
+    // `abandon` can still take a socket's messages out.
+    let mut n = 0;
     let mut none = None;
-    for env in msgs {
+    while n < ROOT_BATCH {
+        let Some(env) = rt().take_mail(svc, 1).pop() else {
+            break;
+        };
+        n += 1;
         deliver_env(lua, st, env, &mut none)?;
     }
     run_step(st);
@@ -313,6 +334,15 @@ struct Inner {
 
 /// A service's Lua state as the runtime runs it.
 struct LuaBody(Sendable<Inner>);
+
+impl Drop for LuaBody {
+    fn drop(&mut self) {
+        // The service ended: the sockets it still owns are closed.
+        if let (Some(sh), Some(svc)) = (shared::get(), self.0 .0.st.svc.get()) {
+            sh.close_owned(svc.id());
+        }
+    }
+}
 
 impl Body for LuaBody {
     fn handle(&mut self, _rt: &Runtime, _svc: &Arc<Service>, env: Envelope) {
@@ -348,6 +378,17 @@ fn svc_new(lua: &Lua, st: &State, a: &Args) -> Ret {
     let name = a.string(2)?;
     let args = collect(a, 3, 1)?;
     let parent = me(st)?;
+    // The first service: the engine becomes the process engine, polled by the
+    // socket thread; every state, the root included, reaches it as a remote view.
+    let handle = if st.in_service.get() {
+        shared::get().map(|s| s.handle().clone())
+    } else {
+        let mut eng = st.engine.borrow_mut();
+        shared::start(&mut eng).ok().map(|s| s.handle().clone())
+    };
+    let Some(handle) = handle else {
+        return nil_msg(lua, "skysocket.service: the socket thread could not start");
+    };
     let package: Option<Table> = lua.globals().get("package").ok();
     let path: Option<mlua::LuaString> = package.as_ref().and_then(|p| p.get("path").ok());
     let cpath: Option<mlua::LuaString> = package.as_ref().and_then(|p| p.get("cpath").ok());
@@ -362,7 +403,7 @@ fn svc_new(lua: &Lua, st: &State, a: &Args) -> Ret {
         if let Some(p) = cpath {
             pkg.set("cpath", child.create_string(p.as_bytes())?)?;
         }
-        let (module, cst) = super::build(&child, super::service_config())?;
+        let (module, cst) = super::build(&child, State::with_engine(&child, handle.engine())?)?;
         cst.in_service.set(true);
         let _ = cst.svc.set(svc.clone());
         let loaded: Table = pkg.get("loaded")?;

@@ -54,6 +54,11 @@ impl State {
         let engine = Engine::new(config).map_err(|e| {
             mlua::Error::RuntimeError(format!("skysocket: cannot start engine: {e}"))
         })?;
+        State::with_engine(lua, engine)
+    }
+
+    /// A state over `engine` (a service's: a remote view of the process engine).
+    pub fn with_engine(lua: &Lua, engine: Engine) -> mlua::Result<State> {
         Ok(State {
             engine: RefCell::new(engine),
             batch: RefCell::new(Batch::new()),
@@ -78,6 +83,24 @@ impl State {
 }
 
 impl State {
+    /// The owner token of the sockets this state makes: its service id inside a
+    /// service, 0 in the root (see `shared.rs`).
+    #[inline]
+    pub fn owner(&self) -> u64 {
+        if self.in_service.get() {
+            self.svc.get().map_or(0, |s| s.id())
+        } else {
+            0
+        }
+    }
+
+    /// Whether the engine is polled by the socket thread (services exist): messages
+    /// come as mail and timers from the service runtime.
+    #[inline]
+    pub fn shared(&self) -> bool {
+        self.in_service.get() || self.engine.borrow().is_remote()
+    }
+
     /// Give socket `id` its own handler (`nil` removes it), keeping `own_handlers` exact.
     pub fn set_handler(&self, id: i64, handler: Value) -> mlua::Result<()> {
         let had = !self.socket_handlers.raw_get::<Value>(id)?.is_nil();

@@ -182,10 +182,10 @@ fn tls_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok((h, p)) => match address::parse_numeric(h, *p) {
             Some(sa) => eng
                 .ops()
-                .tls_connect(&Addr::Inet(sa), &ctx, name.as_deref(), 0),
-            None => eng.ops().tls_connect_host(h, *p, &ctx, name.as_deref(), 0),
+                .tls_connect(&Addr::Inet(sa), &ctx, name.as_deref(), st.owner()),
+            None => eng.ops().tls_connect_host(h, *p, &ctx, name.as_deref(), st.owner()),
         },
-        Err(addr) => eng.ops().tls_connect(addr, &ctx, name.as_deref(), 0),
+        Err(addr) => eng.ops().tls_connect(addr, &ctx, name.as_deref(), st.owner()),
     };
     drop(eng);
     match r {
@@ -214,7 +214,7 @@ fn tls_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Err(msg) => return nil_msg(lua, msg),
     };
     let mut eng = st.engine.borrow_mut();
-    let (id, local) = match eng.ops().listen(&addr, opts, 0) {
+    let (id, local) = match eng.ops().listen(&addr, opts, st.owner()) {
         Ok(r) => r,
         Err(e) => return nil_msg(lua, format!("tls_listen {addr}: {e}")),
     };

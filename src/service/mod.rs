@@ -30,6 +30,9 @@ pub type ServiceId = u64;
 /// Messages a turn handles before the service yields its worker to the others.
 pub const TURN_BATCH: usize = 64;
 
+/// The first timer id of the runtime (2^40).
+pub const FIRST_TIMER: u64 = 1 << 40;
+
 /// A value that crosses between services: nil, booleans, integers and floats (kept
 /// distinct), byte strings and tables of these (no cycles: a tree).
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +58,8 @@ pub enum Kind {
     Reply { session: i64, ok: bool },
     /// A timer of this service expired.
     Timer(u64),
+    /// An event of a socket this service owns, encoded by the binding in `args`.
+    Socket,
 }
 
 #[derive(Debug)]
@@ -196,7 +201,10 @@ impl Runtime {
                 names: Mutex::new(HashMap::new()),
                 root: Mutex::new(None),
                 next_id: AtomicU64::new(1),
-                next_timer: AtomicU64::new(1),
+                // Far from the small ids a socket engine's own timers use, so that a
+                // state that had engine timers before it used services cannot mix
+                // the two up.
+                next_timer: AtomicU64::new(FIRST_TIMER),
                 runq: Mutex::new(RunQueue {
                     queue: VecDeque::new(),
                     shutdown: false,
@@ -408,6 +416,23 @@ impl Runtime {
         );
     }
 
+    /// The next message of `svc` (a call among them becomes an open call).
+    fn pop(&self, svc: &Service) -> Option<Envelope> {
+        let env = {
+            let mut m = svc.mail.lock();
+            if m.dead {
+                return None;
+            }
+            let env = m.queue.pop_front()?;
+            svc.pending.fetch_sub(1, Ordering::Release);
+            env
+        };
+        if let Kind::Call(s) = env.kind {
+            svc.open_calls.lock().insert((env.from, s));
+        }
+        Some(env)
+    }
+
     /// Take up to `max` messages of a service without a body (the root): calls among
     /// them become open calls.
     pub fn take_mail(&self, svc: &Service, max: usize) -> Vec<Envelope> {
@@ -417,6 +442,24 @@ impl Runtime {
         svc.pending.fetch_sub(n, Ordering::Release);
         drop(m);
         self.open(svc, &out);
+        out
+    }
+
+    /// Take the queued messages of `svc` that `pick` selects, in order, leaving the
+    /// others (for a body that hands part of its work to another service).
+    pub fn extract(&self, svc: &Service, mut pick: impl FnMut(&Envelope) -> bool) -> Vec<Envelope> {
+        let mut m = svc.mail.lock();
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(m.queue.len());
+        for e in m.queue.drain(..) {
+            if pick(&e) {
+                out.push(e);
+            } else {
+                keep.push_back(e);
+            }
+        }
+        m.queue = keep;
+        svc.pending.fetch_sub(out.len(), Ordering::Release);
         out
     }
 
@@ -534,7 +577,7 @@ impl Runtime {
     }
 
     fn turn(&self, svc: &Arc<Service>) {
-        let batch: Vec<Envelope> = {
+        {
             let mut m = svc.mail.lock();
             if m.dead {
                 m.run = Run::Idle;
@@ -545,15 +588,16 @@ impl Runtime {
                 return;
             }
             m.run = Run::Running;
-            let n = m.queue.len().min(TURN_BATCH);
-            svc.pending.fetch_sub(n, Ordering::Release);
-            m.queue.drain(..n).collect()
-        };
-        self.open(svc, &batch);
+        }
         let mut body = svc.body.lock().take();
         if let Some(b) = body.as_mut() {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                for env in batch {
+                // One message at a time out of the mailbox: what is not handled yet
+                // stays there, where `extract` can still reach it.
+                for _ in 0..TURN_BATCH {
+                    let Some(env) = self.pop(svc) else {
+                        break;
+                    };
                     b.handle(self, svc, env);
                     if svc.is_exiting() {
                         break;

@@ -7,8 +7,25 @@ package.path = dir .. "/?.lua;" .. package.path
 local T = require "testlib"
 local socket = require "skysocket"
 
-local files = {}
-for i = 1, #arg do files[#files + 1] = arg[i] end
+-- SKYSOCKET_TEST_SHARED=1: start (and end) one service first, so that every test runs
+-- with the engine polled by the socket thread and messages coming as mail.
+if os.getenv("SKYSOCKET_TEST_SHARED") == "1" then
+  local service = require "skysocket.service"
+  assert(service.spawn("require(\"skysocket.service\").exit()", "=shared mode"))
+  T.shared = true
+end
+
+-- Files that start services run last: the first service hands the engine to the
+-- socket thread for the rest of the process (a file says so with "@uses-services").
+local files, last = {}, {}
+for i = 1, #arg do
+  local f = io.open(arg[i])
+  local text = f and f:read("*a") or ""
+  if f then f:close() end
+  local into = text:find("@uses-services", 1, true) and last or files
+  into[#into + 1] = arg[i]
+end
+for _, f in ipairs(last) do files[#files + 1] = f end
 
 local passed, failed, failures = 0, 0, {}
 for _, file in ipairs(files) do

@@ -1,3 +1,4 @@
+-- @uses-services (the runner runs this file after the others)
 -- Bad input from Lua: a deterministic fuzz of every exported function with wrong
 -- types, missing arguments, extreme numbers, NaN, huge and binary strings, closed and
 -- never-issued ids, from the top level and from inside callbacks. Every call must

@@ -1,3 +1,4 @@
+-- @uses-services (the runner runs this file after the others)
 -- skysocket.service: services on worker threads, messages, calls, crossing values,
 -- names, failures, lifecycle. The runner's state is the root service.
 local socket = require "skysocket"

@@ -1,3 +1,4 @@
+-- @uses-services (the runner runs this file after the others)
 -- The skynet shim's service functions (newservice, call, send, dispatch, ret/retpack,
 -- register/queryservice, kill, self, pack/unpack) over skysocket.service, with a
 -- service file written as for Skynet (tests/lua/servers/skynet_kv.lua).

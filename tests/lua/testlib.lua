@@ -4,6 +4,13 @@ local T = {}
 
 T.DEADLINE_MS = 10000
 
+-- True when the runner made the engine shared (SKYSOCKET_TEST_SHARED=1): the socket
+-- thread polls, and operations take effect there. single_state() is true for a test
+-- that needs the single-state engine (configure, or ordering that only a state
+-- polling its own engine has), which then returns early.
+T.shared = false
+function T.single_state() return T.shared end
+
 function T.reset()
   socket.dispatch(nil)
   socket.on_error(nil)

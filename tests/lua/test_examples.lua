@@ -181,6 +181,22 @@ function tests.udp_echo_ipv4_and_ipv6()
   T.eq(out6, "ping from ::1\n", "ipv6 answer")
 end
 
+-- Skynet's gate -> agent pattern: 1,000 connections through the gate to 8 agent
+-- services, packets written in random pieces, every echo checked byte for byte; each
+-- agent serves its share (round robin), and every connection's close reaches the
+-- watchdog.
+function tests.gate_1000_connections_through_8_agents()
+  local port = free_port()
+  local stop = spawn("gate.lua", port, 8)
+  run(function() socket.close(connect(port)) end)
+  local out = capture(interp .. " examples/gate.lua client " .. port .. " 1000 12")
+  T.truthy(out:find("^ok 1000 connections, %d+ bytes echoed\n$"), out)
+  -- The watchdog hears of every close (the probe connection above makes 1,001).
+  run(function() socket.sleep(300) end)
+  local log = stop()
+  T.truthy(log:find("1000 connections closed", 1, true), log)
+end
+
 function tests.framed_rpc_client_and_server()
   local port = free_port()
   local stop = spawn("framed_rpc.lua", port)

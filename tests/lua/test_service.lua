@@ -403,25 +403,6 @@ function tests.call_pairs_never_cross()
   end, 40000)
 end
 
-function tests.sockets_in_services_refused_for_now()
-  run(function()
-    local s = spawn([[
-      local raw = require "skysocket"
-      service.dispatch(function()
-        local a, b = raw.listen("127.0.0.1", 0)
-        local c, d = raw.connect("127.0.0.1", 1)
-        return a, b, c, d, raw.poll ~= nil and select(2, pcall(raw.poll, 0))
-      end)
-    ]])
-    local a, b, c, d, e = service.call(s)
-    T.eq(a, nil, "listen refused")
-    T.truthy(b:find("not supported yet", 1, true), b)
-    T.eq(c, nil, "connect refused")
-    T.truthy(d:find("not supported yet", 1, true), d)
-    T.truthy(tostring(e):find("cannot be called inside a service", 1, true), tostring(e))
-  end)
-end
-
 function tests.threads_fixed_once_started()
   run(function()
     spawn(ECHO)

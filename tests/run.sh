@@ -84,6 +84,17 @@ lua_suite() {
     timeout 600 "$interp" tests/lua/runner.lua tests/lua/test_*.lua
 }
 
+# The socket tests again with the engine shared (a service started first, so the
+# socket thread polls and every message reaches the root as mail): the path every
+# program with services takes.
+lua_suite_shared() {
+  local interp=$1 feat=$2
+  SKYSOCKET_TEST_SHARED=1 SKYSOCKET_TEST_HOOKS=1 LUA_CPATH="$ROOT/target/lua-$feat/?.so;;" \
+    LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" \
+    timeout 600 "$interp" tests/lua/runner.lua \
+      tests/lua/test_{core,sockets,co,buffer,channel,tls,redis,websocket,skynet,hostile,panic}.lua
+}
+
 examples_test() {
   local feat=$1 interp=$2
   LUA_CPATH="$ROOT/target/lua-$feat/?.so;;" LUA_PATH="$ROOT/lua/?.lua;;" \
@@ -99,6 +110,7 @@ for pair in $matrix; do
   interp=${pair%%:*}; feat=${pair##*:}
   step "build module ($feat)" build_module "$feat"
   step "lua suite ($interp)" lua_suite "$interp" "$feat"
+  step "lua suite, shared engine ($interp)" lua_suite_shared "$interp" "$feat"
   step "examples ($interp)" examples_test "$feat" "$interp"
 done
 

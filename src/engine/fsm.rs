@@ -91,6 +91,7 @@ impl Socket {
     /// Whether reads should be watched now.
     pub fn wants_read(&self) -> bool {
         !self.paused
+            && !self.held
             && !self.closing
             && !self.accept_backoff
             && matches!(
@@ -171,6 +172,12 @@ impl Socket {
             State::PAccept => self.state = State::Connected,
             _ => {}
         }
+        self.sync_step()
+    }
+
+    /// `hold`: stop (or restart) reading for the consumer's back-pressure.
+    pub fn hold(&mut self, on: bool) -> Step {
+        self.held = on;
         self.sync_step()
     }
 

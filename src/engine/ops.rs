@@ -320,6 +320,15 @@ impl<'a> Ops<'a> {
         Ok(())
     }
 
+    /// Hold reading back (or let it go on) for a consumer that has not caught up;
+    /// unlike `pause`, the owner's own pause/resume do not touch it.
+    pub fn hold(&mut self, id: SocketId, on: bool) -> Result<()> {
+        let mut sock = self.lock(id)?;
+        let step = sock.hold(on);
+        self.carry(&mut sock, step);
+        Ok(())
+    }
+
     pub fn pause(&mut self, id: SocketId) -> Result<()> {
         let mut sock = self.lock(id)?;
         let step = sock.pause();

@@ -337,13 +337,7 @@ impl Engine {
                                 .map(|ip| std::net::SocketAddr::new(ip, port))
                                 .collect(),
                         );
-                        stream::connect_next(
-                            core,
-                            io,
-                            &mut sock,
-                            &mut self.pending,
-                            None,
-                        );
+                        stream::connect_next(core, io, &mut sock, &mut self.pending, None);
                     }
                     Err(e) => {
                         let step = sock.fail(&format!("resolve {host}: {e}"), &mut self.pending);

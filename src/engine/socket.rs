@@ -130,6 +130,9 @@ pub struct Socket {
     pub shut_wr: bool,
     /// The owner has been told `Close`/`Error` already; never tell it twice.
     pub reported: bool,
+    /// Reading held back by the consumer: it has too many undelivered bytes of this
+    /// socket (`Ops::hold`); independent of the owner's `pause`.
+    pub held: bool,
     /// Released on another thread: the poll thread frees the slot soon. Until then
     /// operations see an unknown id and the poller's events are ignored.
     pub freeing: bool,

@@ -225,7 +225,11 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
         };
         if let Some(name) = name {
             if address::parse_numeric(&name, port).is_none() {
-                let r = st.engine.borrow_mut().ops().connect_host(&name, port, st.owner());
+                let r = st
+                    .engine
+                    .borrow_mut()
+                    .ops()
+                    .connect_host(&name, port, st.owner());
                 return match r {
                     Ok(id) => ret(lua, id as i64),
                     Err(e) => nil_msg(lua, format!("connect {name}:{port}: {e}")),
@@ -371,7 +375,11 @@ fn udp(lua: &Lua, st: &State, a: &Args) -> Ret {
             Err(msg) => return nil_msg(lua, msg),
         }
     };
-    let r = st.engine.borrow_mut().ops().udp(bind.as_ref(), true, st.owner());
+    let r = st
+        .engine
+        .borrow_mut()
+        .ops()
+        .udp(bind.as_ref(), true, st.owner());
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("udp: {e}")),
@@ -385,7 +393,11 @@ fn udp_listen(lua: &Lua, st: &State, a: &Args) -> Ret {
         Ok(addr) => addr,
         Err(msg) => return nil_msg(lua, msg),
     };
-    let r = st.engine.borrow_mut().ops().udp(Some(&addr), false, st.owner());
+    let r = st
+        .engine
+        .borrow_mut()
+        .ops()
+        .udp(Some(&addr), false, st.owner());
     match r {
         Ok(id) => ret(lua, id as i64),
         Err(e) => nil_msg(lua, format!("udp_listen {addr}: {e}")),
@@ -499,7 +511,11 @@ fn resolve(lua: &Lua, st: &State, a: &Args) -> Ret {
     let host = a.string(1)?;
     if !a.is_none(2) {
         let f = a.function(2)?;
-        let req = st.engine.borrow_mut().ops().resolve_async(&host, st.owner());
+        let req = st
+            .engine
+            .borrow_mut()
+            .ops()
+            .resolve_async(&host, st.owner());
         st.resolves.raw_set(req as i64, f)?;
         return ret(lua, true);
     }

@@ -1,6 +1,8 @@
 //! The mlua binding: `require "skysocket"`.
 //!
-//! Each Lua state that requires the module gets its own engine. Module functions are
+//! The first Lua state that requires the module gets an engine; services (see
+//! `service.rs`, `shared.rs`) share it with the root through the socket thread. Module
+//! functions are
 //! Rust closures over the module state; a tiny Lua shim turns argument errors into
 //! plain string errors (mlua would raise them as userdata).
 

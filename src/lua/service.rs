@@ -65,13 +65,11 @@ fn me(st: &State) -> Result<Arc<Service>, Fail> {
             target.lock().wake();
         }
     };
-    let svc = rt()
-        .register_root(Box::new(wake))
-        .map_err(|id| {
-            Fail::Lua(mlua::Error::RuntimeError(format!(
-                "skysocket.service: another Lua state is the root service (service {id})"
-            )))
-        })?;
+    let svc = rt().register_root(Box::new(wake)).map_err(|id| {
+        Fail::Lua(mlua::Error::RuntimeError(format!(
+            "skysocket.service: another Lua state is the root service (service {id})"
+        )))
+    })?;
     *st.svc_wake.borrow_mut() = Some(handle);
     let _ = st.svc.set(svc.clone());
     Ok(svc)
@@ -237,6 +235,14 @@ fn deliver_env(
 ) -> mlua::Result<()> {
     if env.kind == Kind::Socket {
         if let Some(msg) = shared::decode(&env.args) {
+            if let (
+                crate::engine::Msg::Data { id, data, .. }
+                | crate::engine::Msg::Udp { id, data, .. },
+                Some(sh),
+            ) = (msg, shared::get())
+            {
+                sh.delivered(id, data.len());
+            }
             super::run::deliver_one(lua, st, msg)?;
         }
         return Ok(());

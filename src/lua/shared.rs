@@ -43,6 +43,21 @@ enum Dest {
 pub struct Shared {
     handle: Handle,
     routes: Mutex<HashMap<SocketId, Dest>>,
+    /// Bytes of each socket posted to its owner and not delivered yet.
+    inflight: Mutex<HashMap<SocketId, Flight>>,
+}
+
+/// Back-pressure between the socket thread and a service that does not keep up:
+/// past `HOLD_AT` undelivered bytes the socket thread stops reading the socket, and
+/// reads again once the owner has taken all but `RELEASE_AT` of them. (Without it a
+/// fast sender could fill a slow service's mailbox without bound.)
+const HOLD_AT: usize = 256 * 1024;
+const RELEASE_AT: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Flight {
+    bytes: usize,
+    held: bool,
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -70,6 +85,7 @@ pub fn start(engine: &mut Engine) -> Result<&'static Shared, String> {
     let shared = SHARED.get_or_init(|| Shared {
         handle: engine.handle(),
         routes: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(HashMap::new()),
     });
     std::thread::Builder::new()
         .name("skysocket-sockets".into())
@@ -138,8 +154,11 @@ impl Shared {
                         t => Some(t),
                     },
                 };
+                // Counted before the post: the owner may take it at once.
+                self.in_flight(&msg);
                 let posted = to.is_some_and(|t| rt.post(t, encode(&msg)).is_ok());
                 if !posted {
+                    self.inflight.lock().remove(&id);
                     // The owner is gone: its sockets go with it.
                     match msg {
                         Msg::Accept { id, .. } => orphans.push(id),
@@ -151,6 +170,38 @@ impl Shared {
         }
         for id in orphans {
             let _ = self.handle.ops().close(id, true);
+        }
+    }
+
+    /// Count a posted message's bytes; hold the socket past `HOLD_AT`.
+    fn in_flight(&self, msg: &Msg) {
+        let (id, len) = match *msg {
+            Msg::Data { id, data, .. } | Msg::Udp { id, data, .. } => (id, data.len()),
+            ref m if m.is_final() => {
+                self.inflight.lock().remove(&m.id());
+                return;
+            }
+            _ => return,
+        };
+        let mut f = self.inflight.lock();
+        let e = f.entry(id).or_default();
+        e.bytes += len;
+        if e.bytes > HOLD_AT && !e.held {
+            e.held = true;
+            let _ = self.handle.ops().hold(id, true);
+        }
+    }
+
+    /// The owner took `len` bytes of socket `id` out of its mailbox.
+    pub fn delivered(&self, id: SocketId, len: usize) {
+        let mut f = self.inflight.lock();
+        let Some(e) = f.get_mut(&id) else {
+            return;
+        };
+        e.bytes = e.bytes.saturating_sub(len);
+        if e.held && e.bytes <= RELEASE_AT {
+            e.held = false;
+            let _ = self.handle.ops().hold(id, false);
         }
     }
 

@@ -183,9 +183,13 @@ fn tls_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
             Some(sa) => eng
                 .ops()
                 .tls_connect(&Addr::Inet(sa), &ctx, name.as_deref(), st.owner()),
-            None => eng.ops().tls_connect_host(h, *p, &ctx, name.as_deref(), st.owner()),
+            None => eng
+                .ops()
+                .tls_connect_host(h, *p, &ctx, name.as_deref(), st.owner()),
         },
-        Err(addr) => eng.ops().tls_connect(addr, &ctx, name.as_deref(), st.owner()),
+        Err(addr) => eng
+            .ops()
+            .tls_connect(addr, &ctx, name.as_deref(), st.owner()),
     };
     drop(eng);
     match r {

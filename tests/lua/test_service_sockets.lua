@@ -343,4 +343,42 @@ function tests.messages_go_to_the_owner_and_any_service_may_send_and_close()
   end)
 end
 
+-- A service slower than its peer: the socket thread stops reading that socket once
+-- 256 KiB wait undelivered in the service's mailbox, so the backlog stays in the
+-- kernel and in the sender's queue (bounded by its write limit) instead of growing the
+-- mailbox; every byte still arrives.
+function tests.a_slow_service_holds_its_socket_back()
+  run(function()
+    local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+    local server
+    socket.start(lid, function(id) server = id end)
+    local s = spawn([[
+      local raw = require "skysocket"
+      local port = ...
+      local received = 0
+      local id = assert(raw.connect("127.0.0.1", port))
+      raw.start(id, { data = function(_, d)
+        received = received + #d
+        local t = os.clock()
+        while os.clock() - t < 0.001 do end -- 1 ms per read: about 64 MB/s at most
+      end })
+      service.dispatch(function() return received end)
+    ]], port)
+    while not server do service.sleep(5) end
+    socket.start(server)
+    local chunk = string.rep("s", 65536)
+    local total = 48 * 1024 * 1024
+    for _ = 1, total / 65536 do raw.send(server, chunk) end
+    service.sleep(100)
+    local queued = 0
+    for _, x in ipairs(raw.info()) do if x.id == server then queued = x.wbuffer end end
+    T.truthy(queued > 8 * 1024 * 1024, "the sender is held back: " .. queued .. " bytes still queued")
+    local deadline = raw.now() + 20000
+    while service.call(s) < total and raw.now() < deadline do service.sleep(20) end
+    T.eq(service.call(s), total, "every byte arrives")
+    socket.close(server)
+    socket.close(lid)
+  end, 30000)
+end
+
 return tests

@@ -393,11 +393,13 @@ function M.start(id, func)
     end
     error("socket is not closed", 2) -- Skynet: a second start on an active socket
   end
+  -- Buffered before started: with services, the socket thread may read (and see the
+  -- peer close) as soon as the start is carried out.
+  raw.buffered(id, DEFAULT_LIMIT)
   local ok, err = raw.start(id, H)
-  if not ok then return nil, err end
+  if not ok then raw.unbuffer(id); return nil, err end
   new_socket(id, true)
   own(id, self())
-  raw.buffered(id, DEFAULT_LIMIT)
   raw.resume(id) -- an abandoned socket was paused
   return id
 end

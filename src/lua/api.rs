@@ -231,7 +231,10 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
                     .ops()
                     .connect_host(&name, port, st.owner());
                 return match r {
-                    Ok(id) => ret(lua, id as i64),
+                    Ok(id) => {
+                        st.made(id);
+                        ret(lua, id as i64)
+                    }
                     Err(e) => nil_msg(lua, format!("connect {name}:{port}: {e}")),
                 };
             }
@@ -244,7 +247,10 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
     };
     let r = st.engine.borrow_mut().ops().connect(&addr, st.owner());
     match r {
-        Ok(id) => ret(lua, id as i64),
+        Ok(id) => {
+            st.made(id);
+            ret(lua, id as i64)
+        }
         Err(e) => nil_msg(lua, format!("connect {addr}: {e}")),
     }
 }
@@ -262,6 +268,12 @@ fn start(lua: &Lua, st: &State, a: &Args) -> Ret {
             }
         }),
         _ => st.engine.borrow_mut().ops().start(id, st.owner()),
+    };
+    // A connection of ours that already ended on the socket thread: its messages are
+    // in our mail, and the handler must be in place when they are delivered.
+    let r = match r {
+        Err(crate::engine::Error::UnknownId) if st.made_here(id) => Ok(()),
+        r => r,
     };
     if r.is_ok() {
         if let Some(h) = handler {

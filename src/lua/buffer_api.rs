@@ -46,7 +46,9 @@ pub fn buffered(lua: &Lua, st: &State, a: &Args) -> Ret {
 
 /// An open socket, or a closed one whose buffer still holds unread bytes.
 fn known(st: &State, id: SocketId) -> bool {
-    st.buffers.borrow().contains_key(&id) || st.engine.borrow_mut().ops().is_open(id)
+    st.buffers.borrow().contains_key(&id)
+        || st.engine.borrow_mut().ops().is_open(id)
+        || st.made_here(id)
 }
 
 /// `framed(id [, opts])`: length-prefixed framing. `opts`: `{ header = 2|4, max = n,

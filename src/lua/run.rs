@@ -171,7 +171,11 @@ pub(super) fn deliver_one(lua: &Lua, st: &State, msg: crate::engine::Msg) -> mlu
             Routed::Frames(Vec::new())
         })
     };
-    dispatch::deliver(lua, st, msg, &route)
+    let r = dispatch::deliver(lua, st, msg, &route);
+    if msg.is_final() && !st.made.borrow().is_empty() {
+        st.made.borrow_mut().remove(&msg.id());
+    }
+    r
 }
 
 /// Deliver a batch in order: runs of plain `data` messages through the raw fast path,

@@ -45,6 +45,11 @@ pub struct State {
     /// mailbox message; run what the messages made ready.
     pub svc_deliver: RefCell<Option<Function>>,
     pub svc_step: RefCell<Option<Function>>,
+    /// Once the engine is shared: connections this state started whose final message
+    /// it has not had yet. The socket thread may fail and free such a socket before
+    /// the state gets to `start`/`buffered` it; those calls still set it up here,
+    /// since its messages are on their way to this state (see `made_here`).
+    pub made: RefCell<std::collections::HashSet<u64>>,
     /// The root's wake-up target (replaced when `configure` rebuilds the engine).
     pub svc_wake: RefCell<Option<Arc<parking_lot::Mutex<crate::engine::Handle>>>>,
 }
@@ -78,6 +83,7 @@ impl State {
             svc_deliver: RefCell::new(None),
             svc_step: RefCell::new(None),
             svc_wake: RefCell::new(None),
+            made: RefCell::new(Default::default()),
         })
     }
 }
@@ -99,6 +105,19 @@ impl State {
     #[inline]
     pub fn shared(&self) -> bool {
         self.in_service.get() || self.engine.borrow().is_remote()
+    }
+
+    /// Remember a connection this state started (only once the engine is shared).
+    pub fn made(&self, id: u64) {
+        if self.shared() {
+            self.made.borrow_mut().insert(id);
+        }
+    }
+
+    /// Whether `id` is a connection this state started whose final message is still
+    /// to come (the engine may have freed it already: its messages are in the mail).
+    pub fn made_here(&self, id: u64) -> bool {
+        !self.made.borrow().is_empty() && self.made.borrow().contains(&id)
     }
 
     /// Give socket `id` its own handler (`nil` removes it), keeping `own_handlers` exact.

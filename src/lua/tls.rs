@@ -193,7 +193,10 @@ fn tls_connect(lua: &Lua, st: &State, a: &Args) -> Ret {
     };
     drop(eng);
     match r {
-        Ok(id) => ret(lua, id as i64),
+        Ok(id) => {
+            st.made(id);
+            ret(lua, id as i64)
+        }
         Err(e) => {
             let what = match &target {
                 Ok((h, p)) => format!("{h}:{p}"),

@@ -381,4 +381,32 @@ function tests.a_slow_service_holds_its_socket_back()
   end, 30000)
 end
 
+-- Once the socket thread polls, a refused connect can fail and be freed before the
+-- state that made it has set its handler: start() and buffered() must still set it up
+-- (its messages are in the mail), or the coroutine in open() would wait forever.
+function tests.refused_connects_never_hang()
+  run(function()
+    local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+    socket.close(lid)
+    local s = spawn([[
+      local port = ...
+      service.dispatch(function()
+        local refused = 0
+        for _ = 1, 300 do
+          local id = socket.open("127.0.0.1", port)
+          if id then socket.close(id) else refused = refused + 1 end
+        end
+        return refused
+      end)
+    ]], port)
+    T.eq(service.call(s), 300, "refused in a service")
+    local refused = 0
+    for _ = 1, 300 do
+      local id = socket.open("127.0.0.1", port)
+      if id then socket.close(id) else refused = refused + 1 end
+    end
+    T.eq(refused, 300, "refused in the root")
+  end)
+end
+
 return tests

@@ -297,7 +297,7 @@ fn abandon(lua: &Lua, st: &State, a: &Args) -> Ret {
     };
     st.set_handler(id as i64, Value::Nil)?;
     let r = match (super::shared::get(), st.svc.get()) {
-        (Some(sh), Some(svc)) if st.shared() => sh.park(svc, id, unread, closed),
+        (Some(sh), Some(svc)) if st.shared() => sh.park(svc, st.owner(), id, unread, closed),
         _ => st.engine.borrow_mut().ops().pause(id),
     };
     ok_or_false(lua, r)

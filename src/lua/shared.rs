@@ -208,15 +208,22 @@ impl Shared {
     /// `abandon`: take socket `id` away from service `me` (reading pauses). Its
     /// messages still in `me`'s mailbox, after `unread` bytes (and a close the old
     /// owner's buffer had seen), wait for the next owner.
+    ///
+    /// A socket another service has started meanwhile (its `start` came first) is
+    /// not taken back: this state only forgets it (`claim` moved what waited here).
     pub fn park(
         &self,
         me: &Service,
+        token: u64,
         id: SocketId,
         unread: &[u8],
         closed: bool,
     ) -> crate::engine::Result<()> {
         let mut routes = self.routes.lock();
         let mut ops = self.handle.ops();
+        if ops.owner_of(id)? != token {
+            return Ok(());
+        }
         ops.pause(id)?;
         ops.set_owner(id, PARKED)?;
         let mut list = Vec::new();
@@ -242,23 +249,33 @@ impl Shared {
     /// `start` in service `me` (owner token `token`): activate socket `id` for `me`,
     /// taking over what waited since an `abandon`. Returns whether it had been parked
     /// (its reading was paused by the abandon).
+    ///
+    /// Started while another service still owns it (no `abandon` first, or the
+    /// `abandon` is yet to come): the socket's messages still in that service's
+    /// mailbox come here first; bytes it had already buffered stay there.
     pub fn claim(&self, me: ServiceId, token: u64, id: SocketId) -> crate::engine::Result<bool> {
+        let rt = Runtime::global();
         let mut routes = self.routes.lock();
         let mut ops = self.handle.ops();
+        let before = ops.owner_of(id)?;
         ops.start(id, token)?;
-        let parked = match routes.remove(&id) {
-            Some(Dest::Parked(list)) => {
-                for env in list {
-                    let _ = Runtime::global().post(me, env);
-                }
-                true
+        let (parked, waiting) = match routes.remove(&id) {
+            Some(Dest::Parked(list)) => (true, list),
+            _ if before != token && before != PARKED => {
+                let prev = if before == 0 { rt.root() } else { Some(before) };
+                let waiting = prev
+                    .and_then(|p| rt.lookup(p))
+                    .map(|svc| rt.extract(&svc, |e| socket_of(e) == Some(id)))
+                    .unwrap_or_default();
+                (false, waiting)
             }
-            _ => false,
+            _ => return Ok(false),
         };
-        if parked {
-            // Messages produced before the abandon may still be on their way.
-            routes.insert(id, Dest::To(me));
+        for env in waiting {
+            let _ = rt.post(me, env);
         }
+        // Messages produced for the previous owner may still be on their way.
+        routes.insert(id, Dest::To(me));
         Ok(parked)
     }
 

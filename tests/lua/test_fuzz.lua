@@ -270,6 +270,12 @@ function tests.huge_timeouts_do_not_crash()
     local t = socket.timeout(5, function() fired = true end)
     local ok, err = pcall(socket.poll, ms)
     assert(ok or is_arg_error(err), tostring(err))
+    -- (Other mail may end a poll first when services exist: poll again.)
+    for _ = 1, 10 do
+      if fired or not ok then break end
+      ok, err = pcall(socket.poll, ms)
+      assert(ok or is_arg_error(err), tostring(err))
+    end
     if ok then T.eq(fired, true, "poll(" .. ms .. ") returned after the timer") end
     socket.cancel_timeout(t)
   end

@@ -50,4 +50,34 @@ function tests.newservice_raises_for_a_missing_file()
   end)
 end
 
+-- Skynet's testsocket.lua agent mode: the listener service hands each connection to a
+-- new agent service; with "abandon", the listener reads first and the bytes the client
+-- sent after its first line (already in the listener's buffer) reach the agent.
+function tests.testsocket_agent_mode_hands_connections_to_agents()
+  local socket = require "skysocket.socket"
+  T.run_co(function()
+    for _, style in ipairs { "new", "abandon" } do
+      local l = skynet.newservice("servers.skynet_testsocket", "listen", style)
+      local port = skynet.call(l, "lua", "port")
+      local conns = {}
+      for i = 1, 20 do
+        local c = assert(socket.open("127.0.0.1", port))
+        T.eq(socket.readline(c), "Hello Skynet", style .. " greeting " .. i)
+        if style == "abandon" then
+          socket.write(c, "first" .. i .. "\nsecond" .. i .. "\n")
+          T.eq(socket.readline(c), "agent got first" .. i, "the agent has the listener's line")
+          T.eq(socket.readline(c), "second" .. i, "the bytes after it were handed over")
+        end
+        conns[i] = c
+      end
+      for i, c in ipairs(conns) do
+        socket.write(c, "echo " .. i .. "\n")
+        T.eq(socket.readline(c), "echo " .. i, style .. " echo " .. i)
+        socket.close(c)
+      end
+      skynet.kill(l)
+    end
+  end, 20000)
+end
+
 return tests

@@ -9,7 +9,7 @@
 --         services (default 8) on THREADS workers (default: one per CPU); each agent
 --         runs the same handler. The work is a loop calibrated at start to take
 --         WORK_US microseconds on this machine; both modes use the same count.
--- Prints "ready PORT ITERS" when listening. Drive it with bench/loadgen pingpong.
+-- Prints "ready PORT ITERS" when listening. SCALING_ITERS=n skips the calibration. Drive it with bench/loadgen pingpong.
 local mode, port, work_us = arg[1], tonumber(arg[2]), tonumber(arg[3]) or 50
 local raw = require "skysocket"
 
@@ -31,7 +31,8 @@ local function calibrate(us)
   return math.max(1, math.floor(n * (us / 1e6) / best))
 end
 
-local iters = calibrate(work_us)
+-- SCALING_ITERS fixes the count (scaling.sh calibrates once for both modes).
+local iters = tonumber(os.getenv("SCALING_ITERS") or "") or calibrate(work_us)
 
 if mode == "single" then
   local lid = assert(raw.listen("127.0.0.1", port))

@@ -23,6 +23,14 @@ run_one() {
   echo "$mode work=${WORK}us conns=$CONNS msgs_per_s=$(field msgs_per_s) p50_us=$(field p50_us) server_cpu_s=$(field srv_cpu_s) loadgen_cpu_pct=$(field lg_cpu_pct) ($(head -1 "$log"))"
   rm -f "$log"
 }
+# One calibration for every run (the loop's speed varies with the machine's load).
+SCALING_ITERS=$("$LUA" -e '
+  local function work(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end
+  local n, best = 400000, math.huge
+  for _ = 1, 7 do local t = os.clock() work(n) best = math.min(best, os.clock() - t) end
+  print(math.floor(n * ('"$WORK"' / 1e6) / best))')
+export SCALING_ITERS
+echo "calibrated: $SCALING_ITERS iterations = ${WORK} us of Lua work per message"
 for r in $(seq "$ROUNDS"); do
   run_one single
   run_one agents

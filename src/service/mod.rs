@@ -638,6 +638,19 @@ impl Runtime {
     /// A timer: `Timer(id)` is posted to `to` after `after`. Returns the id.
     pub fn add_timer(&self, to: ServiceId, after: Duration) -> u64 {
         let id = self.inner.next_timer.fetch_add(1, Ordering::Relaxed);
+        if after.is_zero() {
+            // Due now: straight into the mailbox, behind what is there already (no
+            // round trip through the timer thread).
+            let _ = self.post(
+                to,
+                Envelope {
+                    from: 0,
+                    kind: Kind::Timer(id),
+                    args: Vec::new(),
+                },
+            );
+            return id;
+        }
         let at = Instant::now() + after.min(Duration::from_secs(100 * 365 * 24 * 3600));
         let mut t = self.inner.timers.lock();
         let first = t

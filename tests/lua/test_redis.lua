@@ -226,7 +226,11 @@ function tests.kill_and_restart_mid_load_with_requirepass()
       T.eq(db:get("w1"), "50", "state after the restart")
       db:close()
     end, 30000)
-    assert(counts.lost >= 1, "in-flight requests failed with 'connection lost' (" .. counts.lost .. ")")
+    -- With the engine shared, the socket thread reads the answers to the requests in
+    -- flight while the root waits for `kill -9`, so often none is left to lose.
+    if not T.single_state() then
+      assert(counts.lost >= 1, "in-flight requests failed with 'connection lost' (" .. counts.lost .. ")")
+    end
     T.eq(#counts.other, 0, "no other error: " .. tostring(counts.other[1]))
   end)
 end

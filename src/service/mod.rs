@@ -16,14 +16,18 @@
 //! mailbox is drained by its own loop, and `notify` wakes that loop when a message
 //! arrives. This layer knows nothing of Lua or of the socket engine.
 
-use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
+
+mod envelope;
+mod timers;
+
+pub use envelope::{Body, Envelope, Kind, Val};
+use timers::Timers;
 
 pub type ServiceId = u64;
 
@@ -32,50 +36,6 @@ pub const TURN_BATCH: usize = 64;
 
 /// The first timer id of the runtime (2^40).
 pub const FIRST_TIMER: u64 = 1 << 40;
-
-/// A value that crosses between services: nil, booleans, integers and floats (kept
-/// distinct), byte strings and tables of these (no cycles: a tree).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Val {
-    Nil,
-    Bool(bool),
-    Int(i64),
-    Num(f64),
-    Str(Box<[u8]>),
-    Table(Vec<(Val, Val)>),
-}
-
-/// What a message is.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Kind {
-    /// First message of a service: run its main chunk with `args`.
-    Start,
-    /// One-way message.
-    Send,
-    /// Request expecting one `Reply` with the same session.
-    Call(i64),
-    /// Answer to `Call(session)`: `ok` false means `args[0]` is an error message.
-    Reply { session: i64, ok: bool },
-    /// A timer of this service expired.
-    Timer(u64),
-    /// An event of a socket this service owns, encoded by the binding in `args`.
-    Socket,
-}
-
-#[derive(Debug)]
-pub struct Envelope {
-    pub from: ServiceId,
-    pub kind: Kind,
-    pub args: Vec<Val>,
-}
-
-/// The code of a service (a Lua state, in the binding).
-pub trait Body: Send {
-    /// Handle one message, in arrival order.
-    fn handle(&mut self, rt: &Runtime, svc: &Arc<Service>, env: Envelope);
-    /// After the messages of a turn (run what they made ready).
-    fn end_turn(&mut self, rt: &Runtime, svc: &Arc<Service>);
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Run {
@@ -154,12 +114,6 @@ struct RunQueue {
 struct Pool {
     wanted: usize,
     handles: Vec<JoinHandle<()>>,
-}
-
-struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64, ServiceId)>>,
-    thread: Option<JoinHandle<()>>,
-    shutdown: bool,
 }
 
 struct Inner {
@@ -630,86 +584,6 @@ impl Runtime {
             m.run = Run::Queued;
             drop(m);
             self.enqueue(svc.clone());
-        }
-    }
-
-    // ---- timers ----
-
-    /// A timer: `Timer(id)` is posted to `to` after `after`. Returns the id.
-    pub fn add_timer(&self, to: ServiceId, after: Duration) -> u64 {
-        let id = self.inner.next_timer.fetch_add(1, Ordering::Relaxed);
-        if after.is_zero() {
-            // Due now: straight into the mailbox, behind what is there already (no
-            // round trip through the timer thread).
-            let _ = self.post(
-                to,
-                Envelope {
-                    from: 0,
-                    kind: Kind::Timer(id),
-                    args: Vec::new(),
-                },
-            );
-            return id;
-        }
-        let at = Instant::now() + after.min(Duration::from_secs(100 * 365 * 24 * 3600));
-        let mut t = self.inner.timers.lock();
-        let first = t
-            .heap
-            .peek()
-            .map_or(true, |Reverse((next, _, _))| at < *next);
-        t.heap.push(Reverse((at, id, to)));
-        if t.thread.is_none() {
-            let rt = self.clone();
-            t.thread = Some(
-                std::thread::Builder::new()
-                    .name("skysocket-timers".into())
-                    .spawn(move || rt.timer_thread())
-                    .expect("cannot start the timer thread"),
-            );
-        }
-        drop(t);
-        if first {
-            self.inner.timers_cv.notify_one();
-        }
-        id
-    }
-
-    fn timer_thread(&self) {
-        let mut t = self.inner.timers.lock();
-        loop {
-            if t.shutdown {
-                return;
-            }
-            let now = Instant::now();
-            let mut due = Vec::new();
-            while let Some(Reverse((at, id, to))) = t.heap.peek().copied() {
-                if at > now {
-                    break;
-                }
-                t.heap.pop();
-                due.push((id, to));
-            }
-            if !due.is_empty() {
-                drop(t);
-                for (id, to) in due {
-                    let _ = self.post(
-                        to,
-                        Envelope {
-                            from: 0,
-                            kind: Kind::Timer(id),
-                            args: Vec::new(),
-                        },
-                    );
-                }
-                t = self.inner.timers.lock();
-                continue;
-            }
-            match t.heap.peek().map(|Reverse((at, _, _))| *at) {
-                Some(at) => {
-                    self.inner.timers_cv.wait_until(&mut t, at);
-                }
-                None => self.inner.timers_cv.wait(&mut t),
-            }
         }
     }
 

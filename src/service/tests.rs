@@ -1,6 +1,7 @@
 //! Runtime tests with plain Rust bodies (no Lua).
 
 use super::*;
+use std::time::{Duration, Instant};
 use std::sync::mpsc;
 
 /// A body that forwards every message to a channel, answers calls with its

@@ -37,4 +37,4 @@ pub use poll::Engine;
 pub use slots::SocketId;
 pub use socket::Priority;
 #[cfg(feature = "tls")]
-pub use tls::{TlsContext, TlsInfo, TlsOptions, TlsVersion};
+pub use tls::{SniCert, TlsContext, TlsInfo, TlsOptions, TlsVersion};

@@ -72,10 +72,11 @@ const KNOWN: &[&str] = &[
     "alpn",
     "server_name",
     "min_version",
+    "sni",
 ];
 
 /// `tls_context{ mode = "server"|"client", cert =, key =, ca =, verify =, alpn =,
-/// server_name =, min_version = }` → context, or `nil, message` (unreadable file,
+/// server_name =, min_version =, sni = { [host] = { cert =, key = } } }` → context, or `nil, message` (unreadable file,
 /// bad PEM, no system CA store). Unknown options are argument errors (typos in
 /// security settings must not pass silently).
 fn tls_context(lua: &Lua, _st: &State, a: &Args) -> Ret {
@@ -133,6 +134,35 @@ fn tls_context(lua: &Lua, _st: &State, a: &Args) -> Ret {
         None | Some(b"1.2") => None,
         Some(b"1.3") => Some(TlsVersion::Tls13),
         Some(_) => return Err(a.error(1, "option 'min_version' must be \"1.2\" or \"1.3\"")),
+    };
+    o.sni = match t.raw_get::<Value>("sni")? {
+        Value::Nil => Vec::new(),
+        Value::Table(map) => {
+            let mut v = Vec::new();
+            for pair in map.pairs::<Value, Value>() {
+                let (name, entry) = pair?;
+                let (Value::String(name), Value::Table(entry)) = (name, entry) else {
+                    return Err(a.error(
+                        1,
+                        "option 'sni' maps host names to { cert = ..., key = ... }",
+                    ));
+                };
+                let name = name.to_string_lossy();
+                let (Some(cert), Some(key)) =
+                    (opt_bytes(a, &entry, "cert")?, opt_bytes(a, &entry, "key")?)
+                else {
+                    return Err(a.error(1, format!("sni['{name}'] needs cert and key")));
+                };
+                v.push(crate::engine::SniCert { name, cert, key });
+            }
+            v
+        }
+        v => {
+            return Err(a.error(
+                1,
+                format!("option 'sni' must be a table, got {}", v.type_name()),
+            ))
+        }
     };
     match TlsContext::new(&o) {
         Ok(ctx) => ret(lua, lua.create_userdata(Ctx(ctx))?),

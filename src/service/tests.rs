@@ -1,8 +1,8 @@
 //! Runtime tests with plain Rust bodies (no Lua).
 
 use super::*;
-use std::time::{Duration, Instant};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// A body that forwards every message to a channel, answers calls with its
 /// arguments, and exits on a `Send` of `"exit"` / spins on `"spin"`.

@@ -45,10 +45,17 @@ function M.pki()
     "cp server.key expired.key",
     "openssl req " .. ec .. " -keyout client.key -out client.csr -subj '/CN=client one'",
     "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.pem",
+    -- Leaves for other host names (SNI): a.test, and *.wild.test.
+    "printf 'subjectAltName=DNS:a.test\\nbasicConstraints=CA:FALSE\\n' > a.ext",
+    "openssl req " .. ec .. " -keyout a.key -out a.csr -subj '/CN=a.test'",
+    "openssl x509 -req -in a.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile a.ext -out a.pem",
+    "printf 'subjectAltName=DNS:*.wild.test\\nbasicConstraints=CA:FALSE\\n' > wild.ext",
+    "openssl req " .. ec .. " -keyout wild.key -out wild.csr -subj '/CN=wild'",
+    "openssl x509 -req -in wild.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile wild.ext -out wild.pem",
   }, " && ")
   assert(sh("(" .. script .. ") >" .. dir .. "/mint.log 2>&1"), "openssl could not mint certificates: " .. tostring(slurp(dir .. "/mint.log")))
   PKI = { dir = dir }
-  for _, n in ipairs { "ca", "server", "other", "rogue", "client", "expired" } do
+  for _, n in ipairs { "ca", "server", "other", "rogue", "client", "expired", "a", "wild" } do
     PKI[n] = dir .. "/" .. n .. ".pem"
     PKI[n .. "_key"] = dir .. "/" .. n .. ".key"
   end

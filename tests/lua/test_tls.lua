@@ -451,4 +451,74 @@ function tests.skysocket_client_rejects_s_server_with_unknown_ca()
   end)
 end
 
+-- SNI: one server context with a default certificate (localhost) and more chosen by
+-- the name the client sends (a.test, *.wild.test); a verifying client gets the
+-- right one for each name, and openssl s_client too.
+function tests.sni_chooses_the_certificate_by_name()
+  local p = pki()
+  local sctx = server_ctx { sni = {
+    ["a.test"] = { cert = p.a, key = p.a_key },
+    ["*.wild.test"] = { cert = p.wild, key = p.wild_key },
+  } }
+  local cctx = client_ctx()
+  local seen = {}
+  local lid, _, port = assert(raw.tls_listen("127.0.0.1", 0, sctx))
+  assert(raw.start(lid, {
+    accept = function(_, id) raw.start(id) end,
+    handshake = function(id) seen[#seen + 1] = (raw.tls_info(id) or {}).sni or "" end,
+    data = function(id, d) raw.send(id, d) end,
+  }))
+  run(function()
+    for _, case in ipairs {
+      { "a.test", "CN=a.test" }, { "A.Test", "CN=a.test" }, { "x.wild.test", "CN=wild" },
+      { "localhost", "CN=localhost, O=skysocket" },
+    } do
+      local name, subject = case[1], case[2]
+      local c, why = socket.tls_open("127.0.0.1", port, cctx, name)
+      T.truthy(c, name .. ": " .. tostring(why))
+      T.eq(raw.tls_info(c).subject, subject, name .. ": the certificate for that name")
+      socket.write(c, name)
+      T.eq(socket.read(c, #name), name, name .. ": echo")
+      socket.close(c)
+    end
+    -- A name nobody serves gets the default certificate, which does not verify for it.
+    local c, why = socket.tls_open("127.0.0.1", port, cctx, "nope.test")
+    T.eq(c, nil, "unknown name: the default certificate does not match")
+    T.truthy(why and why:lower():find("not valid for name", 1, true) or why:find("NotValidForName", 1, true), tostring(why))
+    -- Without a default certificate, a name nobody serves fails the handshake.
+    local only = assert(raw.tls_context { mode = "server", sni = { ["a.test"] = { cert = p.a, key = p.a_key } } })
+    local lid2, _, port2 = assert(socket.tls_listen("127.0.0.1", 0, only))
+    socket.start(lid2, function(id) socket.start(id); socket.handshake(id, 2000); socket.close(id) end)
+    T.truthy(socket.tls_open("127.0.0.1", port2, cctx, "a.test"), "the listed name")
+    T.eq((socket.tls_open("127.0.0.1", port2, cctx, "b.test")), nil, "no certificate for b.test")
+    socket.close(lid2)
+  end)
+  T.eq(seen[1], "a.test", "the server saw the name"); T.eq(seen[2], "a.test", "lower-cased")
+  if REAL then
+    -- openssl s_client asks for a.test and verifies the name (-quiet: it waits for the
+    -- server's close after the echo; the loop must keep running meanwhile).
+    run(function()
+      local status, stop = background(string.format(
+        "printf 'sni\\n' | openssl s_client -connect 127.0.0.1:%d -servername a.test -CAfile %s " ..
+        "-verify_return_error -verify_hostname a.test -brief", port, p.ca))
+      local rc, out, err
+      for _ = 1, 300 do
+        rc, out, err = status()
+        if rc or (out .. err):find("sni", 1, true) then break end
+        sched.sleep(10)
+      end
+      stop()
+      T.truthy((err .. out):find("Verification: OK", 1, true), err .. out)
+      T.truthy((err .. out):find("a.test", 1, true), err .. out)
+    end)
+  end
+  raw.close(lid)
+  -- Bad SNI options are reported.
+  T.raises("sni['a.test'] needs cert and key", raw.tls_context, { mode = "server", sni = { ["a.test"] = { cert = p.a } } })
+  local ctx, err = raw.tls_context { mode = "server", sni = { ["bad name!"] = { cert = p.a, key = p.a_key } } }
+  T.eq(ctx, nil, "bad host name"); T.truthy(err:find("not a host name", 1, true), err)
+  ctx, err = raw.tls_context { mode = "server", sni = { ["a.test"] = { cert = p.a, key = p.wild_key } } }
+  T.eq(ctx, nil, "key of another certificate"); T.truthy(err:find("do not match", 1, true), err)
+end
+
 return tests

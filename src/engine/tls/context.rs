@@ -40,6 +40,9 @@ pub struct TlsOptions {
     /// Client: the name to send (SNI) and verify; default: the host connected to.
     pub server_name: Option<String>,
     pub min_version: Option<TlsVersion>,
+    /// Server: more certificates, chosen by the name the client asks for (SNI);
+    /// `cert`/`key` (optional then) serve the other clients.
+    pub sni: Vec<super::SniCert>,
 }
 
 impl TlsOptions {
@@ -63,6 +66,7 @@ impl TlsOptions {
             alpn: Vec::new(),
             server_name: None,
             min_version: None,
+            sni: Vec::new(),
         }
     }
 }
@@ -98,7 +102,7 @@ fn pem_source(what: &str, src: &[u8]) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what}: cannot read '{}': {e}", path.display()))
 }
 
-fn certs_from(what: &str, src: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn certs_from(what: &str, src: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = pem_source(what, src)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -109,7 +113,7 @@ fn certs_from(what: &str, src: &[u8]) -> Result<Vec<CertificateDer<'static>>, St
     Ok(certs)
 }
 
-fn key_from(src: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+pub(super) fn key_from(src: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     let pem = pem_source("key", src)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("key: no usable private key: {e}"))
 }
@@ -205,11 +209,12 @@ impl TlsContext {
             return Err("alpn: each protocol name must be 1..255 bytes".into());
         }
         let side = if o.server {
-            let (Some(cert), Some(key)) = (&o.cert, &o.key) else {
-                return Err("a server context needs cert and key".into());
+            let default = match (&o.cert, &o.key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) if !o.sni.is_empty() => None,
+                (None, None) => return Err("a server context needs cert and key (or sni)".into()),
+                _ => return Err("cert and key go together".into()),
             };
-            let chain = certs_from("cert", cert)?;
-            let key = key_from(key)?;
             let builder = ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions)
                 .map_err(|e| format!("tls: {e}"))?;
@@ -223,9 +228,19 @@ impl TlsContext {
                 }
                 None => builder.with_no_client_auth(),
             };
-            let mut cfg = builder
-                .with_single_cert(chain, key)
-                .map_err(|e| format!("cert/key: {e}"))?;
+            let mut cfg = if o.sni.is_empty() {
+                let (cert, key) = default.ok_or("a server context needs cert and key")?;
+                builder
+                    .with_single_cert(certs_from("cert", cert)?, key_from(key)?)
+                    .map_err(|e| format!("cert/key: {e}"))?
+            } else {
+                let default = match default {
+                    Some((cert, key)) => Some(super::sni::certified(&provider, "cert", cert, key)?),
+                    None => None,
+                };
+                let resolver = super::sni::SniResolver::new(&provider, &o.sni, default)?;
+                builder.with_cert_resolver(Arc::new(resolver))
+            };
             cfg.alpn_protocols = alpn;
             Side::Server(Arc::new(cfg))
         } else {

@@ -2,11 +2,13 @@
 //! poll thread (`stream.rs`), and the TLS operations of [`Ops`] (here).
 
 mod context;
+mod sni;
 mod stream;
 
 use std::sync::Arc;
 
 pub use context::{TlsContext, TlsOptions, TlsVersion};
+pub use sni::SniCert;
 pub use stream::TlsInfo;
 pub(crate) use stream::{arm_timeout, flush, handshake_check, on_event, TlsStream};
 

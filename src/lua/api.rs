@@ -296,6 +296,8 @@ fn abandon(lua: &Lua, st: &State, a: &Args) -> Ret {
         None => (&[][..], false),
     };
     st.set_handler(id as i64, Value::Nil)?;
+    // Its final message will reach whoever starts it next, not this state.
+    st.made.borrow_mut().remove(&id);
     let r = match (super::shared::get(), st.svc.get()) {
         (Some(sh), Some(svc)) if st.shared() => sh.park(svc, st.owner(), id, unread, closed),
         _ => st.engine.borrow_mut().ops().pause(id),

@@ -22,14 +22,7 @@ impl Runtime {
         if after.is_zero() {
             // Due now: straight into the mailbox, behind what is there already (no
             // round trip through the timer thread).
-            let _ = self.post(
-                to,
-                Envelope {
-                    from: 0,
-                    kind: Kind::Timer(id),
-                    args: Vec::new(),
-                },
-            );
+            self.fire(to, id);
             return id;
         }
         let at = Instant::now() + after.min(Duration::from_secs(100 * 365 * 24 * 3600));
@@ -73,14 +66,7 @@ impl Runtime {
             if !due.is_empty() {
                 drop(t);
                 for (id, to) in due {
-                    let _ = self.post(
-                        to,
-                        Envelope {
-                            from: 0,
-                            kind: Kind::Timer(id),
-                            args: Vec::new(),
-                        },
-                    );
+                    self.fire(to, id);
                 }
                 t = self.inner.timers.lock();
                 continue;
@@ -92,5 +78,17 @@ impl Runtime {
                 None => self.inner.timers_cv.wait(&mut t),
             }
         }
+    }
+
+    /// Post `Timer(id)` to `to` (a dead service's timer is dropped).
+    fn fire(&self, to: ServiceId, id: u64) {
+        let _ = self.post(
+            to,
+            Envelope {
+                from: 0,
+                kind: Kind::Timer(id),
+                args: Vec::new(),
+            },
+        );
     }
 }

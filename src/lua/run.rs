@@ -151,27 +151,31 @@ pub(super) fn is_idle(st: &State) -> bool {
         && st.resolves.pairs::<Value, Value>().next().is_none()
 }
 
+/// Bytes of socket `id` through its read buffer, if it has one (the fast path and the
+/// dispatcher both route this way). A panic here is reported like a callback error,
+/// the bytes are dropped and delivery goes on.
+#[inline]
+fn route(st: &State, id: u64, data: &[u8]) -> Routed {
+    if st.buffers.borrow().is_empty() {
+        return Routed::Normal;
+    }
+    route_buffered(st, id, data)
+}
+
+#[inline(never)]
+fn route_buffered(st: &State, id: u64, data: &[u8]) -> Routed {
+    let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        buffer::on_data(st, id, data)
+    }));
+    routed.unwrap_or_else(|payload| {
+        dispatch::report(st, fast::panic_text(payload));
+        Routed::Frames(Vec::new())
+    })
+}
+
 /// Deliver one socket message that came as mail (see `shared.rs`).
 pub(super) fn deliver_one(lua: &Lua, st: &State, msg: crate::engine::Msg) -> mlua::Result<()> {
-    let route = |id: u64, data: &[u8]| {
-        if st.buffers.borrow().is_empty() {
-            return Routed::Normal;
-        }
-        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            buffer::on_data(st, id, data)
-        }));
-        routed.unwrap_or_else(|payload| {
-            // Reported like a callback error; delivery goes on with the next message.
-            let why = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            dispatch::report(st, format!("skysocket internal error: {why}"));
-            Routed::Frames(Vec::new())
-        })
-    };
-    let r = dispatch::deliver(lua, st, msg, &route);
+    let r = dispatch::deliver(lua, st, msg, &|id, data| route(st, id, data));
     if msg.is_final() && !st.made.borrow().is_empty() {
         st.made.borrow_mut().remove(&msg.id());
     }
@@ -185,13 +189,7 @@ pub(super) fn deliver_batch(
     st: &State,
     batch: &crate::engine::Batch,
 ) -> mlua::Result<()> {
-    let route = |id: u64, data: &[u8]| {
-        if st.buffers.borrow().is_empty() {
-            Routed::Normal
-        } else {
-            buffer::on_data(st, id, data)
-        }
-    };
+    let route = |id: u64, data: &[u8]| route(st, id, data);
     let mut i = 0;
     while i < batch.len() {
         let (next, errors) = fast::deliver_data_run(lua, st, batch, i, &route)?;

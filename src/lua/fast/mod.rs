@@ -76,19 +76,23 @@ unsafe fn arg_error(l: *mut ffi::lua_State, i: c_int, msg: *const c_char) -> ! {
 unsafe fn raise_panic(l: *mut ffi::lua_State, payload: Box<dyn Any + Send>) -> ! {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
-        let reason = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "unknown panic".to_string()
-        };
-        drop(payload);
-        let text = format!("skysocket internal error (a bug, please report it): {reason}");
+        let text = panic_text(payload);
         ffi::lua_pushlstring(l, text.as_ptr() as *const c_char, text.len());
         drop(text);
         ffi::lua_error(l)
     }
+}
+
+/// What a caught panic is reported as.
+pub(crate) fn panic_text(payload: Box<dyn Any + Send>) -> String {
+    let reason = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    };
+    format!("skysocket internal error (a bug, please report it): {reason}")
 }
 
 /// Check argument `i` as an integer (`luaL_checkinteger`'s messages).

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # TLS benchmarks: full handshakes per second (new connection each, no resumption) and
-# bulk echo MB/s on one connection, against three servers, each pinned to one core:
-#   skysocket  examples/tls_echo.lua (coroutine API, lua5.4, release module)
-#   rustls     tlsbench server (raw rustls echo, thread per connection): the ceiling
-#   luasec     bench/servers/echo_luasec.lua (lua5.4 + Debian lua-sec + select)
-# Usage: bench/tls/run.sh [HS_SECONDS] [BULK_MIB] [ROUNDS]
+# bulk echo MB/s on one connection, against these servers, each pinned to one core:
+#   skysocket      examples/tls_echo.lua (coroutine API, lua5.4, release module)
+#   rustls         tlsbench server (raw rustls echo in one epoll loop): the ceiling
+#   rustls-threads tlsbench tserver (raw rustls, blocking thread per connection)
+#   luasec         bench/servers/echo_luasec.lua (lua5.4 + Debian lua-sec, one
+#                  connection at a time: its best case for the sequential client)
+#   luasec-select  bench/servers/echo_luasec_select.lua (the same with LuaSocket's
+#                  select and non-blocking handshakes: overlapping handshakes)
+# Handshakes are measured twice: sequentially (one client, verifying: latency-bound)
+# and from CONC client threads at once with the client's checks off (`noverify`: the
+# server does the same work, the client less, so the server's core is the limit).
+# Usage: bench/tls/run.sh [HS_SECONDS] [BULK_MIB] [ROUNDS] [CONC] [SERVERS]
 # Needs: openssl, taskset, lua5.4 (+ lua-sec for the LuaSec row), the module built at
 # target/lua-lua54/skysocket.so (see tests/run.sh build_module).
 set -eu
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-HS=${1:-5}; MIB=${2:-512}; ROUNDS=${3:-3}
+HS=${1:-5}; MIB=${2:-512}; ROUNDS=${3:-3}; CONC=${4:-8}
+SERVERS=${5:-"skysocket rustls rustls-threads luasec luasec-select"}
 BIN=$ROOT/target/tlsbench/release/tlsbench
 (cd bench/tls && CARGO_TARGET_DIR=$ROOT/target/tlsbench cargo build --release -q)
 tmp=$(mktemp -d); pids=()
@@ -37,29 +45,32 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
-printf '| server | handshakes/s | server CPU µs / handshake | bulk MB/s (each way) | server CPU ms / 100 MB echoed |\n|---|---|---|---|---|\n'
-for s in skysocket rustls luasec; do
+printf '| server | handshakes/s, sequential | handshakes/s, %s at once | server CPU µs / handshake (at once) | bulk MB/s (each way) | server CPU ms / 100 MB echoed |\n|---|---|---|---|---|---|\n' "$CONC"
+for s in $SERVERS; do
   case $s in
     skysocket) start $s lua5.4 examples/tls_echo.lua "$tmp/server.pem" "$tmp/server.key" 0 ;;
     rustls) start $s "$BIN" server 0 "$tmp/server.pem" "$tmp/server.key" ;;
-    luasec)
-      if ! lua5.4 -e 'require "ssl"' 2>/dev/null; then echo "| luasec | (lua-sec not installed) | | | |"; continue; fi
-      start $s lua5.4 bench/servers/echo_luasec.lua "$tmp/server.pem" "$tmp/server.key" 0 ;;
+    rustls-threads) start $s "$BIN" tserver 0 "$tmp/server.pem" "$tmp/server.key" ;;
+    luasec|luasec-select)
+      if ! lua5.4 -e 'require "ssl"' 2>/dev/null; then echo "| $s | (lua-sec not installed) | | | | |"; continue; fi
+      f=bench/servers/echo_luasec.lua; [ $s = luasec-select ] && f=bench/servers/echo_luasec_select.lua
+      start $s lua5.4 $f "$tmp/server.pem" "$tmp/server.key" 0 ;;
   esac
   pid=${pids[-1]}
-  hs=(); bw=(); hcpu=(); bcpu=()
+  hs=(); hc=(); bw=(); hcpu=(); bcpu=()
   for _ in $(seq 1 "$ROUNDS"); do
+    hs+=("$(taskset -c 1 "$BIN" hs "$port" "$tmp/ca.pem" "$HS" | sed 's/.*: \([0-9]*\) .*/\1/')")
     t0=$(ticks "$pid")
-    line=$(taskset -c 1 "$BIN" hs "$port" "$tmp/ca.pem" "$HS")
+    line=$(taskset -c 1 "$BIN" hs "$port" "$tmp/ca.pem" "$HS" "$CONC" noverify)
     t1=$(ticks "$pid")
     n=$(echo "$line" | sed 's/handshakes \([0-9]*\) .*/\1/')
-    hs+=("$(echo "$line" | sed 's/.*: \([0-9]*\) .*/\1/')")
+    hc+=("$(echo "$line" | sed 's/.*: \([0-9]*\) .*/\1/')")
     hcpu+=("$(( (t1 - t0) * 1000000 / HZ / (n > 0 ? n : 1) ))")
     t0=$(ticks "$pid")
     bw+=("$(taskset -c 1 "$BIN" bulk "$port" "$tmp/ca.pem" "$MIB" | sed 's/.*: \([0-9]*\) MB.*/\1/')")
     t1=$(ticks "$pid")
     bcpu+=("$(( (t1 - t0) * 1000 / HZ * 100 * 1000000 / (MIB * 1048576) ))")
   done
-  echo "| $s | $(printf '%s\n' "${hs[@]}" | median) (${hs[*]}) | $(printf '%s\n' "${hcpu[@]}" | median) | $(printf '%s\n' "${bw[@]}" | median) (${bw[*]}) | $(printf '%s\n' "${bcpu[@]}" | median) |"
+  echo "| $s | $(printf '%s\n' "${hs[@]}" | median) (${hs[*]}) | $(printf '%s\n' "${hc[@]}" | median) (${hc[*]}) | $(printf '%s\n' "${hcpu[@]}" | median) | $(printf '%s\n' "${bw[@]}" | median) (${bw[*]}) | $(printf '%s\n' "${bcpu[@]}" | median) |"
   kill "${pids[-1]}" 2>/dev/null || true
 done

@@ -1,9 +1,17 @@
 //! tlsbench: loopback TLS benchmarks.
 //!
-//!   tlsbench server PORT CERT KEY      raw rustls echo server (the ceiling), one thread
-//!                                      per connection; prints "listening on 127.0.0.1:PORT"
-//!   tlsbench hs PORT CA SECONDS        sequential full handshakes (no resumption), each
-//!                                      followed by a 1-byte echo; prints handshakes/s
+//!   tlsbench server PORT CERT KEY      raw rustls echo server (the ceiling): one thread,
+//!                                      an epoll loop, non-blocking sockets, 64 KiB reads
+//!                                      (the engine's TLS read size); prints
+//!                                      "listening on 127.0.0.1:PORT"
+//!   tlsbench tserver PORT CERT KEY     the same echo with a blocking thread per connection
+//!   tlsbench hs PORT CA SECONDS [CONC] [noverify]
+//!                                      full handshakes (no resumption), each followed by
+//!                                      a 1-byte echo, from CONC threads at once (default
+//!                                      1); prints handshakes/s. `noverify` skips the
+//!                                      client's certificate and signature checks so the
+//!                                      load generator costs less than the server (the
+//!                                      server's work is the same either way)
 //!   tlsbench bulk PORT CA MIB          one connection, MIB MiB echoed (sent and received
 //!                                      at once); prints MB/s of payload one way
 use std::io::{self, Read, Write};
@@ -12,6 +20,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod poll_server;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -19,12 +30,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn die(msg: String) -> ! {
+pub(crate) fn die(msg: String) -> ! {
     eprintln!("tlsbench: {msg}");
     std::process::exit(1)
 }
 
-fn server(port: u16, cert: &str, key: &str) {
+fn server_config(cert: &str, key: &str) -> Arc<rustls::ServerConfig> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .unwrap_or_else(|e| die(format!("{cert}: {e}")))
         .collect::<Result<_, _>>()
@@ -36,7 +47,12 @@ fn server(port: u16, cert: &str, key: &str) {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap_or_else(|e| die(format!("cert/key: {e}")));
-    let cfg = Arc::new(cfg);
+    Arc::new(cfg)
+}
+
+/// The thread-per-connection echo (blocking `StreamOwned`).
+fn thread_server(port: u16, cert: &str, key: &str) {
+    let cfg = server_config(cert, key);
     let l = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| die(format!("bind: {e}")));
     println!("listening on {}", l.local_addr().unwrap());
     io::stdout().flush().ok();
@@ -66,7 +82,7 @@ fn server(port: u16, cert: &str, key: &str) {
     }
 }
 
-fn client_config(ca: &str) -> Arc<rustls::ClientConfig> {
+fn client_config(ca: &str, verify: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| die(format!("{ca}: {e}"))) {
         roots
@@ -79,7 +95,49 @@ fn client_config(ca: &str) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.resumption = rustls::client::Resumption::disabled(); // every handshake is full
+    if !verify {
+        cfg.dangerous()
+            .set_certificate_verifier(Arc::new(NoVerify(provider())));
+    }
     Arc::new(cfg)
+}
+
+/// The load generator's shortcut (`hs … noverify`): accept any certificate and
+/// signature, so that the client spends less per handshake than the server it
+/// measures. Never a pattern for real clients.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn connect(
@@ -95,29 +153,40 @@ fn connect(
     rustls::StreamOwned::new(conn, s)
 }
 
-fn handshakes(port: u16, ca: &str, secs: f64) {
-    let cfg = client_config(ca);
+/// Full handshakes from `conc` threads at once for `secs` seconds; prints the total
+/// rate.
+fn handshakes(port: u16, ca: &str, secs: f64, conc: usize, verify: bool) {
+    let cfg = client_config(ca, verify);
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
-    let mut n = 0u64;
-    while Instant::now() < end {
-        let mut t = connect(port, &cfg);
-        t.write_all(b"x")
-            .unwrap_or_else(|e| die(format!("handshake {n}: {e}")));
-        let mut b = [0u8; 1];
-        t.read_exact(&mut b)
-            .unwrap_or_else(|e| die(format!("echo {n}: {e}")));
-        t.conn.send_close_notify();
-        let _ = t.flush();
-        n += 1;
-    }
+    let workers: Vec<_> = (0..conc.max(1))
+        .map(|_| {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let mut t = connect(port, &cfg);
+                    t.write_all(b"x")
+                        .unwrap_or_else(|e| die(format!("handshake {n}: {e}")));
+                    let mut b = [0u8; 1];
+                    t.read_exact(&mut b)
+                        .unwrap_or_else(|e| die(format!("echo {n}: {e}")));
+                    t.conn.send_close_notify();
+                    let _ = t.flush();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let n: u64 = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
     let el = start.elapsed().as_secs_f64();
     println!("handshakes {n} in {el:.2} s: {:.0} /s", n as f64 / el);
 }
 
 /// Send `mib` MiB and read the echo concurrently, on one non-blocking socket.
 fn bulk(port: u16, ca: &str, mib: usize) {
-    let cfg = client_config(ca);
+    let cfg = client_config(ca, true);
     let mut t = connect(port, &cfg);
     while t.conn.is_handshaking() {
         t.conn
@@ -204,9 +273,16 @@ fn main() {
             .unwrap_or_else(|_| die("bad port".into()))
     };
     match a.get(1).map(String::as_str) {
-        Some("server") => server(port(), &arg(3), &arg(4)),
-        Some("hs") => handshakes(port(), &arg(3), arg(4).parse().unwrap_or(5.0)),
+        Some("server") => poll_server::run(port(), server_config(&arg(3), &arg(4))),
+        Some("tserver") => thread_server(port(), &arg(3), &arg(4)),
+        Some("hs") => handshakes(
+            port(),
+            &arg(3),
+            arg(4).parse().unwrap_or(5.0),
+            a.get(5).and_then(|c| c.parse().ok()).unwrap_or(1),
+            a.get(6).map(String::as_str) != Some("noverify"),
+        ),
         Some("bulk") => bulk(port(), &arg(3), arg(4).parse().unwrap_or(256)),
-        _ => die("usage: tlsbench server|hs|bulk ...".into()),
+        _ => die("usage: tlsbench server|tserver|hs|bulk ...".into()),
     }
 }

@@ -363,4 +363,23 @@ function tests.handler_error_is_a_500_and_the_server_goes_on()
   end)
 end
 
+-- wrk (a real HTTP load generator; .ci/run installs it): 20 keep-alive connections for
+-- one second. Every response must be a 2xx, no socket may fail, and the connections
+-- must be kept alive (20 connections carry all the requests).
+function tests.wrk_keepalive_load()
+  if not L.have("wrk") then return end
+  run(function()
+    local srv, conns = server(function() return 200, "Hello, World!" end)
+    local h = L.sh("wrk -t1 -c20 -d1 http://127.0.0.1:" .. srv.port .. "/")
+    local out, rc = h:wait(15000)
+    T.eq(rc, 0, "wrk exit: " .. tostring(h.stderr))
+    local n = tonumber(out:match("(%d+) requests in"))
+    T.truthy(n and n >= 200, "wrk completed requests:\n" .. out)
+    T.truthy(not out:find("Non-2xx", 1, true), "only 2xx responses:\n" .. out)
+    T.truthy(not out:find("Socket errors", 1, true), "no socket errors:\n" .. out)
+    T.truthy(conns.n <= 20, "keep-alive: " .. conns.n .. " connections for " .. n .. " requests")
+    srv.close()
+  end, 20000)
+end
+
 return tests

@@ -159,7 +159,13 @@ end
 local H = {}
 
 function H.open(id)
-  if state[id] ~= nil then settle(id, true) end
+  if state[id] == nil then return end
+  -- Remembered for the opener: the peer may close before it runs (open and close in
+  -- one poll), and the connection, with the bytes that came before the close, is
+  -- still the opener's.
+  local x = rare[id]
+  if x and x.connecting then x.opened = true end
+  settle(id, true)
 end
 
 -- A TLS handshake finished (for tls_open it follows `open`).
@@ -346,8 +352,11 @@ local function opened(id)
   raw.buffered(id, DEFAULT_LIMIT)
   local ok = suspend(id)
   if ok == nil then return nil, "connect failed" end
-  if state[id] then return id end
-  local why = (rare[id] or NONE).err
+  local x = rare[id] or NONE
+  local was_open = x.opened
+  if was_open then x.opened = nil end
+  if state[id] or was_open then return id end
+  local why = x.err
   forget(id)
   raw.unbuffer(id)
   if not ok then

@@ -490,4 +490,32 @@ function tests.listener_and_udp_closed_from_elsewhere_release_the_scheduler()
   T.raises("bad argument #2 to 'start' (function expected, got number)", socket.start, 1, 5)
 end
 
+-- A peer that answers and closes at once: the opener still gets the connection and
+-- the bytes sent before the close, even when the open, the data and the close reach
+-- the state in one poll (a second coroutine blocks the process meanwhile). Before the
+-- fix, open returned nil, "connect failed" and the banner was lost (over the shared
+-- engine, where the socket thread queues all three while the root is blocked).
+function tests.open_keeps_a_connection_the_peer_closed_at_once()
+  local L = require "httplib"
+  if not L.interp or not L.have("python3") then return end
+  L.run(function()
+    local srv = L.sh([[python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1); print(s.getsockname()[1], flush=True); c, _ = s.accept(); c.sendall(b"banner\n"); c.close()']])
+    local port = L.port_of(srv)
+    local got
+    socket.fork(function()
+      local c, err = socket.open("127.0.0.1", port)
+      if not c then got = { err = err }; return end
+      local line = socket.readline(c)
+      got = { line = line, rest = socket.read(c) }
+      socket.close(c)
+    end)
+    socket.fork(function() os.execute("sleep 0.3") end)
+    while not got do socket.sleep(10) end
+    T.eq(got.err, nil, "open failed")
+    T.eq(got.line, "banner", "the bytes before the close")
+    T.eq(got.rest, false, "then the close")
+    srv:wait(5000)
+  end)
+end
+
 return tests

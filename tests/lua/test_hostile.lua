@@ -76,9 +76,6 @@ function tests.a_handler_that_raises_closes_its_socket_and_drops_its_buffers()
 end
 
 function tests.a_handler_that_raises_before_start_closes_the_accepted_socket()
-  -- Over the shared engine this timed out once in about 20 LuaJIT runs (session 5,
-  -- not reproduced alone): left to the single-state run until that is understood.
-  if T.single_state() then return end
   local errors = run(function()
     local lid, _, port = assert(socket.listen("127.0.0.1", 0))
     socket.start(lid, function(id) error("fails before start") end)

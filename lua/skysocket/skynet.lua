@@ -287,6 +287,7 @@ end
 -- skynet.socketdriver: the C functions whose meaning is the same here.
 local driver = {
   connect = raw.connect,
+  bind = raw.bind,
   close = raw.close,
   shutdown = raw.shutdown,
   listen = raw.listen,

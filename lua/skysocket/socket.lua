@@ -372,6 +372,29 @@ function M.open(host, port)
   return opened(id)
 end
 
+-- bind(os_fd): adopt an open descriptor (a pipe, a terminal, a socket made elsewhere)
+-- and read and write it as a socket (Skynet's socket.bind). Returns id or nil, err.
+-- The engine works on a duplicate: closing the id leaves os_fd open. Like Skynet, it
+-- makes the descriptor non-blocking; half-close (close_write) needs a real socket.
+function M.bind(os_fd)
+  argcheck(type(os_fd) == "number", 1, "bind", "number expected, got " .. type(os_fd))
+  local id, err = raw.bind(os_fd)
+  if not id then return nil, err end
+  return opened(id)
+end
+
+-- stdin(): bind(0), Skynet's console input.
+function M.stdin()
+  return M.bind(0)
+end
+
+-- close_fd(id): close a socket this module does not manage (Skynet: one never
+-- started, e.g. an accepted id handed elsewhere); use close for the others.
+function M.close_fd(id)
+  if state[id] ~= nil then error("Use socket.close instead", 2) end
+  raw.close(id)
+end
+
 function M.listen(host, port, backlog)
   if host == "" then host = "0.0.0.0" end -- Skynet: an empty host is every interface
   local id, ip, p = raw.listen(host, port, backlog)

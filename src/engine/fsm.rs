@@ -275,6 +275,11 @@ impl Socket {
     /// `shutdown_write`: half-close the write side once the queue drains; reading
     /// goes on. With nothing queued (and connected) the FIN goes out now.
     pub fn shutdown_write(&mut self) -> Result<Step> {
+        if self.proto == super::socket::Proto::Fd {
+            return Err(Error::State(
+                "half-close needs a socket (this is a bound descriptor)",
+            ));
+        }
         match self.state {
             State::Connected
             | State::PAccept

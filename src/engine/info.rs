@@ -38,6 +38,7 @@ impl Ops<'_> {
                 Proto::Tcp => "tcp",
                 Proto::Udp => "udp",
                 Proto::Unix => "unix",
+                Proto::Fd => "bind",
             },
             state: sock.state.name(),
             owner: sock.owner,

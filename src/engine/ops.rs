@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use super::message::{Batch, Msg};
 use super::resolver::Job;
 use super::slots::SocketId;
 use super::socket::{Priority, Proto, Socket, SocketFile};
+use crate::sys::adopt;
 use crate::sys::net::{self, Addr, ListenOptions};
 
 /// Where an operation's messages go: the poll thread's pending batch, or a batch of
@@ -254,6 +256,18 @@ impl<'a> Ops<'a> {
         Ok((id, sock))
     }
 
+    /// Adopt an open descriptor (Skynet's `bind`: stdin, a pipe, a terminal, or a
+    /// socket made elsewhere) as a connected stream; `Open` ("binding") follows at
+    /// once and reading starts. The engine owns a duplicate: closing the id never
+    /// closes `fd`. Regular files and directories are refused (they cannot be polled).
+    pub fn bind(&mut self, fd: RawFd, owner: u64) -> Result<SocketId> {
+        let dup = adopt::adopt(fd)?;
+        let (id, mut sock) = self.reserve(Some(dup), State::Connected, Proto::Fd, owner)?;
+        let step = sock.connected("binding", self.out());
+        self.carry(&mut sock, step);
+        Ok(id)
+    }
+
     /// A UDP socket, bound to `bind` if given, otherwise unbound for `v6`'s family
     /// (an unbound IPv6 socket is dual-stack and reaches IPv4 peers too).
     pub fn udp(&mut self, bind: Option<&Addr>, v6: bool, owner: u64) -> Result<SocketId> {
@@ -394,7 +408,7 @@ impl<'a> Ops<'a> {
         let mut rest = data;
         if sock.can_write_now() {
             let fd = sock.raw_fd().expect("connected socket has an fd");
-            match net::write(fd, data) {
+            match super::stream::write_slices(sock.proto, fd, &[data]) {
                 Ok(n) => {
                     sock.stats.written += n as u64;
                     // The poll thread's clock is refreshed every poll (as Skynet's);

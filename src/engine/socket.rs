@@ -16,6 +16,9 @@ pub enum Proto {
     Tcp,
     Udp,
     Unix,
+    /// A descriptor adopted with `bind` (stdin, a pipe, a terminal, a socket made
+    /// elsewhere): a stream read with read(2) and written with writev(2).
+    Fd,
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -3,14 +3,15 @@
 //! socket's state machine (`fsm.rs`), then carries out the step it returns.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::address;
 use super::core::Core;
 use super::exec::PollIo;
 use super::fsm::{State, Step};
 use super::message::{Batch, Msg};
-use super::socket::Socket;
+use super::socket::{Proto, Socket};
+use crate::sys::adopt;
 use crate::sys::net::{self, Addr};
 
 /// Largest UDP payload we receive (IPv6 jumbograms aside).
@@ -212,6 +213,16 @@ pub(super) fn stream_read(
     sock.id != 0
 }
 
+/// One write of `slices` on a stream: `send`/`sendmsg` on a socket (SIGPIPE
+/// suppressed by flag), `writev` on an adopted descriptor (a pipe or terminal too).
+pub(super) fn write_slices(proto: Proto, fd: RawFd, slices: &[&[u8]]) -> io::Result<usize> {
+    match (proto, slices.len()) {
+        (Proto::Fd, _) => adopt::write(fd, slices),
+        (_, 1) => net::write(fd, slices[0]),
+        _ => net::write_vectored(fd, slices),
+    }
+}
+
 /// Write as much of the queue as the kernel takes, with one gathering syscall per
 /// round; once drained, the state machine decides what comes next.
 pub(super) fn stream_flush(core: &Core, io: &mut PollIo, sock: &mut Socket, out: &mut Batch) {
@@ -223,11 +234,7 @@ pub(super) fn stream_flush(core: &Core, io: &mut PollIo, sock: &mut Socket, out:
         let mut slices: Vec<&[u8]> = Vec::new();
         sock.wq.front_slices(&mut slices, 64);
         let total: usize = slices.iter().map(|s| s.len()).sum();
-        let res = if slices.len() == 1 {
-            net::write(fd, slices[0])
-        } else {
-            net::write_vectored(fd, &slices)
-        };
+        let res = write_slices(sock.proto, fd, &slices);
         drop(slices);
         match res {
             Ok(n) => {

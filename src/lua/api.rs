@@ -31,6 +31,7 @@ pub const FUNCTIONS: &[(&str, ApiFn)] = &[
     ("listen", listen),
     ("connect", connect),
     ("open", connect),
+    ("bind", bind),
     ("start", start),
     ("abandon", abandon),
     ("close", close),
@@ -252,6 +253,27 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
             ret(lua, id as i64)
         }
         Err(e) => nil_msg(lua, format!("connect {addr}: {e}")),
+    }
+}
+
+/// `bind(fd)` → `id` (`open` with "binding" follows) or `nil, message`: adopt an open
+/// OS descriptor (0 for stdin, a pipe, a terminal) as a stream socket, Skynet's
+/// `bind`. The engine works on a duplicate: closing the id leaves `fd` open.
+fn bind(lua: &Lua, st: &State, a: &Args) -> Ret {
+    let v = a.integer(1)?;
+    let Ok(fd) = std::os::fd::RawFd::try_from(v) else {
+        return Err(a.error(1, format!("descriptor {v} out of range")));
+    };
+    if fd < 0 {
+        return Err(a.error(1, format!("descriptor {v} out of range")));
+    }
+    let r = st.engine.borrow_mut().ops().bind(fd, st.owner());
+    match r {
+        Ok(id) => {
+            st.made(id);
+            ret(lua, id as i64)
+        }
+        Err(e) => nil_msg(lua, format!("bind {fd}: {e}")),
     }
 }
 

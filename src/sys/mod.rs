@@ -5,6 +5,7 @@
 //! where retrying is the only sensible answer. Platform lists are cfg aliases set by
 //! `build.rs`: `epoll_os`, `kqueue_os`, `sock_flags_os`.
 
+pub mod adopt;
 pub mod dl;
 pub mod net;
 pub mod process;

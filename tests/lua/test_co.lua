@@ -518,4 +518,43 @@ function tests.open_keeps_a_connection_the_peer_closed_at_once()
   end)
 end
 
+-- stdin() and bind(fd) (Skynet's console input): a child interpreter reads its piped
+-- stdin line by line through the engine and writes the answer through a bound stdout
+-- (a pipe too: regular files cannot be polled and are refused).
+function tests.stdin_and_bind_read_and_write_pipes()
+  local L = require "httplib"
+  if not L.interp then return end
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write([[
+local socket = require "skysocket.socket"
+socket.run(function()
+  local input = assert(socket.stdin())
+  local out = assert(socket.bind(1))
+  local a, b, c = socket.readline(input), socket.readline(input), socket.readline(input)
+  socket.write(out, table.concat({ tostring(a), tostring(b), tostring(c) }, ",") .. "\n")
+  socket.close(input)
+  socket.close(out)
+  io.stdout:write("stdout still open\n") -- closing the id left descriptor 1 open
+end)
+]])
+  f:close()
+  L.run(function()
+    local h = L.sh("printf 'one\\ntwo\\n' | " .. L.interp .. " " .. script .. " | cat")
+    local out, rc = h:wait(10000)
+    T.eq(rc, 0, "child exit: " .. tostring(h.stderr))
+    T.eq(out, "one,two,false\nstdout still open\n", "lines, then false at EOF")
+  end)
+  os.remove(script)
+end
+
+function tests.bind_refuses_bad_descriptors()
+  T.raises("bad argument #1 to 'bind'", raw.bind, "zero")
+  T.raises("bad argument #1 to 'bind'", raw.bind, -1)
+  T.raises("bad argument #1 to 'bind'", socket.bind, {})
+  local id, err = raw.bind(999999)
+  T.eq(id, nil, "no id")
+  T.truthy(tostring(err):find("bind 999999", 1, true), err)
+end
+
 return tests

@@ -119,6 +119,12 @@ local function fuzz_call(names, pool, npool, in_callback)
     return
   end
   if hits_protected(args, n) then return end
+  if name == "bind" and n > 0 and type(args[1]) ~= "table" then
+    -- A number that names a real descriptor (0, 1, 2 …) would adopt the runner's own
+    -- stdin/stdout and make it non-blocking; bind's success path has its own tests.
+    local v = tonumber(args[1])
+    if v and v >= 0 and v < 2 ^ 31 then return end
+  end
   if name == "resolve" and not in_callback and args[1] == BIG then
     return -- a blocking lookup of a 1 MiB name is not interesting
   end

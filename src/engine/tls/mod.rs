@@ -36,7 +36,9 @@ impl Ops<'_> {
         if sock.is_tls() {
             return Err(Error::State("socket already uses TLS"));
         }
-        if sock.proto == Proto::Udp || !matches!(sock.state, State::Connected | State::PAccept) {
+        if matches!(sock.proto, Proto::Udp | Proto::Fd)
+            || !matches!(sock.state, State::Connected | State::PAccept)
+        {
             return Err(Error::State("TLS needs a connected stream socket"));
         }
         if sock.closing || sock.shut_wr {

@@ -116,3 +116,15 @@ fn regular_files_and_bad_descriptors_are_refused() {
     assert!(e.to_string().to_lowercase().contains("bad file"), "{e}");
     assert_eq!(h.engine.ops().socket_count(), 0, "nothing reserved");
 }
+
+/// epoll refuses devices without poll support (/dev/null): refused at `bind`, with the
+/// reason, instead of an id that fails on its first poll.
+#[cfg(all(target_os = "linux", not(feature = "poll-backend")))]
+#[test]
+fn what_the_poller_refuses_is_refused_at_bind() {
+    let mut h = Harness::new();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let e = h.engine.ops().bind(null.as_raw_fd(), 1).unwrap_err();
+    assert!(e.to_string().contains("cannot be polled"), "{e}");
+    assert_eq!(h.engine.ops().socket_count(), 0, "nothing reserved");
+}

@@ -117,6 +117,9 @@ pub fn deliver(
     let handler = handler_of(st, sid);
     if m.is_final() {
         st.set_handler(id, Value::Nil)?;
+        if !st.made.borrow().is_empty() {
+            st.made.borrow_mut().remove(&sid);
+        }
         // A socket closed for a framing error reports `error` instead of `close`.
         if let Some(msg) = buffer::on_close(st, sid) {
             if let Some(f) = field(&handler, "error") {

@@ -175,11 +175,7 @@ fn route_buffered(st: &State, id: u64, data: &[u8]) -> Routed {
 
 /// Deliver one socket message that came as mail (see `shared.rs`).
 pub(super) fn deliver_one(lua: &Lua, st: &State, msg: crate::engine::Msg) -> mlua::Result<()> {
-    let r = dispatch::deliver(lua, st, msg, &|id, data| route(st, id, data));
-    if msg.is_final() && !st.made.borrow().is_empty() {
-        st.made.borrow_mut().remove(&msg.id());
-    }
-    r
+    dispatch::deliver(lua, st, msg, &|id, data| route(st, id, data))
 }
 
 /// Deliver a batch in order: runs of plain `data` messages through the raw fast path,

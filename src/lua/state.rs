@@ -107,11 +107,10 @@ impl State {
         self.in_service.get() || self.engine.borrow().is_remote()
     }
 
-    /// Remember a connection this state started (only once the engine is shared).
+    /// Remember a connection this state started until its final message is
+    /// delivered: it may end (its messages on their way) before `start` names it.
     pub fn made(&self, id: u64) {
-        if self.shared() {
-            self.made.borrow_mut().insert(id);
-        }
+        self.made.borrow_mut().insert(id);
     }
 
     /// Whether `id` is a connection this state started whose final message is still

@@ -11,8 +11,8 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use super::{cvt, retry_eintr};
 
 /// A non-blocking, close-on-exec duplicate of `fd` for the engine to own. Refuses
-/// what cannot be polled (regular files and directories: epoll rejects them, kqueue
-/// and poll report them always ready). O_NONBLOCK belongs to the open file, so `fd`
+/// what cannot be polled: regular files and directories (epoll rejects them, kqueue
+/// and poll report them always ready) and whatever this build's poller rejects. O_NONBLOCK belongs to the open file, so `fd`
 /// becomes non-blocking too (as in Skynet).
 pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: `st` is plain old data that fstat fills; `fd` is only read.
@@ -35,6 +35,20 @@ pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
         let fl = cvt(libc::fcntl(dup, libc::F_GETFL))?;
         cvt(libc::fcntl(dup, libc::F_SETFL, fl | libc::O_NONBLOCK))?;
     }
+    // What the poller refuses (epoll: /dev/null and other devices without poll
+    // support) is refused now, with a clear reason, rather than failing later.
+    let mut probe = super::Poller::new()?;
+    probe
+        .add(
+            dup,
+            0,
+            super::Interest {
+                read: true,
+                write: false,
+            },
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("this descriptor cannot be polled ({e})")))?;
+    drop(probe);
     #[cfg(target_vendor = "apple")]
     // SAFETY: integer arguments only; on failure SIGPIPE stays possible, and `write`
     // below still holds it back.
@@ -48,16 +62,7 @@ pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
 /// is blocked in this thread for the call; one the call raised is taken off the
 /// pending set before the mask is restored, so a gone reader yields `EPIPE` only.
 pub fn write(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
-    const IOV_BATCH: usize = 64;
-    let mut iov: [libc::iovec; IOV_BATCH] = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; IOV_BATCH];
-    let n = bufs.len().min(IOV_BATCH);
-    for (v, b) in iov.iter_mut().zip(bufs) {
-        v.iov_base = b.as_ptr() as *mut libc::c_void;
-        v.iov_len = b.len();
-    }
+    let (iov, n) = super::net::iovecs(bufs);
     let guard = SigpipeGuard::new();
     let r = retry_eintr(|| {
         // SAFETY: `iov` holds `n` iovecs pointing at live buffers of `bufs`.

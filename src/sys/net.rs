@@ -340,9 +340,12 @@ pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
-/// Gathering send of several buffers in one syscall (at most `IOV_BATCH` of them).
-pub fn write_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
-    const IOV_BATCH: usize = 64;
+/// Most buffers one gathering write takes.
+const IOV_BATCH: usize = 64;
+
+/// The iovecs of the first `IOV_BATCH` buffers of `bufs`, and how many there are.
+/// They point into `bufs`, which must outlive every use of them.
+pub(super) fn iovecs(bufs: &[&[u8]]) -> ([libc::iovec; IOV_BATCH], usize) {
     let mut iov: [libc::iovec; IOV_BATCH] = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -352,6 +355,12 @@ pub fn write_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
         v.iov_base = b.as_ptr() as *mut libc::c_void;
         v.iov_len = b.len();
     }
+    (iov, n)
+}
+
+/// Gathering send of several buffers in one syscall (at most `IOV_BATCH` of them).
+pub fn write_vectored(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+    let (mut iov, n) = iovecs(bufs);
     retry_eintr(|| {
         // SAFETY: a zeroed msghdr is valid; it points at `n` live iovecs whose buffers
         // outlive the call.

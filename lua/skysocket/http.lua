@@ -315,7 +315,8 @@ end
 local status_line, status_reason = {}, {}
 -- "Content-Length: <n>\r\n" for small lengths, "Date: <date>\r\n".
 local length_line, date_line, date_line_time = {}, "", -1
-local scratch = {} -- send_head's line buffer (send_head never yields)
+local scratch = {} -- send_head's lines (send_head never yields); entries past the
+                   -- current response's are stale and never read
 
 local function send_head(res, length, body)
   local req = res._req
@@ -385,10 +386,13 @@ local function send_head(res, length, body)
   res._head_sent = true
   nobody = nobody or req.method == "HEAD"
   res._nobody = nobody
-  if body and not nobody and body ~= "" then n = n + 1; out[n] = body end
-  local head = concat(out, "", 1, n)
-  for i = 1, n do out[i] = nil end
-  return head
+  if body and not nobody and body ~= "" then
+    n = n + 1; out[n] = body
+    local head = concat(out, "", 1, n)
+    out[n] = nil -- the scratch keeps header lines until overwritten, not a body
+    return head
+  end
+  return concat(out, "", 1, n)
 end
 
 -- res:write(data): send part of the body (the head first, chunked unless a
@@ -578,7 +582,8 @@ function M.serve(id, handler, opts)
       socket.settimeout(id, o.read_timeout)
       timed = true
     end
-    local ok, st, body, hdrs = run_handler(handler, req, res)
+    local ok, st, body, hdrs
+    if PUC51 then ok, st, body, hdrs = run_handler(handler, req, res) else ok, st, body, hdrs = pcall(handler, req, res) end
     if not ok then
       io.stderr:write("skysocket.http: handler error: ", tostring(st), "\n")
       if not res._head_sent and not res._hijacked then reject(simple_response(500)) end
@@ -599,7 +604,7 @@ function M.serve(id, handler, opts)
           if next(rh) == nil then res.headers = hdrs else for k, v in pairs(hdrs) do rh[k] = v end end
         end
       end
-      if not res:finish(type(st) == "number" and body or nil) then break end
+      if not Res.finish(res, type(st) == "number" and body or nil) then break end
     end
     if body_failed then linger = true end
     if res._close or body_failed then break end

@@ -255,6 +255,38 @@ function tests.limits_give_the_right_status()
   end)
 end
 
+-- The header deadline is one timer per connection, re-armed when it fires during a
+-- later wait: each wait for a head (idle keep-alive included) gets header_timeout
+-- from its own start, not from the first wait's.
+function tests.header_deadline_counts_from_each_wait()
+  run(function()
+    local srv = server(hello, { header_timeout = 400 })
+    local c = assert(socket.open("127.0.0.1", srv.port))
+    socket.settimeout(c, 3000)
+    local function ask(i)
+      socket.write(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local head = socket.readline(c, "\r\n\r\n")
+      T.truthy(head and head:find("^HTTP/1.1 200"), "response " .. i)
+      T.eq(socket.read(c, 12), "hello world\n", "body " .. i)
+    end
+    local t0 = raw.now()
+    ask(1)
+    -- requests 2 and 3 come 300 ms apart: past the first wait's deadline (400 ms)
+    socket.sleep(300)
+    ask(2)
+    socket.sleep(300)
+    ask(3)
+    T.truthy(raw.now() - t0 >= 550, "the third request came after the first deadline")
+    local t3 = raw.now()
+    local d = socket.read(c)
+    local idle = raw.now() - t3
+    T.eq(d, false, "closed after the idle deadline, nothing sent")
+    T.truthy(idle >= 330 and idle <= 2000, "closed about 400 ms after the last response: " .. idle .. " ms")
+    socket.close(c)
+    srv.close()
+  end)
+end
+
 function tests.slowloris_half_open_heads_do_not_block_good_clients()
   run(function()
     local srv = server(hello, { header_timeout = 1500 })

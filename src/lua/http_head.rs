@@ -85,6 +85,36 @@ fn header_table(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Table, Fa
     if headers.len() > SCAN_HEADERS {
         return header_table_lookup(lua, headers);
     }
+    // The usual head: names (tokens, ASCII) and values as Rust strings, the table made
+    // in one call (mlua pushes `String`s straight onto the Lua stack and sets them
+    // without a protected call per entry). A value that is not UTF-8 (obs-text) takes
+    // the byte-string path.
+    let mut entries: Vec<(String, String)> = Vec::with_capacity(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        if (0..i).any(|j| headers[j].name.eq_ignore_ascii_case(h.name)) {
+            continue; // joined into the first header of that name
+        }
+        let Some(first) = utf8(h.value) else {
+            return header_table_bytes(lua, headers);
+        };
+        let mut value = first.to_owned();
+        for o in headers[i + 1..]
+            .iter()
+            .filter(|o| o.name.eq_ignore_ascii_case(h.name))
+        {
+            let Some(more) = utf8(o.value) else {
+                return header_table_bytes(lua, headers);
+            };
+            value.push_str(", ");
+            value.push_str(more);
+        }
+        entries.push((h.name.to_ascii_lowercase(), value));
+    }
+    Ok(lua.create_table_from(entries)?)
+}
+
+/// `header_table` for a small head with a value that is not UTF-8.
+fn header_table_bytes(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Table, Fail> {
     let t = lua.create_table_with_capacity(0, headers.len())?;
     let mut name = Vec::with_capacity(32);
     for (i, h) in headers.iter().enumerate() {
@@ -134,6 +164,11 @@ fn header_table_lookup(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Ta
         }
     }
     Ok(t)
+}
+
+/// The value without surrounding blanks, if it is UTF-8.
+fn utf8(v: &[u8]) -> Option<&str> {
+    std::str::from_utf8(trim_blanks(v)).ok()
 }
 
 /// The value without leading or trailing spaces and tabs (RFC 9110 5.5: OWS is not

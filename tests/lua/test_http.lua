@@ -133,6 +133,22 @@ function tests.request_heads_are_parsed_by_httparse()
   T.eq(m, "GET", "method"); T.eq(t, "/a?b", "target"); T.eq(v, "1.1", "version")
   T.eq(h.host, "x", "host"); T.eq(h["x-a"], "1, 2", "repeated header joined, blanks trimmed")
   T.eq(h.empty, "", "empty value"); T.eq(h.obs, "caf\233", "obs-text kept")
+  -- the three ways the table is made: UTF-8 values (one call), a value that is not
+  -- UTF-8 (byte strings), more than 24 lines (repeats found by look-ups)
+  local big = { "GET / HTTP/1.1", "Host: x" }
+  for i = 1, 30 do big[#big + 1] = "X-" .. (i % 10) .. ": v" .. i end
+  for _, case in ipairs {
+    { "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nB: b\r\nx-A:2 \r\nX-a: 3", "1, 2, 3", "b" },
+    { "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nB: caf\233\r\nx-A:2 \r\nX-a: 3", "1, 2, 3", "caf\233" },
+    { "GET / HTTP/1.1\r\nHost: x\r\nX-A: \233\r\nB: b\r\nx-A: 2", "\233, 2", "b" },
+  } do
+    h = select(4, parse(case[1]))
+    T.eq(h["x-a"], case[2], "joined: " .. case[1]); T.eq(h.b, case[3], "b: " .. case[1])
+    T.eq(h.host, "x", "host: " .. case[1])
+  end
+  h = select(4, parse(table.concat(big, "\r\n")))
+  T.eq(h["x-3"], "v3, v13, v23", "many lines: repeats joined in order")
+  T.eq(h["x-0"], "v10, v20, v30", "many lines: repeats joined in order")
   m, t, v, h = parse("OPTIONS * HTTP/1.0")
   T.eq(m, "OPTIONS", "method"); T.eq(t, "*", "asterisk form"); T.eq(v, "1.0", "1.0")
   T.eq(next(h), nil, "no headers")

@@ -20,7 +20,8 @@ local compat = require "skysocket.compat"
 local M = {}
 
 local find, sub, lower, format, byte = string.find, string.sub, string.lower, string.format, string.byte
-local concat, tonumber, type, pairs = table.concat, tonumber, type, pairs
+local concat, tonumber, type, pairs, next = table.concat, tonumber, type, pairs, next
+local readline, now = raw.readline, raw.now
 
 local PUC51 = _VERSION == "Lua 5.1" and not jit
 local CRLF2 = "\r\n\r\n"
@@ -228,16 +229,6 @@ local function chunk(data)
   return format("%x\r\n", #data) .. data .. "\r\n"
 end
 
-local date_cache, date_time = "", -1
-local function http_date()
-  local t = os.time()
-  if t ~= date_time then
-    date_time = t
-    date_cache = os.date("!%a, %d %b %Y %H:%M:%S GMT", t)
-  end
-  return date_cache
-end
-
 -- Append "Name: value\r\n" lines for a header table (a value may be an array).
 local function header_lines(out, headers)
   for k, v in pairs(headers) do
@@ -304,39 +295,83 @@ end
 
 -- Header names send_head must notice in a user's table, by lower-cased name.
 local SPECIAL = { date = "date", ["content-length"] = "length", ["transfer-encoding"] = "te" }
+-- Response header name -> its SPECIAL kind or false, so that a name is lower-cased
+-- once, not per response (bounded: names past the bound are looked up each time).
+local kind_cache, kind_count = {}, 0
+local function name_kind(k)
+  local kind = kind_cache[k]
+  if kind == nil then
+    kind = SPECIAL[lower(k)] or false
+    if kind_count < 256 then
+      kind_count = kind_count + 1
+      kind_cache[k] = kind
+    end
+  end
+  return kind
+end
 
-local function send_head(res, length)
+-- "HTTP/1.1 <status> <reason>\r\n" by status, with the reason it was made with
+-- (M.reasons may be changed by the program).
+local status_line, status_reason = {}, {}
+-- "Content-Length: <n>\r\n" for small lengths, "Date: <date>\r\n".
+local length_line, date_line, date_line_time = {}, "", -1
+local scratch = {} -- send_head's lines (send_head never yields); entries past the
+                   -- current response's are stale and never read
+
+local function send_head(res, length, body)
   local req = res._req
   local st = res.status
-  local out = { "HTTP/1.1 " .. st .. " " .. (res.reason or M.reasons[st] or "Unknown") .. "\r\n" }
+  local reason = res.reason or M.reasons[st] or "Unknown"
+  local out = scratch
+  if status_reason[st] == reason then
+    out[1] = status_line[st]
+  else
+    out[1] = "HTTP/1.1 " .. st .. " " .. reason .. "\r\n"
+    if type(st) == "number" and st >= 100 and st <= 999 and st % 1 == 0 then
+      status_line[st], status_reason[st] = out[1], reason
+    end
+  end
   local n = 1
   local seen_date, seen_length, seen_te
   for k, v in pairs(res.headers) do
-    local special = SPECIAL[k] or SPECIAL[lower(k)]
+    local special = name_kind(k)
     if special then
       if special == "date" then seen_date = true
       elseif special == "length" then seen_length = true
       else seen_te = true; if has_token(tostring(v), "chunked") then res._chunked = true end end
     end
-    if type(v) == "table" then
+    local tv = type(v)
+    if tv == "string" then
+      n = n + 1
+      out[n] = k .. ": " .. v .. "\r\n"
+    elseif tv == "table" then
       for i = 1, #v do n = n + 1; out[n] = k .. ": " .. tostring(v[i]) .. "\r\n" end
     else
       n = n + 1
       out[n] = k .. ": " .. tostring(v) .. "\r\n"
     end
   end
-  if not seen_date then n = n + 1; out[n] = "Date: " .. http_date() .. "\r\n" end
+  if not seen_date then
+    local t = os.time()
+    if t ~= date_line_time then
+      date_line_time = t
+      date_line = "Date: " .. os.date("!%a, %d %b %Y %H:%M:%S GMT", t) .. "\r\n"
+    end
+    n = n + 1; out[n] = date_line
+  end
   local nobody = st < 200 or st == 204 or st == 304
   if not nobody and not seen_length and not seen_te then
-    n = n + 1
     if length then
-      out[n] = "Content-Length: " .. length .. "\r\n"
+      local l = length_line[length]
+      if not l then
+        l = "Content-Length: " .. length .. "\r\n"
+        if length < 4096 then length_line[length] = l end
+      end
+      n = n + 1; out[n] = l
     elseif req.version == "1.1" then
-      out[n] = "Transfer-Encoding: chunked\r\n"
+      n = n + 1; out[n] = "Transfer-Encoding: chunked\r\n"
       res._chunked = true
     else
-      out[n] = nil
-      n = n - 1
       res._close = true -- HTTP/1.0 without a length: the body ends at the close
     end
   end
@@ -347,10 +382,17 @@ local function send_head(res, length)
       n = n + 1; out[n] = "Connection: keep-alive\r\n"
     end
   end
-  out[n + 1] = "\r\n"
+  n = n + 1; out[n] = "\r\n"
   res._head_sent = true
-  res._nobody = nobody or req.method == "HEAD"
-  return concat(out)
+  nobody = nobody or req.method == "HEAD"
+  res._nobody = nobody
+  if body and not nobody and body ~= "" then
+    n = n + 1; out[n] = body
+    local head = concat(out, "", 1, n)
+    out[n] = nil -- the scratch keeps header lines until overwritten, not a body
+    return head
+  end
+  return concat(out, "", 1, n)
 end
 
 -- res:write(data): send part of the body (the head first, chunked unless a
@@ -374,8 +416,7 @@ function Res:finish(data)
   data = data or ""
   local out
   if not self._head_sent then
-    out = send_head(self, #data)
-    if not self._nobody then out = out .. data end
+    out = send_head(self, #data, data)
   elseif self._nobody then
     out = ""
   elseif self._chunked then
@@ -437,16 +478,28 @@ end
 
 function M.serve(id, handler, opts)
   local o = opts and opts._checked and opts or options(opts)
-  local expired = false
+  -- The header deadline: a wait for a head that lasts header_timeout ms gets 408 and
+  -- the close. One timer per connection, not one per request: it is armed at the
+  -- first wait for a head and, when it fires, checks the wait in progress (started
+  -- at wait_start), re-arming itself for what is left of it.
+  local header_timeout = o.header_timeout
+  local expired, waiting, wait_start = false, false, 0
   local timer
   local function on_timer()
     timer = nil
+    if not waiting then return end -- armed again at the next wait
+    local left = wait_start + header_timeout - now()
+    if left > 0 then
+      timer = raw.timeout(left, on_timer)
+      return
+    end
     expired = true
     if (raw.unread(id) or 0) > 0 then raw.send(id, simple_response(408)) end
     raw.close(id)
   end
   local served = 0
   local linger = false
+  local timed = false -- a body read timeout is set on the socket
   local function reject(response)
     linger = true
     socket.write(id, response)
@@ -457,13 +510,21 @@ function M.serve(id, handler, opts)
   socket.keepopen(id)
   socket.limit(id, o.max_header)
   while true do
-    if served > 0 then socket.settimeout(id, nil) end
-    local head = raw.readline(id, CRLF2)
+    if timed then socket.settimeout(id, nil); timed = false end
+    local head = readline(id, CRLF2)
     local err
     if not head then
-      timer = raw.timeout(o.header_timeout, on_timer)
-      head, err = read_head(id)
-      if timer then raw.cancel_timeout(timer); timer = nil end
+      waiting, wait_start = true, now()
+      if not timer then timer = raw.timeout(header_timeout, on_timer) end
+      -- The usual case: the whole head arrives at once. block() waits for the first
+      -- bytes (returning at once when part of a head is buffered); read_head waits
+      -- for the rest.
+      socket.block(id)
+      if not expired then
+        head = readline(id, CRLF2)
+        if not head then head, err = read_head(id) end
+      end
+      waiting = false
     end
     if expired then break end
     if not head then
@@ -497,10 +558,12 @@ function M.serve(id, handler, opts)
     if version == "1.1" then keep = not has_token(conn, "close") else keep = has_token(conn, "keep-alive") end
     if o.max_requests and served >= o.max_requests then keep = false end
 
-    local path, query = target:match("^([^?]*)%??(.*)$")
+    local path, query = target, ""
+    local q = find(target, "?", 1, true)
+    if q then path, query = sub(target, 1, q - 1), sub(target, q + 1) end
     local req = setmetatable({
       method = method, target = target, path = path, query = query, version = version,
-      headers = headers, id = id, _limit = o.max_body,
+      headers = headers, id = id, _limit = o.max_body, _reader = NO_BODY, _res = false,
     }, Req)
     local res = setmetatable({ status = 200, headers = {}, _id = id, _req = req, _close = not keep }, Res)
     req._res = res
@@ -517,10 +580,10 @@ function M.serve(id, handler, opts)
         return d, e2
       end
       socket.settimeout(id, o.read_timeout)
-    else
-      req._reader = NO_BODY
+      timed = true
     end
-    local ok, st, body, hdrs = run_handler(handler, req, res)
+    local ok, st, body, hdrs
+    if PUC51 then ok, st, body, hdrs = run_handler(handler, req, res) else ok, st, body, hdrs = pcall(handler, req, res) end
     if not ok then
       io.stderr:write("skysocket.http: handler error: ", tostring(st), "\n")
       if not res._head_sent and not res._hijacked then reject(simple_response(500)) end
@@ -534,9 +597,14 @@ function M.serve(id, handler, opts)
       end
       if type(st) == "number" then
         res.status = st
-        if hdrs then for k, v in pairs(hdrs) do res.headers[k] = v end end
+        if hdrs then
+          local rh = res.headers
+          -- a handler that set no header of its own: its returned table is used as
+          -- it is (send_head only reads it)
+          if next(rh) == nil then res.headers = hdrs else for k, v in pairs(hdrs) do rh[k] = v end end
+        end
       end
-      if not res:finish(type(st) == "number" and body or nil) then break end
+      if not Res.finish(res, type(st) == "number" and body or nil) then break end
     end
     if body_failed then linger = true end
     if res._close or body_failed then break end

@@ -4,7 +4,7 @@
 //! cost for a minimal 36-byte head, 2.5–3× faster for a 15-header browser head
 //! (BENCHMARKS.md).
 
-use mlua::{Lua, Table};
+use mlua::{Lua, Table, Value};
 
 use super::args::{nil_msg, ret, Args, Fail, Ret};
 use super::state::State;
@@ -23,13 +23,26 @@ const STACK_SLOTS: usize = 128;
 /// `version` is `"1.0"` or `"1.1"`; `headers` maps lower-cased names to values with
 /// surrounding blanks removed, a repeated header's values joined with `", "`.
 pub fn http_request_head(lua: &Lua, _st: &State, a: &Args) -> Ret {
-    let mut buf = a.bytes(1)?;
     let max_headers = a.opt_integer(2, DEFAULT_MAX_HEADERS)?;
     if !(0..=MAX_HEADERS_CAP).contains(&max_headers) {
         return Err(a.error(2, format!("max_headers must be in 0..{MAX_HEADERS_CAP}")));
     }
-    // httparse wants the whole head, blank line included.
-    buf.extend_from_slice(b"\r\n\r\n");
+    // httparse wants the whole head, blank line included: one allocation of the
+    // right size (a string argument is borrowed, not copied twice).
+    let buf = match a.get(1) {
+        Value::String(s) => {
+            let head = s.as_bytes();
+            let mut buf = Vec::with_capacity(head.len() + 4);
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(b"\r\n\r\n");
+            buf
+        }
+        _ => {
+            let mut buf = a.bytes(1)?;
+            buf.extend_from_slice(b"\r\n\r\n");
+            buf
+        }
+    };
     // One slot more than allowed: a full array means "too many". Small limits (the
     // usual case) use slots on the stack.
     let wanted = max_headers as usize + 1;
@@ -62,7 +75,77 @@ pub fn http_request_head(lua: &Lua, _st: &State, a: &Args) -> Ret {
     ret(lua, (method, target, version, headers))
 }
 
+/// Heads with more header lines than this find repeated names by table look-ups
+/// (linear), fewer by comparing names here (quadratic, but no Lua call per header).
+const SCAN_HEADERS: usize = 24;
+
+/// The headers as a table of lower-cased names, a repeated name's values joined with
+/// `", "` in order.
 fn header_table(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Table, Fail> {
+    if headers.len() > SCAN_HEADERS {
+        return header_table_lookup(lua, headers);
+    }
+    // The usual head: names (tokens, ASCII) and values as Rust strings, the table made
+    // in one call (mlua pushes `String`s straight onto the Lua stack and sets them
+    // without a protected call per entry). A value that is not UTF-8 (obs-text) takes
+    // the byte-string path.
+    let mut entries: Vec<(String, String)> = Vec::with_capacity(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        if (0..i).any(|j| headers[j].name.eq_ignore_ascii_case(h.name)) {
+            continue; // joined into the first header of that name
+        }
+        let Some(first) = utf8(h.value) else {
+            return header_table_bytes(lua, headers);
+        };
+        let mut value = first.to_owned();
+        for o in headers[i + 1..]
+            .iter()
+            .filter(|o| o.name.eq_ignore_ascii_case(h.name))
+        {
+            let Some(more) = utf8(o.value) else {
+                return header_table_bytes(lua, headers);
+            };
+            value.push_str(", ");
+            value.push_str(more);
+        }
+        entries.push((h.name.to_ascii_lowercase(), value));
+    }
+    Ok(lua.create_table_from(entries)?)
+}
+
+/// `header_table` for a small head with a value that is not UTF-8.
+fn header_table_bytes(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Table, Fail> {
+    let t = lua.create_table_with_capacity(0, headers.len())?;
+    let mut name = Vec::with_capacity(32);
+    for (i, h) in headers.iter().enumerate() {
+        let earlier = |j: usize| headers[j].name.eq_ignore_ascii_case(h.name);
+        if (0..i).any(earlier) {
+            continue; // joined into the first header of that name
+        }
+        name.clear();
+        name.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
+        let key = lua.create_string(&name)?;
+        let value = trim_blanks(h.value);
+        let mut later = headers[i + 1..]
+            .iter()
+            .filter(|o| o.name.eq_ignore_ascii_case(h.name));
+        match later.next() {
+            None => t.raw_set(key, lua.create_string(value)?)?,
+            Some(next) => {
+                let mut joined = value.to_vec();
+                for o in std::iter::once(next).chain(later) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(trim_blanks(o.value));
+                }
+                t.raw_set(key, lua.create_string(&joined)?)?;
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// `header_table` for many header lines: a repeated name is found in the table.
+fn header_table_lookup(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Table, Fail> {
     let t = lua.create_table_with_capacity(0, headers.len())?;
     let mut name = Vec::with_capacity(32);
     for h in headers {
@@ -81,6 +164,11 @@ fn header_table(lua: &Lua, headers: &[httparse::Header<'_>]) -> Result<Table, Fa
         }
     }
     Ok(t)
+}
+
+/// The value without surrounding blanks, if it is UTF-8.
+fn utf8(v: &[u8]) -> Option<&str> {
+    std::str::from_utf8(trim_blanks(v)).ok()
 }
 
 /// The value without leading or trailing spaces and tabs (RFC 9110 5.5: OWS is not

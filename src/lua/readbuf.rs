@@ -190,23 +190,42 @@ impl ReadBuf {
             _ => self.pos,
         };
         let hay = &self.data[from..];
-        let hit = if sep.len() == 1 {
-            hay.iter().position(|&c| c == sep[0])
-        } else {
-            hay.windows(sep.len()).position(|w| w == sep)
-        };
-        match hit {
+        match find_sep(hay, sep) {
             Some(i) => Some(from + i - self.pos),
             None => {
                 // The separator may straddle the end: rescan its last len-1 bytes.
                 let next = (self.data.len() + 1)
                     .saturating_sub(sep.len())
                     .max(self.pos);
-                self.extra().scan = Some((sep.to_vec(), next));
+                // Remember the progress (not when there is none: a miss on an empty
+                // or short buffer, e.g. a server looking for the next request, then
+                // costs no allocation).
+                if next > from {
+                    self.extra().scan = Some((sep.to_vec(), next));
+                }
                 None
             }
         }
     }
+}
+
+/// Position of `sep` (not empty) in `hay`: candidates by its first byte, then one
+/// comparison each (not one comparison per position).
+fn find_sep(hay: &[u8], sep: &[u8]) -> Option<usize> {
+    let (&first, rest) = sep.split_first()?;
+    let mut at = 0;
+    while let Some(i) = hay.get(at..)?.iter().position(|&c| c == first) {
+        let start = at + i;
+        let end = start + sep.len();
+        if end > hay.len() {
+            return None;
+        }
+        if &hay[start + 1..end] == rest {
+            return Some(start);
+        }
+        at = start + 1;
+    }
+    None
 }
 
 pub type Buffers = HashMap<SocketId, ReadBuf, BuildHasherDefault<IdHasher>>;
@@ -236,6 +255,29 @@ impl Hasher for IdHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_sep_matches_a_naive_search() {
+        let naive = |h: &[u8], s: &[u8]| h.windows(s.len()).position(|w| w == s);
+        let seps: [&[u8]; 4] = [b"\n", b"\r\n", b"\r\n\r\n", b"abcab"];
+        let hays: [&[u8]; 9] = [
+            b"",
+            b"\r",
+            b"\r\n\r",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"a\r\r\n\r\r\n\r\nb",
+            b"\r\n\r\n",
+            b"abcabcab",
+            b"ababcabcab",
+            b"xx\nyy",
+        ];
+        for h in hays {
+            for s in seps {
+                assert_eq!(find_sep(h, s), naive(h, s), "{h:?} {s:?}");
+            }
+        }
+        assert_eq!(find_sep(b"abc", b""), None);
+    }
 
     #[test]
     fn spare_storage_is_reused_by_size_and_bounded() {

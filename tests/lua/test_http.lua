@@ -133,6 +133,22 @@ function tests.request_heads_are_parsed_by_httparse()
   T.eq(m, "GET", "method"); T.eq(t, "/a?b", "target"); T.eq(v, "1.1", "version")
   T.eq(h.host, "x", "host"); T.eq(h["x-a"], "1, 2", "repeated header joined, blanks trimmed")
   T.eq(h.empty, "", "empty value"); T.eq(h.obs, "caf\233", "obs-text kept")
+  -- the three ways the table is made: UTF-8 values (one call), a value that is not
+  -- UTF-8 (byte strings), more than 24 lines (repeats found by look-ups)
+  local big = { "GET / HTTP/1.1", "Host: x" }
+  for i = 1, 30 do big[#big + 1] = "X-" .. (i % 10) .. ": v" .. i end
+  for _, case in ipairs {
+    { "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nB: b\r\nx-A:2 \r\nX-a: 3", "1, 2, 3", "b" },
+    { "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nB: caf\233\r\nx-A:2 \r\nX-a: 3", "1, 2, 3", "caf\233" },
+    { "GET / HTTP/1.1\r\nHost: x\r\nX-A: \233\r\nB: b\r\nx-A: 2", "\233, 2", "b" },
+  } do
+    h = select(4, parse(case[1]))
+    T.eq(h["x-a"], case[2], "joined: " .. case[1]); T.eq(h.b, case[3], "b: " .. case[1])
+    T.eq(h.host, "x", "host: " .. case[1])
+  end
+  h = select(4, parse(table.concat(big, "\r\n")))
+  T.eq(h["x-3"], "v3, v13, v23", "many lines: repeats joined in order")
+  T.eq(h["x-0"], "v10, v20, v30", "many lines: repeats joined in order")
   m, t, v, h = parse("OPTIONS * HTTP/1.0")
   T.eq(m, "OPTIONS", "method"); T.eq(t, "*", "asterisk form"); T.eq(v, "1.0", "1.0")
   T.eq(next(h), nil, "no headers")
@@ -251,6 +267,38 @@ function tests.limits_give_the_right_status()
     local t0 = os.time()
     T.eq(status("GET / HTTP/1.1\r\nHost: x\r\n", false), "408", "slow head")
     T.truthy(os.time() - t0 <= 3, "408 in time")
+    srv.close()
+  end)
+end
+
+-- The header deadline is one timer per connection, re-armed when it fires during a
+-- later wait: each wait for a head (idle keep-alive included) gets header_timeout
+-- from its own start, not from the first wait's.
+function tests.header_deadline_counts_from_each_wait()
+  run(function()
+    local srv = server(hello, { header_timeout = 400 })
+    local c = assert(socket.open("127.0.0.1", srv.port))
+    socket.settimeout(c, 3000)
+    local function ask(i)
+      socket.write(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local head = socket.readline(c, "\r\n\r\n")
+      T.truthy(head and head:find("^HTTP/1.1 200"), "response " .. i)
+      T.eq(socket.read(c, 12), "hello world\n", "body " .. i)
+    end
+    local t0 = raw.now()
+    ask(1)
+    -- requests 2 and 3 come 300 ms apart: past the first wait's deadline (400 ms)
+    socket.sleep(300)
+    ask(2)
+    socket.sleep(300)
+    ask(3)
+    T.truthy(raw.now() - t0 >= 550, "the third request came after the first deadline")
+    local t3 = raw.now()
+    local d = socket.read(c)
+    local idle = raw.now() - t3
+    T.eq(d, false, "closed after the idle deadline, nothing sent")
+    T.truthy(idle >= 330 and idle <= 2000, "closed about 400 ms after the last response: " .. idle .. " ms")
+    socket.close(c)
     srv.close()
   end)
 end

@@ -86,13 +86,54 @@ unsafe fn raw_set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
 const READER: c_int = ffi::lua_upvalueindex(1);
 const QUEUE: c_int = ffi::lua_upvalueindex(2);
 
+/// What the waker does for an arrival on socket `id`, on the tables at stack indices
+/// `reader` and `queue` (see the module comment). Leaves the stack as it found it.
+///
+/// # Safety
+///
+/// `l` is a valid state with 3 free stack slots; `reader` and `queue` are
+/// pseudo-indices (upvalues) or absolute indices of tables. Only raw gets and sets, so
+/// no Lua code runs; a memory error while setting raises (the caller's frames must
+/// hold no Rust value with a destructor).
+#[inline(always)]
+pub(super) unsafe fn wake(
+    l: *mut ffi::lua_State,
+    reader: c_int,
+    queue: c_int,
+    id: ffi::lua_Integer,
+) {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        match raw_get_id(l, reader, id) {
+            ffi::LUA_TTHREAD => {
+                // [co]
+                ffi::lua_pushboolean(l, 0);
+                raw_set_id(l, reader, id);
+                ffi::lua_rawgeti(l, queue, 0); // [co, tail]
+                let tail = ffi::lua_tointegerx(l, -1, std::ptr::null_mut()) + 1;
+                ffi::lua_pushinteger(l, tail);
+                ffi::lua_rawseti(l, queue, 0); // [co, tail]
+                ffi::lua_pushvalue(l, -2);
+                ffi::lua_rawseti(l, queue, tail); // [co, tail]
+                ffi::lua_settop(l, -3);
+            }
+            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, -1) != 0 => {
+                ffi::lua_settop(l, -2);
+                ffi::lua_pushnil(l);
+                raw_set_id(l, reader, id);
+            }
+            _ => ffi::lua_settop(l, -2),
+        }
+    }
+}
+
 /// The `readable(id, unread)` closure (see the module comment).
 ///
 /// # Safety
 ///
 /// called by Lua as a C closure made by `waker_new`, whose two upvalues are
 /// tables (checked there). Every stack slot used is within the `LUA_MINSTACK` (20)
-/// slots a C function gets: at most 2 are pushed at a time.
+/// slots a C function gets: at most 3 are pushed at a time.
 unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
@@ -101,25 +142,24 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
         if isnum == 0 {
             return 0;
         }
-        ffi::lua_settop(l, 0);
-        match raw_get_id(l, READER, id) {
-            ffi::LUA_TTHREAD => {
-                ffi::lua_pushboolean(l, 0);
-                raw_set_id(l, READER, id);
-                ffi::lua_rawgeti(l, QUEUE, 0);
-                let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut()) + 1;
-                ffi::lua_settop(l, 1);
-                ffi::lua_rawseti(l, QUEUE, tail);
-                ffi::lua_pushinteger(l, tail);
-                ffi::lua_rawseti(l, QUEUE, 0);
-            }
-            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) != 0 => {
-                ffi::lua_pushnil(l);
-                raw_set_id(l, READER, id);
-            }
-            _ => {}
-        }
+        wake(l, READER, QUEUE, id);
         0
+    }
+}
+
+/// Whether the function at stack index `f` is a waker's `readable` closure: then the
+/// delivery loop does its work itself (`wake` on its two upvalues), without a call.
+///
+/// # Safety
+///
+/// `l` is a valid state; `f` an acceptable index.
+pub(super) unsafe fn is_waker(l: *mut ffi::lua_State, f: c_int) -> bool {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        match ffi::lua_tocfunction(l, f) {
+            Some(cf) => cf as *const () == wake_closure as *const (),
+            None => false,
+        }
     }
 }
 

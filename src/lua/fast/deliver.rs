@@ -50,6 +50,9 @@ struct Run<'a> {
     cached: Cached,
     has_data: bool,
     has_readable: bool,
+    /// `S_READABLE` is the coroutine layer's waker (`co::is_waker`): its work is done
+    /// here, on its tables in `S_READER` and `S_QUEUE`, without a call per message.
+    waker: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -71,6 +74,8 @@ const A_READABLE_KEY: c_int = 5;
 const S_HANDLER: c_int = 6;
 const S_DATA: c_int = 7;
 const S_READABLE: c_int = 8;
+const S_READER: c_int = 9;
+const S_QUEUE: c_int = 10;
 
 /// Make the handler of socket `id` the cached one (slots `S_*`). `false` when the
 /// handler needs the high-level dispatcher (a metatable, or not a table); `force_raw`
@@ -136,6 +141,14 @@ unsafe fn select_handler(
         run.cached = if own { Cached::Own } else { Cached::Default };
         run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
         run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
+        run.waker = run.has_readable && super::co::is_waker(l, S_READABLE);
+        if run.waker {
+            // A C closure's upvalues have the empty name: never null.
+            ffi::lua_getupvalue(l, S_READABLE, 1);
+            ffi::lua_replace(l, S_READER);
+            ffi::lua_getupvalue(l, S_READABLE, 2);
+            ffi::lua_replace(l, S_QUEUE);
+        }
         true
     }
 }
@@ -174,10 +187,11 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
     unsafe {
         // SAFETY: argument 1 is the `Run` of the caller's frame, alive during this call.
         let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
-        ffi::lua_settop(l, S_READABLE);
+        ffi::lua_settop(l, S_QUEUE);
         run.cached = Cached::Nothing;
         run.has_data = false;
         run.has_readable = false;
+        run.waker = false;
         if run.frame_pos < run.frames.len() {
             // Packets left by a callback error go to the socket's handler as it is now
             // (if a callback made it something other than a table, they are dropped).
@@ -211,7 +225,9 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                     }
                 }
                 Routed::Readable(n) => {
-                    if run.has_readable {
+                    if run.waker {
+                        super::co::wake(l, S_READER, S_QUEUE, id);
+                    } else if run.has_readable {
                         ffi::lua_pushvalue(l, S_READABLE);
                         ffi::lua_pushinteger(l, id);
                         ffi::lua_pushinteger(l, n as ffi::lua_Integer);
@@ -260,6 +276,7 @@ pub fn deliver_data_run(
         cached: Cached::Nothing,
         has_data: false,
         has_readable: false,
+        waker: false,
     };
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced apart from the two arguments, which

@@ -66,6 +66,15 @@ local onclose = {}   -- id -> callback
 local owner = {}     -- id -> coroutine
 local owned = {}     -- coroutine -> id, or a set {id = true} when it owns several
 local DEFAULT_LIMIT = 128 * 1024
+-- How many close(id) calls wait for a reader to finish (x.closer set): while none
+-- does, a woken reader skips the look for a closer to wake (the rare[id] lookup).
+-- Counted up before x.closer is set and down after it is cleared, so it is never 0
+-- while one waits (a closer abandoned in its wait keeps it above 0: only slower).
+local closing = 0
+-- Whether any socket was ever given a read timeout or paused (rare fields `timeout`,
+-- `paused`): until then a read that waits skips looking for them. Set before either
+-- field is, and never cleared.
+local slow = false
 local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
@@ -230,7 +239,10 @@ end
 
 local function new_socket(id, connected)
   state[id], reader[id], rare[id] = connected, nil, nil
-  if default_timeout then ext(id).timeout = default_timeout end
+  if default_timeout then
+    slow = true
+    ext(id).timeout = default_timeout
+  end
 end
 
 -- Argument checks in the style of luaL_argerror, raised at the caller's line.
@@ -246,7 +258,7 @@ end
 -- single timer for the whole call, so bytes trickling in (a slowloris client) do not
 -- extend it. The timer wakes the call's reader; suspend() then reports "timeout".
 local function arm(id)
-  local ms = (rare[id] or NONE).timeout
+  local ms = slow and (rare[id] or NONE).timeout
   if not ms then return nil end
   local dl = { co = false, expired = false }
   dl.timer = raw.timeout(ms, function()
@@ -290,10 +302,10 @@ local function suspend(id, dl)
     dl.co = co
   end
   if owner[id] ~= co then own(id, co) end
-  unpause(id)
+  if slow then unpause(id) end
   reader[id] = co
   local t, fired
-  local ms = not dl and (rare[id] or NONE).timeout
+  local ms = slow and not dl and (rare[id] or NONE).timeout
   if ms then
     t = raw.timeout(ms, function()
       t = nil
@@ -306,8 +318,10 @@ local function suspend(id, dl)
     return nil -- forgotten (abandoned, or closed by force) or taken over
   end
   reader[id] = nil
-  local x = rare[id]
-  if x and x.closer then ready(x.closer) end
+  if closing > 0 then
+    local x = rare[id]
+    if x and x.closer then ready(x.closer) end
+  end
   if fired then return false, "timeout" end
   return true
 end
@@ -433,7 +447,7 @@ function M.read(id, n)
         if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2) end
         own(id, co)
       end
-      local x = rare[id]
+      local x = slow and rare[id]
       local t, fired
       if x then
         if x.paused then unpause(id) end
@@ -450,8 +464,10 @@ function M.read(id, n)
       if t then raw.cancel_timeout(t) end
       r = reader[id]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
-      x = rare[id]
-      if x and x.closer then ready(x.closer) end
+      if closing > 0 then
+        x = rare[id]
+        if x and x.closer then ready(x.closer) end
+      end
       local d = not fired and readsome(id, CHUNK)
       if d then
         if not CHUNK or #d < CHUNK then reader[id] = true else reader[id] = nil end
@@ -580,6 +596,7 @@ function M.close(id)
     local me = sched.self()
     if me then
       x = ext(id)
+      closing = closing + 1
       x.closer = me
       while state[id] or x.connecting or (reader[id] ~= nil and reader[id] ~= true) do
         local ok = sched.wait(x.timeout)
@@ -589,6 +606,7 @@ function M.close(id)
         end
       end
       x.closer = nil
+      closing = closing - 1
     end
   else
     raw.close(id) -- the peer closed first: release a socket kept open by keepopen
@@ -604,6 +622,7 @@ end
 
 function M.pause(id)
   if state[id] == nil then return end
+  slow = true
   ext(id).paused = true
   raw.pause(id)
 end
@@ -630,6 +649,7 @@ end
 
 function M.settimeout(id, ms)
   check(id)
+  slow = true
   ext(id).timeout = ms
 end
 
@@ -710,7 +730,10 @@ M.tls_info = raw.tls_info
 local function handshaken(id, fname, timeout)
   local x = ext(id)
   local saved = x.timeout
-  if timeout then x.timeout = timeout end
+  if timeout then
+    slow = true
+    x.timeout = timeout
+  end
   local ok, err = true, nil
   while x.tls ~= "done" and state[id] do
     ok, err = suspend(id)

@@ -229,18 +229,16 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
         let mut h = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
         ffi::lua_settop(l, 0);
         loop {
+            // [tail, exit flag, args, co]: one settop for the four lookups.
             ffi::lua_rawgeti(l, QUEUE_R, 0);
             let tail = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
-            ffi::lua_settop(l, 0);
-            if h > tail || ffi::lua_rawgeti(l, QUEUE_R, -1) > ffi::LUA_TNIL {
+            if h > tail
+                || ffi::lua_rawgeti(l, QUEUE_R, -1) > ffi::LUA_TNIL
+                || ffi::lua_rawgeti(l, QARGS_R, h) > ffi::LUA_TNIL
+            {
                 break;
             }
-            ffi::lua_settop(l, 0);
-            if ffi::lua_rawgeti(l, QARGS_R, h) > ffi::LUA_TNIL {
-                break;
-            }
-            ffi::lua_settop(l, 0);
-            let kind = ffi::lua_rawgeti(l, QUEUE_R, h); // [co]
+            let kind = ffi::lua_rawgeti(l, QUEUE_R, h); // [tail, flag, args, co]
             ffi::lua_pushnil(l);
             ffi::lua_rawseti(l, QUEUE_R, h);
             h += 1;
@@ -248,6 +246,8 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
                 ffi::lua_settop(l, 0);
                 continue;
             }
+            ffi::lua_insert(l, 1); // [co, tail, flag, args]
+            ffi::lua_settop(l, 1); // [co]
             let co = ffi::lua_tothread(l, 1);
             let mut nres: c_int = 0;
             let status = ffi::lua_resume(co, l, 0, &mut nres);

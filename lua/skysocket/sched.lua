@@ -205,8 +205,25 @@ S.threads = threads
 -- Lua 5.x the C closures are the faster (see BENCHMARKS.md).
 local JIT = type(rawget(_G, "jit")) == "table"
 
-function S.waker(reader)
-  if not JIT then return raw.waker(reader, queue) end
+-- waker(socks, slot): the same for readers recorded per socket in a field of a
+-- record, socks[id][slot] (skysocket.socket's records).
+function S.waker(reader, slot)
+  if not JIT then return raw.waker(reader, queue, slot) end
+  if slot then
+    return function(id)
+      local rec = reader[id]
+      if not rec then return end
+      local co = rec[slot]
+      if co == true then
+        rec[slot] = nil
+      elseif co then
+        rec[slot] = false
+        local t = queue[0] + 1
+        queue[0] = t
+        queue[t] = co
+      end
+    end
+  end
   return function(id)
     local co = reader[id]
     if co == true then

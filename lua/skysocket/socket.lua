@@ -39,19 +39,24 @@ local raw = require "skysocket"
 local sched = require "skysocket.sched"
 
 local M = {}
--- Per-socket state lives in parallel tables keyed by id, so that an idle connection
--- costs two hash entries here and no table of its own (a coroutine server holds one
--- per client):
-local state = {}   -- id -> connected (true/false; UDP true, listeners false); nil: the
-                   --       id is not a socket of this module
-local reader = {}  -- id -> the coroutine waiting in a read of the socket (not yet
-                   --       woken); false: that reader was woken and has not run yet;
-                   --       true: the last read(id) drained the buffer and nothing
-                   --       arrived since (read(id) then waits without looking); nil:
-                   --       none of these. A read waits per socket: whoever wakes it sets
-                   --       reader[id] = false and queues the coroutine (sched.push); the
-                   --       coroutine's sched state stays false. A woken reader that
-                   --       finds anything but false was abandoned meanwhile.
+-- Per-socket state: one small record per socket of this module, its three fields in
+-- the array part, so that a read makes one lookup keyed by the (large) id and then
+-- only array accesses (a lookup keyed by a large integer costs about 85 instructions
+-- on Lua 5.4, an array access a few):
+local socks = {}   -- id -> { connected, reader, owner }; nil: the id is not a socket
+                   --       of this module. Fields:
+                   -- [1] connected: true/false (UDP true, listeners false)
+                   -- [2] reader: the coroutine waiting in a read of the socket (not yet
+                   --     woken); false: that reader was woken and has not run yet;
+                   --     true: the last read(id) drained the buffer and nothing arrived
+                   --     since (read(id) then waits without looking); nil: none of
+                   --     these. A read waits per socket: whoever wakes it sets the field
+                   --     to false and queues the coroutine (sched.push); the coroutine's
+                   --     sched state stays false. A woken reader that finds anything but
+                   --     false in its record was abandoned meanwhile (forget clears the
+                   --     fields of a record it drops).
+                   -- [3] owner: see "Ownership" below.
+local CONN, READER, OWNER = 1, 2, 3
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
                    --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
@@ -63,7 +68,8 @@ local onclose = {}   -- id -> callback
 -- waited to read it. When that coroutine raises, the socket is closed by force
 -- (unsent data and unread bytes dropped). A coroutine that ends normally leaves its
 -- sockets open and ownerless (another coroutine may be serving them).
-local owner = {}     -- id -> coroutine
+local pend = {}      -- id -> owner coroutine of a socket with no record here yet (an
+                     --       accepted socket not started); the record's [3] otherwise
 local owned = {}     -- coroutine -> id, or a set {id = true} when it owns several
 local DEFAULT_LIMIT = 128 * 1024
 -- How many close(id) calls wait for a reader to finish (x.closer set): while none
@@ -102,10 +108,24 @@ local function ext(id)
   return x
 end
 
+local function owner_of(id)
+  local r = socks[id]
+  if r then return r[OWNER] end
+  return pend[id]
+end
+
 local function disown(id)
-  local co = owner[id]
-  if not co then return end
-  owner[id] = nil
+  local r = socks[id]
+  local co
+  if r then
+    co = r[OWNER]
+    if not co then return end
+    r[OWNER] = nil
+  else
+    co = pend[id]
+    if not co then return end
+    pend[id] = nil
+  end
   local o = owned[co]
   if o == id then
     owned[co] = nil
@@ -115,10 +135,11 @@ local function disown(id)
 end
 
 local function own(id, co)
-  local old = owner[id]
+  local old = owner_of(id)
   if old == co or not co then return end
   if old then disown(id) end
-  owner[id] = co
+  local r = socks[id]
+  if r then r[OWNER] = co else pend[id] = co end
   local o = owned[co]
   if o == nil then
     owned[co] = id
@@ -130,15 +151,43 @@ local function own(id, co)
 end
 
 local function forget(id)
-  state[id], reader[id], rare[id] = nil, nil, nil
-  if owner[id] then disown(id) end
+  if owner_of(id) then disown(id) end
+  local r = socks[id]
+  if r then
+    socks[id] = nil
+    r[CONN], r[READER] = nil, nil
+  end
+  rare[id] = nil
+end
+
+-- Register socket `id` here (connected: as record field 1), keeping its owner. A
+-- record it replaces loses its reader (as forget does).
+-- Whether socket `id` is connected (nil: not a socket of this module).
+local function conn(id)
+  local r = socks[id]
+  if r then return r[CONN] end
+end
+
+local function register(id, connected)
+  local old = socks[id]
+  local co
+  if old then
+    co = old[OWNER]
+    old[READER] = nil
+  else
+    co = pend[id]
+    pend[id] = nil
+  end
+  socks[id] = { connected, nil, co }
 end
 
 -- Wake the coroutine parked in a read of `id`, if any (as the readable handler does).
 local function kick(id)
-  local co = reader[id]
+  local r = socks[id]
+  if not r then return end
+  local co = r[READER]
   if co and co ~= true then
-    reader[id] = false
+    r[READER] = false
     push(co)
   end
 end
@@ -152,7 +201,8 @@ end
 -- The socket's connection state changed (opened, closed, failed): record it, end a
 -- pending open, and wake whoever waits on the socket.
 local function settle(id, connected)
-  state[id] = connected
+  local r = socks[id]
+  if r then r[CONN] = connected end
   local x = rare[id]
   if x then x.connecting = nil end
   wake(id)
@@ -168,12 +218,12 @@ end
 local H = {}
 
 function H.open(id)
-  if state[id] ~= nil then settle(id, true) end
+  if socks[id] then settle(id, true) end
 end
 
 -- A TLS handshake finished (for tls_open it follows `open`).
 function H.handshake(id)
-  if state[id] == nil then return end
+  if not socks[id] then return end
   local x = ext(id)
   x.tls = "done"
   wake(id)
@@ -181,7 +231,7 @@ end
 
 -- readable(id, unread): wake the coroutine waiting in a read of id (a C closure; see
 -- sched.waker).
-H.readable = sched.waker(reader)
+H.readable = sched.waker(socks, READER)
 
 function H.close(id)
   local x = rare[id]
@@ -190,7 +240,7 @@ function H.close(id)
     -- forget it now, and stop holding the scheduler for its callback.
     if x.held then sched.release() end
     forget(id)
-  elseif state[id] ~= nil then
+  elseif socks[id] then
     settle(id, false)
   else
     raw.unbuffer(id)
@@ -204,7 +254,7 @@ function H.error(id, msg)
     warn("error on %s %d: %s", x.listen and "listener" or "udp socket", id, msg)
     return -- these errors do not close the socket
   end
-  if state[id] ~= nil then
+  if socks[id] then
     ext(id).err = msg
     settle(id, false)
   else
@@ -223,7 +273,7 @@ function H.accept(lid, id, addr)
 end
 
 function H.warning(id, kb)
-  if state[id] == nil then return end
+  if not socks[id] then return end
   local x = rare[id]
   if x and x.on_warning then
     x.on_warning(id, kb)
@@ -238,7 +288,8 @@ function H.udp(id, data, from)
 end
 
 local function new_socket(id, connected)
-  state[id], reader[id], rare[id] = connected, nil, nil
+  register(id, connected)
+  rare[id] = nil
   if default_timeout then
     slow = true
     ext(id).timeout = default_timeout
@@ -251,7 +302,7 @@ local function argcheck(ok, n, fname, msg)
 end
 
 local function check(id)
-  if state[id] == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
+  if not socks[id] then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
 end
 
 -- The deadline of one read call on a socket with a timeout (nil without one): a
@@ -263,8 +314,8 @@ local function arm(id)
   local dl = { co = false, expired = false }
   dl.timer = raw.timeout(ms, function()
     dl.expired, dl.timer = true, nil
-    local co = dl.co
-    if co and reader[id] == co then kick(id) end
+    local co, rec = dl.co, socks[id]
+    if co and rec and rec[READER] == co then kick(id) end
   end)
   return dl
 end
@@ -292,8 +343,10 @@ end
 -- or nil if the socket was abandoned meanwhile (it is not ours any more: the caller
 -- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
 -- it expires; without one, a timeout set on the socket bounds this wait.
+-- (Called only on a socket registered here: its callers check `connected` first.)
 local function suspend(id, dl)
-  local r = reader[id]
+  local rec = socks[id]
+  local r = rec[READER]
   if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
@@ -301,23 +354,24 @@ local function suspend(id, dl)
     if dl.expired then return false, "timeout" end
     dl.co = co
   end
-  if owner[id] ~= co then own(id, co) end
+  if rec[OWNER] ~= co then own(id, co) end
   if slow then unpause(id) end
-  reader[id] = co
+  rec[READER] = co
   local t, fired
   local ms = slow and not dl and (rare[id] or NONE).timeout
   if ms then
     t = raw.timeout(ms, function()
       t = nil
-      if reader[id] == co then fired = true; kick(id) end
+      if rec[READER] == co then fired = true; kick(id) end
     end)
   end
   yield(PARKED)
   if t then raw.cancel_timeout(t) end
-  if reader[id] ~= false and reader[id] ~= co then
+  r = rec[READER]
+  if r ~= false and r ~= co then
     return nil -- forgotten (abandoned, or closed by force) or taken over
   end
-  reader[id] = nil
+  rec[READER] = nil
   if closing > 0 then
     local x = rare[id]
     if x and x.closer then ready(x.closer) end
@@ -360,7 +414,8 @@ local function opened(id)
   raw.buffered(id, DEFAULT_LIMIT)
   local ok = suspend(id)
   if ok == nil then return nil, "connect failed" end
-  if state[id] then return id end
+  local rec = socks[id]
+  if rec and rec[CONN] then return id end
   local why = (rare[id] or NONE).err
   forget(id)
   raw.unbuffer(id)
@@ -381,7 +436,8 @@ function M.listen(host, port, backlog)
   if host == "" then host = "0.0.0.0" end -- Skynet: an empty host is every interface
   local id, ip, p = raw.listen(host, port, backlog)
   if not id then error(failure("listen", ip), 2) end
-  state[id], rare[id] = false, { listen = true }
+  register(id, false)
+  rare[id] = { listen = true }
   return id, ip, p
 end
 
@@ -392,7 +448,10 @@ function M.start(id, func)
     "function expected, got " .. type(func))
   local x = rare[id]
   if func or (x and x.listen) then
-    if state[id] == nil then state[id], rare[id] = false, { listen = true } end
+    if not socks[id] then
+      register(id, false)
+      rare[id] = { listen = true }
+    end
     x = ext(id)
     x.accept = func or x.accept
     local ok, err = raw.start(id, H)
@@ -400,7 +459,8 @@ function M.start(id, func)
     if x.accept and not x.held then x.held = true; sched.hold() end
     return id
   end
-  if state[id] then
+  local rec = socks[id]
+  if rec and rec[CONN] then
     if x and x.paused then
       unpause(id)
       return id
@@ -419,17 +479,18 @@ function M.start(id, func)
 end
 
 function M.read(id, n)
-  local connected = state[id]
-  if connected == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
+  local rec = socks[id]
+  if not rec then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
+  local connected = rec[CONN]
   if n ~= nil and (type(n) ~= "number" or n < 0 or n ~= floor(n)) then
     argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
   end
   if n == nil then
-    local r = reader[id]
+    local r = rec[READER]
     if r ~= true then -- true: the last read drained the buffer, nothing arrived since
       local d = readsome(id, CHUNK)
       if d then
-        if r == nil and (not CHUNK or #d < CHUNK) then reader[id] = true end
+        if r == nil and (not CHUNK or #d < CHUNK) then rec[READER] = true end
         return d
       end
     end
@@ -443,7 +504,7 @@ function M.read(id, n)
       local co = running()
       -- The owner of a socket is always a scheduled coroutine (own() is given no
       -- other), so only a new owner needs the check.
-      if owner[id] ~= co then
+      if rec[OWNER] ~= co then
         if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2) end
         own(id, co)
       end
@@ -455,14 +516,14 @@ function M.read(id, n)
         if ms then
           t = raw.timeout(ms, function()
             t = nil
-            if reader[id] == co then fired = true; kick(id) end
+            if rec[READER] == co then fired = true; kick(id) end
           end)
         end
       end
-      reader[id] = co
+      rec[READER] = co
       yield(PARKED)
       if t then raw.cancel_timeout(t) end
-      r = reader[id]
+      r = rec[READER]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       if closing > 0 then
         x = rare[id]
@@ -470,12 +531,12 @@ function M.read(id, n)
       end
       local d = not fired and readsome(id, CHUNK)
       if d then
-        if not CHUNK or #d < CHUNK then reader[id] = true else reader[id] = nil end
+        if not CHUNK or #d < CHUNK then rec[READER] = true else rec[READER] = nil end
         return d
       end
-      reader[id], r = nil, nil
+      rec[READER], r = nil, nil
       if fired then return nil, "timeout" end
-      connected = state[id]
+      connected = rec[CONN]
     end
   end
   local d = raw.readn(id, n)
@@ -484,7 +545,7 @@ function M.read(id, n)
   if limit > 0 and n > limit then raw.buffered(id, n) end
   local dl = arm(id)
   while true do
-    if not state[id] then
+    if not conn(id) then
       d = rest(id)
       break
     end
@@ -513,7 +574,7 @@ function M.readline(id, sep)
     "non-empty string expected, got " .. (sep == "" and "empty string" or type(sep)))
   local line = raw.readline(id, sep)
   if line then return line end
-  if not state[id] then return false, rest(id) end
+  if not conn(id) then return false, rest(id) end
   local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
   local lifted = false
   local dl
@@ -524,7 +585,7 @@ function M.readline(id, sep)
   while true do
     line = raw.readline(id, sep)
     if line then return finish(line) end
-    if not state[id] then return finish(false, rest(id)) end
+    if not conn(id) then return finish(false, rest(id)) end
     local unread = raw.unread(id) or 0
     if unread >= MAX_LINE then return finish(nil, "line too long") end
     if limit > 0 and unread >= limit and not lifted then
@@ -540,14 +601,14 @@ end
 
 function M.readall(id)
   check(id)
-  if not state[id] then
+  if not conn(id) then
     local r = rest(id)
     return r ~= "" and r -- Skynet: false once a closed socket is drained
   end
-  if state[id] then
+  if conn(id) then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
     local dl = arm(id)
-    while state[id] do
+    while conn(id) do
       local ok, err = suspend(id, dl)
       if ok == nil then return done(dl, "") end
       if not ok then
@@ -563,13 +624,13 @@ end
 -- block(id): wait until something can be read (or the socket closes). Returns true if
 -- data is buffered or the socket is still open, false otherwise.
 function M.block(id)
-  if state[id] == nil then return false end
+  if socks[id] == nil then return false end
   if (raw.unread(id) or 0) > 0 then return true end
-  if not state[id] then return false end
+  if not conn(id) then return false end
   local ok, err = suspend(id)
   if ok == nil then return false end
   if not ok then return nil, err end
-  return state[id] or (raw.unread(id) or 0) > 0
+  return conn(id) or (raw.unread(id) or 0) > 0
 end
 
 M.write = raw.send
@@ -581,7 +642,7 @@ M.nodelay = raw.nodelay
 -- close(id): flush and close; waits for the close and for a reader of this socket to
 -- finish (bounded by settimeout: then the socket is closed by force).
 function M.close(id)
-  local connected = state[id]
+  local connected = conn(id)
   if connected == nil then return end
   local x = rare[id]
   if x and (x.listen or x.protocol == "UDP") then
@@ -598,7 +659,10 @@ function M.close(id)
       x = ext(id)
       closing = closing + 1
       x.closer = me
-      while state[id] or x.connecting or (reader[id] ~= nil and reader[id] ~= true) do
+      while true do
+        local rec = socks[id]
+        local r = rec and rec[READER]
+        if not ((rec and rec[CONN]) or x.connecting or (r ~= nil and r ~= true)) then break end
         local ok = sched.wait(x.timeout)
         if not ok then
           raw.close(id, true)
@@ -617,11 +681,11 @@ end
 
 -- shutdown(id): forced close (drops unsent data); the reader sees the close.
 function M.shutdown(id)
-  if state[id] ~= nil then raw.shutdown(id) end
+  if socks[id] ~= nil then raw.shutdown(id) end
 end
 
 function M.pause(id)
-  if state[id] == nil then return end
+  if socks[id] == nil then return end
   slow = true
   ext(id).paused = true
   raw.pause(id)
@@ -632,8 +696,8 @@ end
 -- next owner, in order; in a program without services they are dropped). A reader
 -- waiting on it returns as on a close, having read nothing.
 function M.abandon(id)
-  if state[id] == nil then return end
-  local co, x = reader[id], rare[id]
+  if socks[id] == nil then return end
+  local co, x = socks[id][READER], rare[id]
   forget(id)
   onclose[id] = nil
   if co and co ~= true then push(co) end
@@ -660,11 +724,11 @@ function M.default_timeout(ms)
 end
 
 function M.invalid(id)
-  return state[id] == nil
+  return socks[id] == nil
 end
 
 function M.disconnected(id)
-  local connected = state[id]
+  local connected = conn(id)
   if connected ~= nil then return not (connected or (rare[id] or NONE).connecting) end
 end
 
@@ -705,7 +769,7 @@ function M.readframe(id)
   while true do
     local f = raw.readframe(id)
     if f then return done(dl, f) end
-    if not state[id] then return done(dl, false, (rare[id] or NONE).err or "closed") end
+    if not conn(id) then return done(dl, false, (rare[id] or NONE).err or "closed") end
     dl = dl or arm(id)
     local ok, err = suspend(id, dl)
     if ok == nil then return done(dl, false, "closed") end
@@ -735,7 +799,7 @@ local function handshaken(id, fname, timeout)
     x.timeout = timeout
   end
   local ok, err = true, nil
-  while x.tls ~= "done" and state[id] do
+  while x.tls ~= "done" and conn(id) do
     ok, err = suspend(id)
     if ok == nil then err = "socket abandoned"; break end
     if not ok then break end
@@ -760,7 +824,8 @@ end
 function M.tls_listen(host, port, ctx, backlog)
   local id, ip, p = raw.tls_listen(host, port, ctx, backlog)
   if not id then error(failure("tls_listen", ip), 2) end -- as listen
-  state[id], rare[id] = false, { listen = true }
+  register(id, false)
+  rare[id] = { listen = true }
   return id, ip, p
 end
 
@@ -778,7 +843,7 @@ end
 function M.starttls(id, ctx, server_name, timeout)
   check(id)
   argcheck(timeout == nil or type(timeout) == "number", 4, "starttls", "number expected")
-  if not state[id] then return nil, "socket is closed" end
+  if not conn(id) then return nil, "socket is closed" end
   raw.readsome(id) -- drop unprotected bytes read before the upgrade
   local ok, err = raw.tls_upgrade(id, ctx, server_name)
   if not ok then return nil, err end
@@ -791,7 +856,7 @@ end
 local function udp_object(id, cb)
   local ok, err = raw.start(id, H)
   if not ok then return nil, err end
-  state[id], reader[id] = true, nil
+  register(id, true)
   rare[id] = { protocol = "UDP", callback = cb, held = cb ~= nil }
   if cb then sched.hold() end
   return id
@@ -806,7 +871,7 @@ function M.udp(callback, host, port)
 end
 
 function M.udp_connect(id, host, port, callback)
-  if state[id] ~= nil then
+  if socks[id] ~= nil then
     local x = ext(id)
     if callback and not x.held then x.held = true; sched.hold() end
     if callback then x.callback = callback end
@@ -865,11 +930,11 @@ end
 -- A socket whose owner raised: close it by force, drop its buffer, and wake whoever
 -- else waits on it (they see a close, as after abandon).
 local function drop(id)
-  if state[id] == nil then
+  if socks[id] == nil then
     raw.close(id, true) -- accepted, never started: still silent in the engine
     return
   end
-  local co, x = reader[id], rare[id]
+  local co, x = socks[id][READER], rare[id]
   if x and (x.listen or x.protocol == "UDP") then return end -- connections only
   forget(id)
   if co and co ~= true then push(co) end
@@ -880,8 +945,8 @@ end
 
 -- run() returned: the coroutines still parked in reads were abandoned with it.
 sched.on_reset(function()
-  for id, co in pairs(reader) do
-    if co ~= true then reader[id] = nil end
+  for _, rec in pairs(socks) do
+    if rec[READER] ~= true then rec[READER] = nil end
   end
 end)
 
@@ -891,8 +956,9 @@ sched.on_finish(function(co, ok)
   owned[co] = nil
   if type(o) ~= "table" then o = { [o] = true } end
   for id in pairs(o) do
-    if owner[id] == co then
-      owner[id] = nil
+    if owner_of(id) == co then
+      local rec = socks[id]
+      if rec then rec[OWNER] = nil else pend[id] = nil end
       if not ok then drop(id) end
     end
   end

@@ -127,6 +127,31 @@ pub(super) unsafe fn wake(
     }
 }
 
+/// `wake` for a socket whose reader state is field `slot` of its record `socks[id]`
+/// (`waker(socks, queue, slot)`); nothing if the record is not a table. Leaves the stack
+/// as it found it.
+///
+/// # Safety
+///
+/// As `wake`, with 4 free stack slots; `socks` and `queue` as `wake`'s tables.
+#[inline(always)]
+pub(super) unsafe fn wake_record(
+    l: *mut ffi::lua_State,
+    socks: c_int,
+    queue: c_int,
+    slot: ffi::lua_Integer,
+    id: ffi::lua_Integer,
+) {
+    // SAFETY: as the function's # Safety note; the record is at an absolute index
+    // while `wake` pushes above it.
+    unsafe {
+        if raw_get_id(l, socks, id) == ffi::LUA_TTABLE {
+            wake(l, ffi::lua_gettop(l), queue, slot);
+        }
+        ffi::lua_settop(l, -2);
+    }
+}
+
 /// The `readable(id, unread)` closure (see the module comment).
 ///
 /// # Safety
@@ -147,18 +172,52 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
     }
 }
 
-/// Whether the function at stack index `f` is a waker's `readable` closure: then the
-/// delivery loop does its work itself (`wake` on its two upvalues), without a call.
+const SLOT: c_int = ffi::lua_upvalueindex(3);
+
+/// The `readable(id, unread)` closure of `waker(socks, queue, slot)`: `wake_record`.
+///
+/// # Safety
+///
+/// As `wake_closure`; upvalue 3 is the slot, an integer (checked by `waker_new`).
+unsafe extern "C-unwind" fn wake_record_closure(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: see the function's # Safety note.
+    unsafe {
+        let mut isnum: c_int = 0;
+        let id = ffi::lua_tointegerx(l, 1, &mut isnum);
+        if isnum == 0 {
+            return 0;
+        }
+        let slot = ffi::lua_tointegerx(l, SLOT, std::ptr::null_mut());
+        wake_record(l, READER, QUEUE, slot, id);
+        0
+    }
+}
+
+/// Which kind of waker's `readable` closure the function at stack index `f` is: then
+/// the delivery loop does its work itself (`wake` or `wake_record` on its upvalues),
+/// without a call.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Waker {
+    /// Not a waker: call it.
+    No,
+    /// `waker(reader, queue)`.
+    Plain,
+    /// `waker(socks, queue, slot)`.
+    Record,
+}
+
+/// See `Waker`.
 ///
 /// # Safety
 ///
 /// `l` is a valid state; `f` an acceptable index.
-pub(super) unsafe fn is_waker(l: *mut ffi::lua_State, f: c_int) -> bool {
+pub(super) unsafe fn waker_kind(l: *mut ffi::lua_State, f: c_int) -> Waker {
     // SAFETY: as the function's # Safety note.
     unsafe {
         match ffi::lua_tocfunction(l, f) {
-            Some(cf) => cf as *const () == wake_closure as *const (),
-            None => false,
+            Some(cf) if cf as *const () == wake_closure as *const () => Waker::Plain,
+            Some(cf) if cf as *const () == wake_record_closure as *const () => Waker::Record,
+            _ => Waker::No,
         }
     }
 }
@@ -203,8 +262,27 @@ unsafe extern "C-unwind" fn waker_new(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
         tables_expected(l, c"waker");
+        if ffi::lua_type(l, 3) <= ffi::LUA_TNIL {
+            ffi::lua_settop(l, 2);
+            ffi::lua_pushcclosure(l, wake_closure, 2);
+            return 1;
+        }
+        let mut isnum: c_int = 0;
+        let slot = ffi::lua_tointegerx(l, 3, &mut isnum);
+        if isnum == 0 || ffi::lua_type(l, 3) != ffi::LUA_TNUMBER {
+            let got = ffi::lua_typename(l, ffi::lua_type(l, 3));
+            ffi::luaL_where(l, 1);
+            ffi::lua_pushfstring(
+                l,
+                c"bad argument #3 to 'waker' (integer expected, got %s)".as_ptr(),
+                got,
+            );
+            ffi::lua_concat(l, 2);
+            ffi::lua_error(l);
+        }
         ffi::lua_settop(l, 2);
-        ffi::lua_pushcclosure(l, wake_closure, 2);
+        ffi::lua_pushinteger(l, slot);
+        ffi::lua_pushcclosure(l, wake_record_closure, 3);
         1
     }
 }

@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mlua::{ffi, Lua};
 
+use super::co::Waker;
 use super::raise_panic;
 use crate::engine::Batch;
 use crate::lua::buffer::Routed;
@@ -50,9 +51,11 @@ struct Run<'a> {
     cached: Cached,
     has_data: bool,
     has_readable: bool,
-    /// `S_READABLE` is the coroutine layer's waker (`co::is_waker`): its work is done
-    /// here, on its tables in `S_READER` and `S_QUEUE`, without a call per message.
-    waker: bool,
+    /// `S_READABLE` is the coroutine layer's waker (`co::waker_kind`): its work is
+    /// done here, on its tables in `S_READER` and `S_QUEUE` (and with its record slot
+    /// `slot`), without a call per message.
+    waker: Waker,
+    slot: ffi::lua_Integer,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -141,13 +144,22 @@ unsafe fn select_handler(
         run.cached = if own { Cached::Own } else { Cached::Default };
         run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
         run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
-        run.waker = run.has_readable && super::co::is_waker(l, S_READABLE);
-        if run.waker {
+        run.waker = if run.has_readable {
+            super::co::waker_kind(l, S_READABLE)
+        } else {
+            Waker::No
+        };
+        if run.waker != Waker::No {
             // A C closure's upvalues have the empty name: never null.
             ffi::lua_getupvalue(l, S_READABLE, 1);
             ffi::lua_replace(l, S_READER);
             ffi::lua_getupvalue(l, S_READABLE, 2);
             ffi::lua_replace(l, S_QUEUE);
+            if run.waker == Waker::Record {
+                ffi::lua_getupvalue(l, S_READABLE, 3);
+                run.slot = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
+                ffi::lua_settop(l, -2);
+            }
         }
         true
     }
@@ -191,7 +203,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
         run.cached = Cached::Nothing;
         run.has_data = false;
         run.has_readable = false;
-        run.waker = false;
+        run.waker = Waker::No;
         if run.frame_pos < run.frames.len() {
             // Packets left by a callback error go to the socket's handler as it is now
             // (if a callback made it something other than a table, they are dropped).
@@ -225,7 +237,9 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                     }
                 }
                 Routed::Readable(n) => {
-                    if run.waker {
+                    if run.waker == Waker::Record {
+                        super::co::wake_record(l, S_READER, S_QUEUE, run.slot, id);
+                    } else if run.waker == Waker::Plain {
                         super::co::wake(l, S_READER, S_QUEUE, id);
                     } else if run.has_readable {
                         ffi::lua_pushvalue(l, S_READABLE);
@@ -276,7 +290,8 @@ pub fn deliver_data_run(
         cached: Cached::Nothing,
         has_data: false,
         has_readable: false,
-        waker: false,
+        waker: Waker::No,
+        slot: 0,
     };
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced apart from the two arguments, which

@@ -56,7 +56,8 @@ local socks = {}   -- id -> { connected, reader, owner }; nil: the id is not a s
                    --     false in its record was abandoned meanwhile (forget clears the
                    --     fields of a record it drops).
                    -- [3] owner: see "Ownership" below.
-local CONN, READER, OWNER = 1, 2, 3
+-- (The fields are written as literals, r[1], r[2], r[3]: on Lua 5.4 a constant index
+-- compiles to one GETI/SETI, a named one to an upvalue read and a table access.)
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
                    --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
@@ -110,7 +111,7 @@ end
 
 local function owner_of(id)
   local r = socks[id]
-  if r then return r[OWNER] end
+  if r then return r[3] end
   return pend[id]
 end
 
@@ -118,9 +119,9 @@ local function disown(id)
   local r = socks[id]
   local co
   if r then
-    co = r[OWNER]
+    co = r[3]
     if not co then return end
-    r[OWNER] = nil
+    r[3] = nil
   else
     co = pend[id]
     if not co then return end
@@ -139,7 +140,7 @@ local function own(id, co)
   if old == co or not co then return end
   if old then disown(id) end
   local r = socks[id]
-  if r then r[OWNER] = co else pend[id] = co end
+  if r then r[3] = co else pend[id] = co end
   local o = owned[co]
   if o == nil then
     owned[co] = id
@@ -155,7 +156,7 @@ local function forget(id)
   local r = socks[id]
   if r then
     socks[id] = nil
-    r[CONN], r[READER] = nil, nil
+    r[1], r[2] = nil, nil
   end
   rare[id] = nil
 end
@@ -165,15 +166,15 @@ end
 -- Whether socket `id` is connected (nil: not a socket of this module).
 local function conn(id)
   local r = socks[id]
-  if r then return r[CONN] end
+  if r then return r[1] end
 end
 
 local function register(id, connected)
   local old = socks[id]
   local co
   if old then
-    co = old[OWNER]
-    old[READER] = nil
+    co = old[3]
+    old[2] = nil
   else
     co = pend[id]
     pend[id] = nil
@@ -185,9 +186,9 @@ end
 local function kick(id)
   local r = socks[id]
   if not r then return end
-  local co = r[READER]
+  local co = r[2]
   if co and co ~= true then
-    r[READER] = false
+    r[2] = false
     push(co)
   end
 end
@@ -202,7 +203,7 @@ end
 -- pending open, and wake whoever waits on the socket.
 local function settle(id, connected)
   local r = socks[id]
-  if r then r[CONN] = connected end
+  if r then r[1] = connected end
   local x = rare[id]
   if x then x.connecting = nil end
   wake(id)
@@ -231,7 +232,7 @@ end
 
 -- readable(id, unread): wake the coroutine waiting in a read of id (a C closure; see
 -- sched.waker).
-H.readable = sched.waker(socks, READER)
+H.readable = sched.waker(socks, 2)
 
 function H.close(id)
   local x = rare[id]
@@ -315,7 +316,7 @@ local function arm(id)
   dl.timer = raw.timeout(ms, function()
     dl.expired, dl.timer = true, nil
     local co, rec = dl.co, socks[id]
-    if co and rec and rec[READER] == co then kick(id) end
+    if co and rec and rec[2] == co then kick(id) end
   end)
   return dl
 end
@@ -346,7 +347,7 @@ end
 -- (Called only on a socket registered here: its callers check `connected` first.)
 local function suspend(id, dl)
   local rec = socks[id]
-  local r = rec[READER]
+  local r = rec[2]
   if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
@@ -354,24 +355,24 @@ local function suspend(id, dl)
     if dl.expired then return false, "timeout" end
     dl.co = co
   end
-  if rec[OWNER] ~= co then own(id, co) end
+  if rec[3] ~= co then own(id, co) end
   if slow then unpause(id) end
-  rec[READER] = co
+  rec[2] = co
   local t, fired
   local ms = slow and not dl and (rare[id] or NONE).timeout
   if ms then
     t = raw.timeout(ms, function()
       t = nil
-      if rec[READER] == co then fired = true; kick(id) end
+      if rec[2] == co then fired = true; kick(id) end
     end)
   end
   yield(PARKED)
   if t then raw.cancel_timeout(t) end
-  r = rec[READER]
+  r = rec[2]
   if r ~= false and r ~= co then
     return nil -- forgotten (abandoned, or closed by force) or taken over
   end
-  rec[READER] = nil
+  rec[2] = nil
   if closing > 0 then
     local x = rare[id]
     if x and x.closer then ready(x.closer) end
@@ -415,7 +416,7 @@ local function opened(id)
   local ok = suspend(id)
   if ok == nil then return nil, "connect failed" end
   local rec = socks[id]
-  if rec and rec[CONN] then return id end
+  if rec and rec[1] then return id end
   local why = (rare[id] or NONE).err
   forget(id)
   raw.unbuffer(id)
@@ -460,7 +461,7 @@ function M.start(id, func)
     return id
   end
   local rec = socks[id]
-  if rec and rec[CONN] then
+  if rec and rec[1] then
     if x and x.paused then
       unpause(id)
       return id
@@ -481,16 +482,16 @@ end
 function M.read(id, n)
   local rec = socks[id]
   if not rec then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
-  local connected = rec[CONN]
+  local connected = rec[1]
   if n ~= nil and (type(n) ~= "number" or n < 0 or n ~= floor(n)) then
     argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
   end
   if n == nil then
-    local r = rec[READER]
+    local r = rec[2]
     if r ~= true then -- true: the last read drained the buffer, nothing arrived since
       local d = readsome(id, CHUNK)
       if d then
-        if r == nil and (not CHUNK or #d < CHUNK) then rec[READER] = true end
+        if r == nil and (not CHUNK or #d < CHUNK) then rec[2] = true end
         return d
       end
     end
@@ -504,7 +505,7 @@ function M.read(id, n)
       local co = running()
       -- The owner of a socket is always a scheduled coroutine (own() is given no
       -- other), so only a new owner needs the check.
-      if rec[OWNER] ~= co then
+      if rec[3] ~= co then
         if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2) end
         own(id, co)
       end
@@ -516,14 +517,14 @@ function M.read(id, n)
         if ms then
           t = raw.timeout(ms, function()
             t = nil
-            if rec[READER] == co then fired = true; kick(id) end
+            if rec[2] == co then fired = true; kick(id) end
           end)
         end
       end
-      rec[READER] = co
+      rec[2] = co
       yield(PARKED)
       if t then raw.cancel_timeout(t) end
-      r = rec[READER]
+      r = rec[2]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       if closing > 0 then
         x = rare[id]
@@ -531,12 +532,12 @@ function M.read(id, n)
       end
       local d = not fired and readsome(id, CHUNK)
       if d then
-        if not CHUNK or #d < CHUNK then rec[READER] = true else rec[READER] = nil end
+        if not CHUNK or #d < CHUNK then rec[2] = true else rec[2] = nil end
         return d
       end
-      rec[READER], r = nil, nil
+      rec[2], r = nil, nil
       if fired then return nil, "timeout" end
-      connected = rec[CONN]
+      connected = rec[1]
     end
   end
   local d = raw.readn(id, n)
@@ -661,8 +662,8 @@ function M.close(id)
       x.closer = me
       while true do
         local rec = socks[id]
-        local r = rec and rec[READER]
-        if not ((rec and rec[CONN]) or x.connecting or (r ~= nil and r ~= true)) then break end
+        local r = rec and rec[2]
+        if not ((rec and rec[1]) or x.connecting or (r ~= nil and r ~= true)) then break end
         local ok = sched.wait(x.timeout)
         if not ok then
           raw.close(id, true)
@@ -697,7 +698,7 @@ end
 -- waiting on it returns as on a close, having read nothing.
 function M.abandon(id)
   if socks[id] == nil then return end
-  local co, x = socks[id][READER], rare[id]
+  local co, x = socks[id][2], rare[id]
   forget(id)
   onclose[id] = nil
   if co and co ~= true then push(co) end
@@ -934,7 +935,7 @@ local function drop(id)
     raw.close(id, true) -- accepted, never started: still silent in the engine
     return
   end
-  local co, x = socks[id][READER], rare[id]
+  local co, x = socks[id][2], rare[id]
   if x and (x.listen or x.protocol == "UDP") then return end -- connections only
   forget(id)
   if co and co ~= true then push(co) end
@@ -946,7 +947,7 @@ end
 -- run() returned: the coroutines still parked in reads were abandoned with it.
 sched.on_reset(function()
   for _, rec in pairs(socks) do
-    if rec[READER] ~= true then rec[READER] = nil end
+    if rec[2] ~= true then rec[2] = nil end
   end
 end)
 
@@ -958,7 +959,7 @@ sched.on_finish(function(co, ok)
   for id in pairs(o) do
     if owner_of(id) == co then
       local rec = socks[id]
-      if rec then rec[OWNER] = nil else pend[id] = nil end
+      if rec then rec[3] = nil else pend[id] = nil end
       if not ok then drop(id) end
     end
   end

@@ -305,43 +305,55 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
         let mut h = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
-        ffi::lua_settop(l, 0);
+        // PARKED is a table (the scheduler's): compared by address (no API comparison);
+        // any other value with lua_rawequal.
+        let parked = if ffi::lua_type(l, PARKED_R) == ffi::LUA_TTABLE {
+            ffi::lua_topointer(l, PARKED_R)
+        } else {
+            std::ptr::null()
+        };
         loop {
-            // [tail, exit flag, args, co]: one settop for the four lookups.
+            // [co, tail, exit flag, args]: one settop for the four lookups.
+            ffi::lua_settop(l, 0);
+            let kind = ffi::lua_rawgeti(l, QUEUE_R, h);
             ffi::lua_rawgeti(l, QUEUE_R, 0);
-            let tail = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
+            let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut());
             if h > tail
                 || ffi::lua_rawgeti(l, QUEUE_R, -1) > ffi::LUA_TNIL
                 || ffi::lua_rawgeti(l, QARGS_R, h) > ffi::LUA_TNIL
             {
                 break;
             }
-            let kind = ffi::lua_rawgeti(l, QUEUE_R, h); // [tail, flag, args, co]
             ffi::lua_pushnil(l);
             ffi::lua_rawseti(l, QUEUE_R, h);
             h += 1;
             if kind != ffi::LUA_TTHREAD {
-                ffi::lua_settop(l, 0);
                 continue;
             }
-            ffi::lua_insert(l, 1); // [co, tail, flag, args]
-            ffi::lua_settop(l, 1); // [co]
             let co = ffi::lua_tothread(l, 1);
             let mut nres: c_int = 0;
             let status = ffi::lua_resume(co, l, 0, &mut nres);
             if status == ffi::LUA_YIELD && nres == 1 {
-                // Moved over before the comparison: PARKED_R is a pseudo-index of `l`.
-                ffi::lua_xmove(co, l, 1); // [co, v]
-                if ffi::lua_rawequal(l, 2, PARKED_R) != 0 {
-                    ffi::lua_settop(l, 0);
+                // Moved over (off the coroutine's stack, as a resume needs).
+                ffi::lua_xmove(co, l, 1); // [co, tail, flag, args, v]
+                let is_parked = if parked.is_null() {
+                    ffi::lua_rawequal(l, 5, PARKED_R) != 0
+                } else {
+                    // Two live tables at the same address are the same table.
+                    ffi::lua_type(l, 5) == ffi::LUA_TTABLE && ffi::lua_topointer(l, 5) == parked
+                };
+                if is_parked {
                     continue;
                 }
+                ffi::lua_replace(l, 2); // [co, v, flag, args]
+                ffi::lua_settop(l, 2); // [co, v]
                 ffi::lua_pushinteger(l, h); // [co, v, h]
                 ffi::lua_insert(l, 1); // [h, co, v]
                 ffi::lua_pushboolean(l, 1);
                 ffi::lua_insert(l, 3); // [h, co, true, v]
                 return 4;
             }
+            ffi::lua_settop(l, 1); // [co]
             ffi::lua_pushinteger(l, h);
             ffi::lua_insert(l, 1); // [h, co]
             if status == ffi::LUA_OK || status == ffi::LUA_YIELD {

@@ -52,7 +52,7 @@ use mlua::{ffi, Function, Lua};
 ///
 /// `l` is a valid state with a free stack slot; `t` is a pseudo-index (an upvalue) or
 /// an absolute index of a table (pushing the key must not move it).
-unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> c_int {
+pub(super) unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> c_int {
     // SAFETY: as the function's # Safety note.
     unsafe {
         if cfg!(any(feature = "lua51", feature = "luajit")) {

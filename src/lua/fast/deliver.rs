@@ -56,6 +56,8 @@ struct Run<'a> {
     /// `slot`), without a call per message.
     waker: Waker,
     slot: ffi::lua_Integer,
+    /// The address of the cached handler table (`S_HANDLER`), null if not a table.
+    handler_ptr: *const c_void,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -97,14 +99,22 @@ unsafe fn select_handler(
     unsafe {
         // Most servers give no socket its own handler: then the table lookup is skipped.
         let own = run.st.own_handlers.get() > 0 && {
-            // Not lua_rawgeti: on Lua 5.1 and LuaJIT it takes a C int, and ids go past 2^31.
-            ffi::lua_pushinteger(l, id);
-            ffi::lua_rawget(l, A_HANDLERS);
-            let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
-            if !found {
-                ffi::lua_pop(l, 1);
+            // (raw_get_id: not lua_rawgeti on Lua 5.1 and LuaJIT, whose key is a C int.)
+            let kind = super::co::raw_get_id(l, A_HANDLERS, id);
+            // The cached handler table again (the common case: every socket of the
+            // coroutine layer has the same one): compared by address, which is exact
+            // for two live tables.
+            if kind == ffi::LUA_TTABLE
+                && run.cached == Cached::Own
+                && ffi::lua_topointer(l, -1) == run.handler_ptr
+            {
+                ffi::lua_settop(l, -2);
+                return true;
             }
-            found
+            if kind == ffi::LUA_TNIL {
+                ffi::lua_settop(l, -2);
+            }
+            kind != ffi::LUA_TNIL
         };
         if !own {
             if run.cached == Cached::Default {
@@ -142,6 +152,11 @@ unsafe fn select_handler(
         }
         ffi::lua_replace(l, S_HANDLER);
         run.cached = if own { Cached::Own } else { Cached::Default };
+        run.handler_ptr = if ffi::lua_type(l, S_HANDLER) == ffi::LUA_TTABLE {
+            ffi::lua_topointer(l, S_HANDLER)
+        } else {
+            std::ptr::null()
+        };
         run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
         run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
         run.waker = if run.has_readable {
@@ -292,6 +307,7 @@ pub fn deliver_data_run(
         has_readable: false,
         waker: Waker::No,
         slot: 0,
+        handler_ptr: std::ptr::null(),
     };
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced apart from the two arguments, which

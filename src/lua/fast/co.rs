@@ -89,33 +89,45 @@ const QUEUE: c_int = ffi::lua_upvalueindex(2);
 /// What the waker does for an arrival on socket `id`, on the tables at stack indices
 /// `reader` and `queue` (see the module comment). Leaves the stack as it found it.
 ///
+/// `tail` caches `queue[0]` between calls in which no Lua code runs in between (the
+/// delivery loop's runs of wakes; `None`: read it). The coroutine is stored in the
+/// queue first, the only step that may allocate: if that raises a memory error,
+/// nothing has changed (`queue[0]` and the reader's state are existing keys).
+///
 /// # Safety
 ///
 /// `l` is a valid state with 3 free stack slots; `reader` and `queue` are
 /// pseudo-indices (upvalues) or absolute indices of tables. Only raw gets and sets, so
 /// no Lua code runs; a memory error while setting raises (the caller's frames must
-/// hold no Rust value with a destructor).
+/// hold no Rust value with a destructor). A `tail` given as `Some` is `queue[0]`.
 #[inline(always)]
 pub(super) unsafe fn wake(
     l: *mut ffi::lua_State,
     reader: c_int,
     queue: c_int,
     id: ffi::lua_Integer,
+    tail: &mut Option<ffi::lua_Integer>,
 ) {
     // SAFETY: as the function's # Safety note.
     unsafe {
         match raw_get_id(l, reader, id) {
             ffi::LUA_TTHREAD => {
                 // [co]
+                let last = match *tail {
+                    Some(t) => t,
+                    None => {
+                        ffi::lua_rawgeti(l, queue, 0); // [co, tail]
+                        let t = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
+                        ffi::lua_settop(l, -2);
+                        t
+                    }
+                } + 1;
+                ffi::lua_rawseti(l, queue, last); // []
+                ffi::lua_pushinteger(l, last);
+                ffi::lua_rawseti(l, queue, 0);
+                *tail = Some(last);
                 ffi::lua_pushboolean(l, 0);
                 raw_set_id(l, reader, id);
-                ffi::lua_rawgeti(l, queue, 0); // [co, tail]
-                let tail = ffi::lua_tointegerx(l, -1, std::ptr::null_mut()) + 1;
-                ffi::lua_pushinteger(l, tail);
-                ffi::lua_rawseti(l, queue, 0); // [co, tail]
-                ffi::lua_pushvalue(l, -2);
-                ffi::lua_rawseti(l, queue, tail); // [co, tail]
-                ffi::lua_settop(l, -3);
             }
             ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, -1) != 0 => {
                 ffi::lua_settop(l, -2);
@@ -141,12 +153,13 @@ pub(super) unsafe fn wake_record(
     queue: c_int,
     slot: ffi::lua_Integer,
     id: ffi::lua_Integer,
+    tail: &mut Option<ffi::lua_Integer>,
 ) {
     // SAFETY: as the function's # Safety note; the record is at an absolute index
     // while `wake` pushes above it.
     unsafe {
         if raw_get_id(l, socks, id) == ffi::LUA_TTABLE {
-            wake(l, ffi::lua_gettop(l), queue, slot);
+            wake(l, ffi::lua_gettop(l), queue, slot, tail);
         }
         ffi::lua_settop(l, -2);
     }
@@ -167,7 +180,7 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
         if isnum == 0 {
             return 0;
         }
-        wake(l, READER, QUEUE, id);
+        wake(l, READER, QUEUE, id, &mut None);
         0
     }
 }
@@ -188,7 +201,7 @@ unsafe extern "C-unwind" fn wake_record_closure(l: *mut ffi::lua_State) -> c_int
             return 0;
         }
         let slot = ffi::lua_tointegerx(l, SLOT, std::ptr::null_mut());
-        wake_record(l, READER, QUEUE, slot, id);
+        wake_record(l, READER, QUEUE, slot, id, &mut None);
         0
     }
 }

@@ -58,6 +58,9 @@ struct Run<'a> {
     slot: ffi::lua_Integer,
     /// The address of the cached handler table (`S_HANDLER`), null if not a table.
     handler_ptr: *const c_void,
+    /// `S_QUEUE`'s `queue[0]` while only wakes ran since it was read (`co::wake`);
+    /// `None` after anything else (a callback, another handler).
+    tail: Option<ffi::lua_Integer>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -151,6 +154,7 @@ unsafe fn select_handler(
             }
         }
         ffi::lua_replace(l, S_HANDLER);
+        run.tail = None; // another handler: maybe another queue
         run.cached = if own { Cached::Own } else { Cached::Default };
         run.handler_ptr = if ffi::lua_type(l, S_HANDLER) == ffi::LUA_TTABLE {
             ffi::lua_topointer(l, S_HANDLER)
@@ -216,6 +220,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
         let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
         ffi::lua_settop(l, S_QUEUE);
         run.cached = Cached::Nothing;
+        run.tail = None;
         run.has_data = false;
         run.has_readable = false;
         run.waker = Waker::No;
@@ -245,6 +250,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             match routed {
                 Routed::Normal => {
                     if run.has_data {
+                        run.tail = None;
                         ffi::lua_pushvalue(l, S_DATA);
                         ffi::lua_pushinteger(l, id);
                         ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
@@ -253,10 +259,11 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                 }
                 Routed::Readable(n) => {
                     if run.waker == Waker::Record {
-                        super::co::wake_record(l, S_READER, S_QUEUE, run.slot, id);
+                        super::co::wake_record(l, S_READER, S_QUEUE, run.slot, id, &mut run.tail);
                     } else if run.waker == Waker::Plain {
-                        super::co::wake(l, S_READER, S_QUEUE, id);
+                        super::co::wake(l, S_READER, S_QUEUE, id, &mut run.tail);
                     } else if run.has_readable {
+                        run.tail = None;
                         ffi::lua_pushvalue(l, S_READABLE);
                         ffi::lua_pushinteger(l, id);
                         ffi::lua_pushinteger(l, n as ffi::lua_Integer);
@@ -264,6 +271,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                     }
                 }
                 Routed::Frames(frames) => {
+                    run.tail = None;
                     run.frames = frames;
                     run.frame_pos = 0;
                     run.frame_id = id;
@@ -308,6 +316,7 @@ pub fn deliver_data_run(
         waker: Waker::No,
         slot: 0,
         handler_ptr: std::ptr::null(),
+        tail: None,
     };
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced apart from the two arguments, which

@@ -115,8 +115,10 @@ function tests.runner_resumes_parked_coroutines_and_hands_back_the_rest()
   T.eq(coroutine.status(b), "dead", "b dead")
   T.eq(select("#", run(h)), 1, "empty: h alone")
   T.eq(queue[1], nil, "slots cleared")
-  -- an entry with values is left for Lua; the exit flag stops the loop
+  -- an entry with values is left for Lua (queue[-1] a number: some entries have
+  -- values); the exit flag (queue[-1] = true) stops the loop
   queue[7], qargs[7], queue[0] = a, { n = 1, "v" }, 7
+  queue[-1] = 1
   T.eq(run(7), 7, "stops at an entry with values")
   T.eq(queue[7], a, "left in place")
   qargs[7] = nil

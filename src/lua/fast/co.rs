@@ -326,16 +326,20 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
             std::ptr::null()
         };
         loop {
-            // [co, tail, exit flag, args]: one settop for the four lookups.
+            // [co, tail, flag(, args)]: one settop for the lookups.
             ffi::lua_settop(l, 0);
             let kind = ffi::lua_rawgeti(l, QUEUE_R, h);
             ffi::lua_rawgeti(l, QUEUE_R, 0);
             let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut());
-            if h > tail
-                || ffi::lua_rawgeti(l, QUEUE_R, -1) > ffi::LUA_TNIL
-                || ffi::lua_rawgeti(l, QARGS_R, h) > ffi::LUA_TNIL
-            {
+            if h > tail {
                 break;
+            }
+            // queue[-1]: nil, go on; a number, some entries have values (look at
+            // qargs[h]); anything else, the exit flag.
+            match ffi::lua_rawgeti(l, QUEUE_R, -1) {
+                ffi::LUA_TNIL => {}
+                ffi::LUA_TNUMBER if ffi::lua_rawgeti(l, QARGS_R, h) == ffi::LUA_TNIL => {}
+                _ => break,
             }
             ffi::lua_pushnil(l);
             ffi::lua_rawseti(l, QUEUE_R, h);
@@ -348,17 +352,18 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
             let status = ffi::lua_resume(co, l, 0, &mut nres);
             if status == ffi::LUA_YIELD && nres == 1 {
                 // Moved over (off the coroutine's stack, as a resume needs).
-                ffi::lua_xmove(co, l, 1); // [co, tail, flag, args, v]
+                ffi::lua_xmove(co, l, 1); // [co, tail, flag(, args), v]
+                let v = ffi::lua_gettop(l);
                 let is_parked = if parked.is_null() {
-                    ffi::lua_rawequal(l, 5, PARKED_R) != 0
+                    ffi::lua_rawequal(l, v, PARKED_R) != 0
                 } else {
                     // Two live tables at the same address are the same table.
-                    ffi::lua_type(l, 5) == ffi::LUA_TTABLE && ffi::lua_topointer(l, 5) == parked
+                    ffi::lua_type(l, v) == ffi::LUA_TTABLE && ffi::lua_topointer(l, v) == parked
                 };
                 if is_parked {
                     continue;
                 }
-                ffi::lua_replace(l, 2); // [co, v, flag, args]
+                ffi::lua_replace(l, 2); // [co, v, ...]
                 ffi::lua_settop(l, 2); // [co, v]
                 ffi::lua_pushinteger(l, h); // [co, v, h]
                 ffi::lua_insert(l, 1); // [h, co, v]

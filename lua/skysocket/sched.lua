@@ -71,6 +71,10 @@ local function report(text)
 end
 
 local qargs = {}
+-- How many queued entries have values (qargs[i] set). queue[-1] tells the runner's C
+-- loop what it must look at: nil, nothing (the common case: no qargs lookup per
+-- resume); true, exit() was called; a number, some entries have values.
+local nargs = 0
 -- What this module's coroutines yield when they suspend: the run loop then knows,
 -- without a lookup keyed by the coroutine, that it did not end.
 local PARKED = {}
@@ -79,7 +83,11 @@ local function push(co, args)
   local t = queue[0] + 1
   queue[0] = t
   queue[t] = co
-  qargs[t] = args
+  if args then
+    qargs[t] = args
+    nargs = nargs + 1
+    if queue[-1] == nil then queue[-1] = 1 end
+  end
 end
 
 -- co -> fn(co, ok, err) run when co ends (see S.guard).
@@ -205,8 +213,25 @@ S.threads = threads
 -- Lua 5.x the C closures are the faster (see BENCHMARKS.md).
 local JIT = type(rawget(_G, "jit")) == "table"
 
-function S.waker(reader)
-  if not JIT then return raw.waker(reader, queue) end
+-- waker(socks, slot): the same for readers recorded per socket in a field of a
+-- record, socks[id][slot] (skysocket.socket's records).
+function S.waker(reader, slot)
+  if not JIT then return raw.waker(reader, queue, slot) end
+  if slot then
+    return function(id)
+      local rec = reader[id]
+      if not rec then return end
+      local co = rec[slot]
+      if co == true then
+        rec[slot] = nil
+      elseif co then
+        rec[slot] = false
+        local t = queue[0] + 1
+        queue[0] = t
+        queue[t] = co
+      end
+    end
+  end
   return function(id)
     local co = reader[id]
     if co == true then
@@ -236,6 +261,8 @@ if JIT then
         if v ~= PARKED then finished(co, ok, v) end
       else
         qa[h] = nil
+        nargs = nargs - 1
+        if nargs == 0 and q[-1] == 1 then q[-1] = nil end
         step(co, args)
       end
     end
@@ -255,6 +282,8 @@ else
           co = q[h]
           q[h], qa[h] = nil, nil
           qhead = h + 1
+          nargs = nargs - 1
+          if nargs == 0 and q[-1] == 1 then q[-1] = nil end
           step(co, args)
         end
       end
@@ -349,7 +378,7 @@ function S.release() if holds > 0 then holds = holds - 1 end end
 function S.run(main, ...)
   if running then error("sched.run: already running", 2) end
   running, exiting, main_result = true, false, nil
-  queue[-1] = nil
+  queue[-1], nargs = nil, 0
   main_co = S.fork(function(...) main_result = pack(true, main(...)) end, ...)
   local q = queue
   while true do
@@ -378,6 +407,7 @@ function S.run(main, ...)
   for k in pairs(qargs) do qargs[k] = nil end
   for k in pairs(threads) do threads[k] = nil end
   queue[0], qhead = 0, 1
+  nargs = 0
   live, holds = 0, 0
   guards = {}
   running, exiting = false, false

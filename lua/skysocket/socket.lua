@@ -39,19 +39,25 @@ local raw = require "skysocket"
 local sched = require "skysocket.sched"
 
 local M = {}
--- Per-socket state lives in parallel tables keyed by id, so that an idle connection
--- costs two hash entries here and no table of its own (a coroutine server holds one
--- per client):
-local state = {}   -- id -> connected (true/false; UDP true, listeners false); nil: the
-                   --       id is not a socket of this module
-local reader = {}  -- id -> the coroutine waiting in a read of the socket (not yet
-                   --       woken); false: that reader was woken and has not run yet;
-                   --       true: the last read(id) drained the buffer and nothing
-                   --       arrived since (read(id) then waits without looking); nil:
-                   --       none of these. A read waits per socket: whoever wakes it sets
-                   --       reader[id] = false and queues the coroutine (sched.push); the
-                   --       coroutine's sched state stays false. A woken reader that
-                   --       finds anything but false was abandoned meanwhile.
+-- Per-socket state: one small record per socket of this module, its three fields in
+-- the array part, so that a read makes one lookup keyed by the (large) id and then
+-- only array accesses (a lookup keyed by a large integer costs about 85 instructions
+-- on Lua 5.4, an array access a few):
+local socks = {}   -- id -> { connected, reader, owner }; nil: the id is not a socket
+                   --       of this module. Fields:
+                   -- [1] connected: true/false (UDP true, listeners false)
+                   -- [2] reader: the coroutine waiting in a read of the socket (not yet
+                   --     woken); false: that reader was woken and has not run yet;
+                   --     true: the last read(id) drained the buffer and nothing arrived
+                   --     since (read(id) then waits without looking); nil: none of
+                   --     these. A read waits per socket: whoever wakes it sets the field
+                   --     to false and queues the coroutine (sched.push); the coroutine's
+                   --     sched state stays false. A woken reader that finds anything but
+                   --     false in its record was abandoned meanwhile (forget clears the
+                   --     fields of a record it drops).
+                   -- [3] owner: see "Ownership" below.
+-- (The fields are written as literals, r[1], r[2], r[3]: on Lua 5.4 a constant index
+-- compiles to one GETI/SETI, a named one to an upvalue read and a table access.)
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
                    --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
@@ -63,9 +69,19 @@ local onclose = {}   -- id -> callback
 -- waited to read it. When that coroutine raises, the socket is closed by force
 -- (unsent data and unread bytes dropped). A coroutine that ends normally leaves its
 -- sockets open and ownerless (another coroutine may be serving them).
-local owner = {}     -- id -> coroutine
+local pend = {}      -- id -> owner coroutine of a socket with no record here yet (an
+                     --       accepted socket not started); the record's [3] otherwise
 local owned = {}     -- coroutine -> id, or a set {id = true} when it owns several
 local DEFAULT_LIMIT = 128 * 1024
+-- How many close(id) calls wait for a reader to finish (x.closer set): while none
+-- does, a woken reader skips the look for a closer to wake (the rare[id] lookup).
+-- Counted up before x.closer is set and down after it is cleared, so it is never 0
+-- while one waits (a closer abandoned in its wait keeps it above 0: only slower).
+local closing = 0
+-- Whether any socket was ever given a read timeout or paused (rare fields `timeout`,
+-- `paused`): until then a read that waits skips looking for them. Set before either
+-- field is, and never cleared.
+local slow = false
 local default_timeout
 
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
@@ -93,10 +109,24 @@ local function ext(id)
   return x
 end
 
+local function owner_of(id)
+  local r = socks[id]
+  if r then return r[3] end
+  return pend[id]
+end
+
 local function disown(id)
-  local co = owner[id]
-  if not co then return end
-  owner[id] = nil
+  local r = socks[id]
+  local co
+  if r then
+    co = r[3]
+    if not co then return end
+    r[3] = nil
+  else
+    co = pend[id]
+    if not co then return end
+    pend[id] = nil
+  end
   local o = owned[co]
   if o == id then
     owned[co] = nil
@@ -106,10 +136,11 @@ local function disown(id)
 end
 
 local function own(id, co)
-  local old = owner[id]
+  local old = owner_of(id)
   if old == co or not co then return end
   if old then disown(id) end
-  owner[id] = co
+  local r = socks[id]
+  if r then r[3] = co else pend[id] = co end
   local o = owned[co]
   if o == nil then
     owned[co] = id
@@ -121,15 +152,43 @@ local function own(id, co)
 end
 
 local function forget(id)
-  state[id], reader[id], rare[id] = nil, nil, nil
-  if owner[id] then disown(id) end
+  if owner_of(id) then disown(id) end
+  local r = socks[id]
+  if r then
+    socks[id] = nil
+    r[1], r[2] = nil, nil
+  end
+  rare[id] = nil
+end
+
+-- Register socket `id` here (connected: as record field 1), keeping its owner. A
+-- record it replaces loses its reader (as forget does).
+-- Whether socket `id` is connected (nil: not a socket of this module).
+local function conn(id)
+  local r = socks[id]
+  if r then return r[1] end
+end
+
+local function register(id, connected)
+  local old = socks[id]
+  local co
+  if old then
+    co = old[3]
+    old[2] = nil
+  else
+    co = pend[id]
+    pend[id] = nil
+  end
+  socks[id] = { connected, nil, co }
 end
 
 -- Wake the coroutine parked in a read of `id`, if any (as the readable handler does).
 local function kick(id)
-  local co = reader[id]
+  local r = socks[id]
+  if not r then return end
+  local co = r[2]
   if co and co ~= true then
-    reader[id] = false
+    r[2] = false
     push(co)
   end
 end
@@ -143,7 +202,8 @@ end
 -- The socket's connection state changed (opened, closed, failed): record it, end a
 -- pending open, and wake whoever waits on the socket.
 local function settle(id, connected)
-  state[id] = connected
+  local r = socks[id]
+  if r then r[1] = connected end
   local x = rare[id]
   if x then x.connecting = nil end
   wake(id)
@@ -159,7 +219,7 @@ end
 local H = {}
 
 function H.open(id)
-  if state[id] == nil then return end
+  if not socks[id] then return end
   -- Remembered for the opener: the peer may close before it runs (open and close in
   -- one poll), and the connection, with the bytes that came before the close, is
   -- still the opener's.
@@ -170,7 +230,7 @@ end
 
 -- A TLS handshake finished (for tls_open it follows `open`).
 function H.handshake(id)
-  if state[id] == nil then return end
+  if not socks[id] then return end
   local x = ext(id)
   x.tls = "done"
   wake(id)
@@ -178,7 +238,7 @@ end
 
 -- readable(id, unread): wake the coroutine waiting in a read of id (a C closure; see
 -- sched.waker).
-H.readable = sched.waker(reader)
+H.readable = sched.waker(socks, 2)
 
 function H.close(id)
   local x = rare[id]
@@ -187,7 +247,7 @@ function H.close(id)
     -- forget it now, and stop holding the scheduler for its callback.
     if x.held then sched.release() end
     forget(id)
-  elseif state[id] ~= nil then
+  elseif socks[id] then
     settle(id, false)
   else
     raw.unbuffer(id)
@@ -201,7 +261,7 @@ function H.error(id, msg)
     warn("error on %s %d: %s", x.listen and "listener" or "udp socket", id, msg)
     return -- these errors do not close the socket
   end
-  if state[id] ~= nil then
+  if socks[id] then
     ext(id).err = msg
     settle(id, false)
   else
@@ -220,7 +280,7 @@ function H.accept(lid, id, addr)
 end
 
 function H.warning(id, kb)
-  if state[id] == nil then return end
+  if not socks[id] then return end
   local x = rare[id]
   if x and x.on_warning then
     x.on_warning(id, kb)
@@ -235,8 +295,12 @@ function H.udp(id, data, from)
 end
 
 local function new_socket(id, connected)
-  state[id], reader[id], rare[id] = connected, nil, nil
-  if default_timeout then ext(id).timeout = default_timeout end
+  register(id, connected)
+  rare[id] = nil
+  if default_timeout then
+    slow = true
+    ext(id).timeout = default_timeout
+  end
 end
 
 -- Argument checks in the style of luaL_argerror, raised at the caller's line.
@@ -245,20 +309,20 @@ local function argcheck(ok, n, fname, msg)
 end
 
 local function check(id)
-  if state[id] == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
+  if not socks[id] then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 3) end
 end
 
 -- The deadline of one read call on a socket with a timeout (nil without one): a
 -- single timer for the whole call, so bytes trickling in (a slowloris client) do not
 -- extend it. The timer wakes the call's reader; suspend() then reports "timeout".
 local function arm(id)
-  local ms = (rare[id] or NONE).timeout
+  local ms = slow and (rare[id] or NONE).timeout
   if not ms then return nil end
   local dl = { co = false, expired = false }
   dl.timer = raw.timeout(ms, function()
     dl.expired, dl.timer = true, nil
-    local co = dl.co
-    if co and reader[id] == co then kick(id) end
+    local co, rec = dl.co, socks[id]
+    if co and rec and rec[2] == co then kick(id) end
   end)
   return dl
 end
@@ -286,8 +350,10 @@ end
 -- or nil if the socket was abandoned meanwhile (it is not ours any more: the caller
 -- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
 -- it expires; without one, a timeout set on the socket bounds this wait.
+-- (Called only on a socket registered here: its callers check `connected` first.)
 local function suspend(id, dl)
-  local r = reader[id]
+  local rec = socks[id]
+  local r = rec[2]
   if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
   local co = self()
   if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
@@ -295,25 +361,28 @@ local function suspend(id, dl)
     if dl.expired then return false, "timeout" end
     dl.co = co
   end
-  if owner[id] ~= co then own(id, co) end
-  unpause(id)
-  reader[id] = co
+  if rec[3] ~= co then own(id, co) end
+  if slow then unpause(id) end
+  rec[2] = co
   local t, fired
-  local ms = not dl and (rare[id] or NONE).timeout
+  local ms = slow and not dl and (rare[id] or NONE).timeout
   if ms then
     t = raw.timeout(ms, function()
       t = nil
-      if reader[id] == co then fired = true; kick(id) end
+      if rec[2] == co then fired = true; kick(id) end
     end)
   end
   yield(PARKED)
   if t then raw.cancel_timeout(t) end
-  if reader[id] ~= false and reader[id] ~= co then
+  r = rec[2]
+  if r ~= false and r ~= co then
     return nil -- forgotten (abandoned, or closed by force) or taken over
   end
-  reader[id] = nil
-  local x = rare[id]
-  if x and x.closer then ready(x.closer) end
+  rec[2] = nil
+  if closing > 0 then
+    local x = rare[id]
+    if x and x.closer then ready(x.closer) end
+  end
   if fired then return false, "timeout" end
   return true
 end
@@ -355,7 +424,8 @@ local function opened(id)
   local x = rare[id] or NONE
   local was_open = x.opened
   if was_open then x.opened = nil end
-  if state[id] or was_open then return id end
+  local rec = socks[id]
+  if (rec and rec[1]) or was_open then return id end
   local why = x.err
   forget(id)
   raw.unbuffer(id)
@@ -391,7 +461,7 @@ end
 -- close_fd(id): close a socket this module does not manage (Skynet: one never
 -- started, e.g. an accepted id handed elsewhere); use close for the others.
 function M.close_fd(id)
-  if state[id] ~= nil then error("Use socket.close instead", 2) end
+  if socks[id] ~= nil then error("Use socket.close instead", 2) end
   raw.close(id)
 end
 
@@ -399,7 +469,8 @@ function M.listen(host, port, backlog)
   if host == "" then host = "0.0.0.0" end -- Skynet: an empty host is every interface
   local id, ip, p = raw.listen(host, port, backlog)
   if not id then error(failure("listen", ip), 2) end
-  state[id], rare[id] = false, { listen = true }
+  register(id, false)
+  rare[id] = { listen = true }
   return id, ip, p
 end
 
@@ -410,7 +481,10 @@ function M.start(id, func)
     "function expected, got " .. type(func))
   local x = rare[id]
   if func or (x and x.listen) then
-    if state[id] == nil then state[id], rare[id] = false, { listen = true } end
+    if not socks[id] then
+      register(id, false)
+      rare[id] = { listen = true }
+    end
     x = ext(id)
     x.accept = func or x.accept
     local ok, err = raw.start(id, H)
@@ -418,7 +492,8 @@ function M.start(id, func)
     if x.accept and not x.held then x.held = true; sched.hold() end
     return id
   end
-  if state[id] then
+  local rec = socks[id]
+  if rec and rec[1] then
     if x and x.paused then
       unpause(id)
       return id
@@ -437,17 +512,18 @@ function M.start(id, func)
 end
 
 function M.read(id, n)
-  local connected = state[id]
-  if connected == nil then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
+  local rec = socks[id]
+  if not rec then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
+  local connected = rec[1]
   if n ~= nil and (type(n) ~= "number" or n < 0 or n ~= floor(n)) then
     argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
   end
   if n == nil then
-    local r = reader[id]
+    local r = rec[2]
     if r ~= true then -- true: the last read drained the buffer, nothing arrived since
       local d = readsome(id, CHUNK)
       if d then
-        if r == nil and (not CHUNK or #d < CHUNK) then reader[id] = true end
+        if r == nil and (not CHUNK or #d < CHUNK) then rec[2] = true end
         return d
       end
     end
@@ -461,11 +537,11 @@ function M.read(id, n)
       local co = running()
       -- The owner of a socket is always a scheduled coroutine (own() is given no
       -- other), so only a new owner needs the check.
-      if owner[id] ~= co then
+      if rec[3] ~= co then
         if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2) end
         own(id, co)
       end
-      local x = rare[id]
+      local x = slow and rare[id]
       local t, fired
       if x then
         if x.paused then unpause(id) end
@@ -473,25 +549,27 @@ function M.read(id, n)
         if ms then
           t = raw.timeout(ms, function()
             t = nil
-            if reader[id] == co then fired = true; kick(id) end
+            if rec[2] == co then fired = true; kick(id) end
           end)
         end
       end
-      reader[id] = co
+      rec[2] = co
       yield(PARKED)
       if t then raw.cancel_timeout(t) end
-      r = reader[id]
+      r = rec[2]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
-      x = rare[id]
-      if x and x.closer then ready(x.closer) end
+      if closing > 0 then
+        x = rare[id]
+        if x and x.closer then ready(x.closer) end
+      end
       local d = not fired and readsome(id, CHUNK)
       if d then
-        if not CHUNK or #d < CHUNK then reader[id] = true else reader[id] = nil end
+        if not CHUNK or #d < CHUNK then rec[2] = true else rec[2] = nil end
         return d
       end
-      reader[id], r = nil, nil
+      rec[2], r = nil, nil
       if fired then return nil, "timeout" end
-      connected = state[id]
+      connected = rec[1]
     end
   end
   local d = raw.readn(id, n)
@@ -500,7 +578,7 @@ function M.read(id, n)
   if limit > 0 and n > limit then raw.buffered(id, n) end
   local dl = arm(id)
   while true do
-    if not state[id] then
+    if not conn(id) then
       d = rest(id)
       break
     end
@@ -529,7 +607,7 @@ function M.readline(id, sep)
     "non-empty string expected, got " .. (sep == "" and "empty string" or type(sep)))
   local line = raw.readline(id, sep)
   if line then return line end
-  if not state[id] then return false, rest(id) end
+  if not conn(id) then return false, rest(id) end
   local limit = (rare[id] or NONE).limit or DEFAULT_LIMIT
   local lifted = false
   local dl
@@ -540,7 +618,7 @@ function M.readline(id, sep)
   while true do
     line = raw.readline(id, sep)
     if line then return finish(line) end
-    if not state[id] then return finish(false, rest(id)) end
+    if not conn(id) then return finish(false, rest(id)) end
     local unread = raw.unread(id) or 0
     if unread >= MAX_LINE then return finish(nil, "line too long") end
     if limit > 0 and unread >= limit and not lifted then
@@ -556,14 +634,14 @@ end
 
 function M.readall(id)
   check(id)
-  if not state[id] then
+  if not conn(id) then
     local r = rest(id)
     return r ~= "" and r -- Skynet: false once a closed socket is drained
   end
-  if state[id] then
+  if conn(id) then
     raw.buffered(id, 0) -- no pause: we wait for the end of the stream
     local dl = arm(id)
-    while state[id] do
+    while conn(id) do
       local ok, err = suspend(id, dl)
       if ok == nil then return done(dl, "") end
       if not ok then
@@ -579,13 +657,13 @@ end
 -- block(id): wait until something can be read (or the socket closes). Returns true if
 -- data is buffered or the socket is still open, false otherwise.
 function M.block(id)
-  if state[id] == nil then return false end
+  if socks[id] == nil then return false end
   if (raw.unread(id) or 0) > 0 then return true end
-  if not state[id] then return false end
+  if not conn(id) then return false end
   local ok, err = suspend(id)
   if ok == nil then return false end
   if not ok then return nil, err end
-  return state[id] or (raw.unread(id) or 0) > 0
+  return conn(id) or (raw.unread(id) or 0) > 0
 end
 
 M.write = raw.send
@@ -597,7 +675,7 @@ M.nodelay = raw.nodelay
 -- close(id): flush and close; waits for the close and for a reader of this socket to
 -- finish (bounded by settimeout: then the socket is closed by force).
 function M.close(id)
-  local connected = state[id]
+  local connected = conn(id)
   if connected == nil then return end
   local x = rare[id]
   if x and (x.listen or x.protocol == "UDP") then
@@ -612,8 +690,12 @@ function M.close(id)
     local me = sched.self()
     if me then
       x = ext(id)
+      closing = closing + 1
       x.closer = me
-      while state[id] or x.connecting or (reader[id] ~= nil and reader[id] ~= true) do
+      while true do
+        local rec = socks[id]
+        local r = rec and rec[2]
+        if not ((rec and rec[1]) or x.connecting or (r ~= nil and r ~= true)) then break end
         local ok = sched.wait(x.timeout)
         if not ok then
           raw.close(id, true)
@@ -621,6 +703,7 @@ function M.close(id)
         end
       end
       x.closer = nil
+      closing = closing - 1
     end
   else
     raw.close(id) -- the peer closed first: release a socket kept open by keepopen
@@ -631,11 +714,12 @@ end
 
 -- shutdown(id): forced close (drops unsent data); the reader sees the close.
 function M.shutdown(id)
-  if state[id] ~= nil then raw.shutdown(id) end
+  if socks[id] ~= nil then raw.shutdown(id) end
 end
 
 function M.pause(id)
-  if state[id] == nil then return end
+  if socks[id] == nil then return end
+  slow = true
   ext(id).paused = true
   raw.pause(id)
 end
@@ -645,8 +729,8 @@ end
 -- next owner, in order; in a program without services they are dropped). A reader
 -- waiting on it returns as on a close, having read nothing.
 function M.abandon(id)
-  if state[id] == nil then return end
-  local co, x = reader[id], rare[id]
+  if socks[id] == nil then return end
+  local co, x = socks[id][2], rare[id]
   forget(id)
   onclose[id] = nil
   if co and co ~= true then push(co) end
@@ -662,6 +746,7 @@ end
 
 function M.settimeout(id, ms)
   check(id)
+  slow = true
   ext(id).timeout = ms
 end
 
@@ -672,11 +757,11 @@ function M.default_timeout(ms)
 end
 
 function M.invalid(id)
-  return state[id] == nil
+  return socks[id] == nil
 end
 
 function M.disconnected(id)
-  local connected = state[id]
+  local connected = conn(id)
   if connected ~= nil then return not (connected or (rare[id] or NONE).connecting) end
 end
 
@@ -717,7 +802,7 @@ function M.readframe(id)
   while true do
     local f = raw.readframe(id)
     if f then return done(dl, f) end
-    if not state[id] then return done(dl, false, (rare[id] or NONE).err or "closed") end
+    if not conn(id) then return done(dl, false, (rare[id] or NONE).err or "closed") end
     dl = dl or arm(id)
     local ok, err = suspend(id, dl)
     if ok == nil then return done(dl, false, "closed") end
@@ -742,9 +827,12 @@ M.tls_info = raw.tls_info
 local function handshaken(id, fname, timeout)
   local x = ext(id)
   local saved = x.timeout
-  if timeout then x.timeout = timeout end
+  if timeout then
+    slow = true
+    x.timeout = timeout
+  end
   local ok, err = true, nil
-  while x.tls ~= "done" and state[id] do
+  while x.tls ~= "done" and conn(id) do
     ok, err = suspend(id)
     if ok == nil then err = "socket abandoned"; break end
     if not ok then break end
@@ -769,7 +857,8 @@ end
 function M.tls_listen(host, port, ctx, backlog)
   local id, ip, p = raw.tls_listen(host, port, ctx, backlog)
   if not id then error(failure("tls_listen", ip), 2) end -- as listen
-  state[id], rare[id] = false, { listen = true }
+  register(id, false)
+  rare[id] = { listen = true }
   return id, ip, p
 end
 
@@ -787,7 +876,7 @@ end
 function M.starttls(id, ctx, server_name, timeout)
   check(id)
   argcheck(timeout == nil or type(timeout) == "number", 4, "starttls", "number expected")
-  if not state[id] then return nil, "socket is closed" end
+  if not conn(id) then return nil, "socket is closed" end
   raw.readsome(id) -- drop unprotected bytes read before the upgrade
   local ok, err = raw.tls_upgrade(id, ctx, server_name)
   if not ok then return nil, err end
@@ -800,7 +889,7 @@ end
 local function udp_object(id, cb)
   local ok, err = raw.start(id, H)
   if not ok then return nil, err end
-  state[id], reader[id] = true, nil
+  register(id, true)
   rare[id] = { protocol = "UDP", callback = cb, held = cb ~= nil }
   if cb then sched.hold() end
   return id
@@ -815,7 +904,7 @@ function M.udp(callback, host, port)
 end
 
 function M.udp_connect(id, host, port, callback)
-  if state[id] ~= nil then
+  if socks[id] ~= nil then
     local x = ext(id)
     if callback and not x.held then x.held = true; sched.hold() end
     if callback then x.callback = callback end
@@ -874,11 +963,11 @@ end
 -- A socket whose owner raised: close it by force, drop its buffer, and wake whoever
 -- else waits on it (they see a close, as after abandon).
 local function drop(id)
-  if state[id] == nil then
+  if socks[id] == nil then
     raw.close(id, true) -- accepted, never started: still silent in the engine
     return
   end
-  local co, x = reader[id], rare[id]
+  local co, x = socks[id][2], rare[id]
   if x and (x.listen or x.protocol == "UDP") then return end -- connections only
   forget(id)
   if co and co ~= true then push(co) end
@@ -889,8 +978,8 @@ end
 
 -- run() returned: the coroutines still parked in reads were abandoned with it.
 sched.on_reset(function()
-  for id, co in pairs(reader) do
-    if co ~= true then reader[id] = nil end
+  for _, rec in pairs(socks) do
+    if rec[2] ~= true then rec[2] = nil end
   end
 end)
 
@@ -900,8 +989,9 @@ sched.on_finish(function(co, ok)
   owned[co] = nil
   if type(o) ~= "table" then o = { [o] = true } end
   for id in pairs(o) do
-    if owner[id] == co then
-      owner[id] = nil
+    if owner_of(id) == co then
+      local rec = socks[id]
+      if rec then rec[3] = nil else pend[id] = nil end
       if not ok then drop(id) end
     end
   end

@@ -164,11 +164,12 @@ fn after_take(st: &State, id: SocketId, b: &mut ReadBuf) {
 }
 
 /// A take in progress, found by `begin_take`: the bytes to hand out stay in the
-/// socket's buffer (the buffer table stays borrowed) until `finish` consumes them. The
-/// split lets the fast path push the string between the two steps, outside the
-/// `catch_unwind` that guards the Rust parts (a Lua error must never cross one).
+/// socket's buffer (the buffer table stays borrowed, through the one entry found)
+/// until `finish` consumes them. The split lets the fast path push the string between
+/// the two steps, outside the `catch_unwind` that guards the Rust parts (a Lua error
+/// must never cross one).
 pub struct Taking<'a> {
-    bufs: RefMut<'a, Buffers>,
+    buf: RefMut<'a, ReadBuf>,
     id: SocketId,
     start: usize,
     len: usize,
@@ -178,24 +179,20 @@ pub struct Taking<'a> {
 impl Taking<'_> {
     /// The bytes to hand out (empty if `pick` gave a range outside the buffer).
     pub fn bytes(&self) -> &[u8] {
-        self.bufs
-            .get(&self.id)
-            .and_then(|b| {
-                b.bytes()
-                    .get(self.start..self.start.saturating_add(self.len))
-            })
+        self.buf
+            .bytes()
+            .get(self.start..self.start.saturating_add(self.len))
             .unwrap_or(&[])
     }
 
     /// Consume the bytes taken and release the buffer table.
     pub fn finish(mut self, st: &State) {
         let id = self.id;
-        let Some(b) = self.bufs.get_mut(&id) else {
-            return;
-        };
+        let b = &mut *self.buf;
         b.consume(self.used.min(b.unread()));
         if b.closed && b.unread() == 0 {
-            self.bufs.remove(&id);
+            drop(self.buf);
+            st.buffers.borrow_mut().remove(&id);
         } else {
             after_take(st, id, b);
         }
@@ -210,11 +207,11 @@ pub fn begin_take(
     id: SocketId,
     pick: impl FnOnce(&mut ReadBuf) -> Option<(usize, usize, usize)>,
 ) -> Option<Taking<'_>> {
-    let mut bufs = st.buffers.try_borrow_mut().ok()?;
-    let b = bufs.get_mut(&id)?;
-    let (start, len, used) = pick(b)?;
+    let bufs = st.buffers.try_borrow_mut().ok()?;
+    let mut buf = RefMut::filter_map(bufs, |m| m.get_mut(&id)).ok()?;
+    let (start, len, used) = pick(&mut buf)?;
     Some(Taking {
-        bufs,
+        buf,
         id,
         start,
         len,

@@ -32,6 +32,61 @@ function tests.waker_wakes_per_socket_and_clears_the_drained_mark()
   assert(tostring(err):find("bad argument #2 to 'waker' (table expected, got nil)", 1, true), err)
 end
 
+-- waker(socks, queue, slot): the reader state is field `slot` of a record per socket
+-- (skysocket.socket's records); the delivery loop does the same work without a call.
+function tests.record_waker_wakes_the_reader_in_the_socket_record()
+  local socks, queue = {}, { [0] = 0 }
+  local wake = raw.waker(socks, queue, 2)
+  local co = coroutine.create(function() end)
+  local big = math.floor(2 ^ 40) + 5
+  socks[11], socks[12], socks[13] = { true, co }, { true, true }, { true, false }
+  socks[big] = { true, nil, co }
+  wake(11, 64); wake(12, 1); wake(13, 1); wake(14, 1); wake(big, 1); wake("x")
+  T.eq(queue[0], 1, "one queued")
+  T.eq(queue[1], co, "the parked reader")
+  T.eq(socks[11][2], false, "marked woken")
+  T.eq(socks[12][2], nil, "drained mark cleared")
+  T.eq(socks[13][2], false, "a woken reader is not queued twice")
+  T.eq(socks[big][2], nil, "no reader: nothing")
+  T.eq(socks[big][3], co, "other fields untouched")
+  socks[big][2] = co
+  wake(big, 1)
+  T.eq(queue[2], co, "a reader of a large id")
+  T.eq(socks[big][2], false, "marked woken")
+  socks[15] = "not a record"
+  wake(15, 1)
+  T.eq(queue[0], 2, "a non-table record is skipped")
+  local ok, err = pcall(raw.waker, socks, queue, "two")
+  T.eq(ok, false, "bad slot")
+  assert(tostring(err):find("bad argument #3 to 'waker' (integer expected, got string)", 1, true), err)
+  -- The socket layer's records, end to end: an echo through skysocket.socket.
+  local socket = require "skysocket.socket"
+  local got
+  local ok2, err2 = socket.run(function()
+    local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+    socket.start(lid, function(id)
+      socket.start(id)
+      for _ = 1, 3 do
+        local d = socket.read(id)
+        if not d then break end
+        socket.write(id, d)
+      end
+      socket.close(id)
+    end)
+    local c = assert(socket.open("127.0.0.1", port))
+    local parts = {}
+    for i = 1, 3 do
+      socket.write(c, "m" .. i)
+      parts[#parts + 1] = socket.read(c, 2)
+    end
+    got = table.concat(parts, ",")
+    socket.close(c)
+    socket.close(lid)
+  end)
+  T.eq(ok2, true, tostring(err2))
+  T.eq(got, "m1,m2,m3", "echoed through the record waker")
+end
+
 function tests.runner_resumes_parked_coroutines_and_hands_back_the_rest()
   local PARKED = {}
   local queue, qargs = { [0] = 0 }, {}
@@ -60,8 +115,10 @@ function tests.runner_resumes_parked_coroutines_and_hands_back_the_rest()
   T.eq(coroutine.status(b), "dead", "b dead")
   T.eq(select("#", run(h)), 1, "empty: h alone")
   T.eq(queue[1], nil, "slots cleared")
-  -- an entry with values is left for Lua; the exit flag stops the loop
+  -- an entry with values is left for Lua (queue[-1] a number: some entries have
+  -- values); the exit flag (queue[-1] = true) stops the loop
   queue[7], qargs[7], queue[0] = a, { n = 1, "v" }, 7
+  queue[-1] = 1
   T.eq(run(7), 7, "stops at an entry with values")
   T.eq(queue[7], a, "left in place")
   qargs[7] = nil

@@ -52,7 +52,7 @@ use mlua::{ffi, Function, Lua};
 ///
 /// `l` is a valid state with a free stack slot; `t` is a pseudo-index (an upvalue) or
 /// an absolute index of a table (pushing the key must not move it).
-unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> c_int {
+pub(super) unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) -> c_int {
     // SAFETY: as the function's # Safety note.
     unsafe {
         if cfg!(any(feature = "lua51", feature = "luajit")) {
@@ -86,13 +86,92 @@ unsafe fn raw_set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
 const READER: c_int = ffi::lua_upvalueindex(1);
 const QUEUE: c_int = ffi::lua_upvalueindex(2);
 
+/// What the waker does for an arrival on socket `id`, on the tables at stack indices
+/// `reader` and `queue` (see the module comment). Leaves the stack as it found it.
+///
+/// `tail` caches `queue[0]` between calls in which no Lua code runs in between (the
+/// delivery loop's runs of wakes; `None`: read it). The coroutine is stored in the
+/// queue first, the only step that may allocate: if that raises a memory error,
+/// nothing has changed (`queue[0]` and the reader's state are existing keys).
+///
+/// # Safety
+///
+/// `l` is a valid state with 3 free stack slots; `reader` and `queue` are
+/// pseudo-indices (upvalues) or absolute indices of tables. Only raw gets and sets, so
+/// no Lua code runs; a memory error while setting raises (the caller's frames must
+/// hold no Rust value with a destructor). A `tail` given as `Some` is `queue[0]`.
+#[inline(always)]
+pub(super) unsafe fn wake(
+    l: *mut ffi::lua_State,
+    reader: c_int,
+    queue: c_int,
+    id: ffi::lua_Integer,
+    tail: &mut Option<ffi::lua_Integer>,
+) {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        match raw_get_id(l, reader, id) {
+            ffi::LUA_TTHREAD => {
+                // [co]
+                let last = match *tail {
+                    Some(t) => t,
+                    None => {
+                        ffi::lua_rawgeti(l, queue, 0); // [co, tail]
+                        let t = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
+                        ffi::lua_settop(l, -2);
+                        t
+                    }
+                } + 1;
+                ffi::lua_rawseti(l, queue, last); // []
+                ffi::lua_pushinteger(l, last);
+                ffi::lua_rawseti(l, queue, 0);
+                *tail = Some(last);
+                ffi::lua_pushboolean(l, 0);
+                raw_set_id(l, reader, id);
+            }
+            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, -1) != 0 => {
+                ffi::lua_settop(l, -2);
+                ffi::lua_pushnil(l);
+                raw_set_id(l, reader, id);
+            }
+            _ => ffi::lua_settop(l, -2),
+        }
+    }
+}
+
+/// `wake` for a socket whose reader state is field `slot` of its record `socks[id]`
+/// (`waker(socks, queue, slot)`); nothing if the record is not a table. Leaves the stack
+/// as it found it.
+///
+/// # Safety
+///
+/// As `wake`, with 4 free stack slots; `socks` and `queue` as `wake`'s tables.
+#[inline(always)]
+pub(super) unsafe fn wake_record(
+    l: *mut ffi::lua_State,
+    socks: c_int,
+    queue: c_int,
+    slot: ffi::lua_Integer,
+    id: ffi::lua_Integer,
+    tail: &mut Option<ffi::lua_Integer>,
+) {
+    // SAFETY: as the function's # Safety note; the record is at an absolute index
+    // while `wake` pushes above it.
+    unsafe {
+        if raw_get_id(l, socks, id) == ffi::LUA_TTABLE {
+            wake(l, ffi::lua_gettop(l), queue, slot, tail);
+        }
+        ffi::lua_settop(l, -2);
+    }
+}
+
 /// The `readable(id, unread)` closure (see the module comment).
 ///
 /// # Safety
 ///
 /// called by Lua as a C closure made by `waker_new`, whose two upvalues are
 /// tables (checked there). Every stack slot used is within the `LUA_MINSTACK` (20)
-/// slots a C function gets: at most 2 are pushed at a time.
+/// slots a C function gets: at most 3 are pushed at a time.
 unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
@@ -101,25 +180,58 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
         if isnum == 0 {
             return 0;
         }
-        ffi::lua_settop(l, 0);
-        match raw_get_id(l, READER, id) {
-            ffi::LUA_TTHREAD => {
-                ffi::lua_pushboolean(l, 0);
-                raw_set_id(l, READER, id);
-                ffi::lua_rawgeti(l, QUEUE, 0);
-                let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut()) + 1;
-                ffi::lua_settop(l, 1);
-                ffi::lua_rawseti(l, QUEUE, tail);
-                ffi::lua_pushinteger(l, tail);
-                ffi::lua_rawseti(l, QUEUE, 0);
-            }
-            ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, 1) != 0 => {
-                ffi::lua_pushnil(l);
-                raw_set_id(l, READER, id);
-            }
-            _ => {}
-        }
+        wake(l, READER, QUEUE, id, &mut None);
         0
+    }
+}
+
+const SLOT: c_int = ffi::lua_upvalueindex(3);
+
+/// The `readable(id, unread)` closure of `waker(socks, queue, slot)`: `wake_record`.
+///
+/// # Safety
+///
+/// As `wake_closure`; upvalue 3 is the slot, an integer (checked by `waker_new`).
+unsafe extern "C-unwind" fn wake_record_closure(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: see the function's # Safety note.
+    unsafe {
+        let mut isnum: c_int = 0;
+        let id = ffi::lua_tointegerx(l, 1, &mut isnum);
+        if isnum == 0 {
+            return 0;
+        }
+        let slot = ffi::lua_tointegerx(l, SLOT, std::ptr::null_mut());
+        wake_record(l, READER, QUEUE, slot, id, &mut None);
+        0
+    }
+}
+
+/// Which kind of waker's `readable` closure the function at stack index `f` is: then
+/// the delivery loop does its work itself (`wake` or `wake_record` on its upvalues),
+/// without a call.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Waker {
+    /// Not a waker: call it.
+    No,
+    /// `waker(reader, queue)`.
+    Plain,
+    /// `waker(socks, queue, slot)`.
+    Record,
+}
+
+/// See `Waker`.
+///
+/// # Safety
+///
+/// `l` is a valid state; `f` an acceptable index.
+pub(super) unsafe fn waker_kind(l: *mut ffi::lua_State, f: c_int) -> Waker {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        match ffi::lua_tocfunction(l, f) {
+            Some(cf) if cf as *const () == wake_closure as *const () => Waker::Plain,
+            Some(cf) if cf as *const () == wake_record_closure as *const () => Waker::Record,
+            _ => Waker::No,
+        }
     }
 }
 
@@ -163,8 +275,27 @@ unsafe extern "C-unwind" fn waker_new(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
         tables_expected(l, c"waker");
+        if ffi::lua_type(l, 3) <= ffi::LUA_TNIL {
+            ffi::lua_settop(l, 2);
+            ffi::lua_pushcclosure(l, wake_closure, 2);
+            return 1;
+        }
+        let mut isnum: c_int = 0;
+        let slot = ffi::lua_tointegerx(l, 3, &mut isnum);
+        if isnum == 0 || ffi::lua_type(l, 3) != ffi::LUA_TNUMBER {
+            let got = ffi::lua_typename(l, ffi::lua_type(l, 3));
+            ffi::luaL_where(l, 1);
+            ffi::lua_pushfstring(
+                l,
+                c"bad argument #3 to 'waker' (integer expected, got %s)".as_ptr(),
+                got,
+            );
+            ffi::lua_concat(l, 2);
+            ffi::lua_error(l);
+        }
         ffi::lua_settop(l, 2);
-        ffi::lua_pushcclosure(l, wake_closure, 2);
+        ffi::lua_pushinteger(l, slot);
+        ffi::lua_pushcclosure(l, wake_record_closure, 3);
         1
     }
 }
@@ -187,43 +318,60 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
         let mut h = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
-        ffi::lua_settop(l, 0);
+        // PARKED is a table (the scheduler's): compared by address (no API comparison);
+        // any other value with lua_rawequal.
+        let parked = if ffi::lua_type(l, PARKED_R) == ffi::LUA_TTABLE {
+            ffi::lua_topointer(l, PARKED_R)
+        } else {
+            std::ptr::null()
+        };
         loop {
+            // [co, tail, flag(, args)]: one settop for the lookups.
+            ffi::lua_settop(l, 0);
+            let kind = ffi::lua_rawgeti(l, QUEUE_R, h);
             ffi::lua_rawgeti(l, QUEUE_R, 0);
-            let tail = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
-            ffi::lua_settop(l, 0);
-            if h > tail || ffi::lua_rawgeti(l, QUEUE_R, -1) > ffi::LUA_TNIL {
+            let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut());
+            if h > tail {
                 break;
             }
-            ffi::lua_settop(l, 0);
-            if ffi::lua_rawgeti(l, QARGS_R, h) > ffi::LUA_TNIL {
-                break;
+            // queue[-1]: nil, go on; a number, some entries have values (look at
+            // qargs[h]); anything else, the exit flag.
+            match ffi::lua_rawgeti(l, QUEUE_R, -1) {
+                ffi::LUA_TNIL => {}
+                ffi::LUA_TNUMBER if ffi::lua_rawgeti(l, QARGS_R, h) == ffi::LUA_TNIL => {}
+                _ => break,
             }
-            ffi::lua_settop(l, 0);
-            let kind = ffi::lua_rawgeti(l, QUEUE_R, h); // [co]
             ffi::lua_pushnil(l);
             ffi::lua_rawseti(l, QUEUE_R, h);
             h += 1;
             if kind != ffi::LUA_TTHREAD {
-                ffi::lua_settop(l, 0);
                 continue;
             }
             let co = ffi::lua_tothread(l, 1);
             let mut nres: c_int = 0;
             let status = ffi::lua_resume(co, l, 0, &mut nres);
             if status == ffi::LUA_YIELD && nres == 1 {
-                // Moved over before the comparison: PARKED_R is a pseudo-index of `l`.
-                ffi::lua_xmove(co, l, 1); // [co, v]
-                if ffi::lua_rawequal(l, 2, PARKED_R) != 0 {
-                    ffi::lua_settop(l, 0);
+                // Moved over (off the coroutine's stack, as a resume needs).
+                ffi::lua_xmove(co, l, 1); // [co, tail, flag(, args), v]
+                let v = ffi::lua_gettop(l);
+                let is_parked = if parked.is_null() {
+                    ffi::lua_rawequal(l, v, PARKED_R) != 0
+                } else {
+                    // Two live tables at the same address are the same table.
+                    ffi::lua_type(l, v) == ffi::LUA_TTABLE && ffi::lua_topointer(l, v) == parked
+                };
+                if is_parked {
                     continue;
                 }
+                ffi::lua_replace(l, 2); // [co, v, ...]
+                ffi::lua_settop(l, 2); // [co, v]
                 ffi::lua_pushinteger(l, h); // [co, v, h]
                 ffi::lua_insert(l, 1); // [h, co, v]
                 ffi::lua_pushboolean(l, 1);
                 ffi::lua_insert(l, 3); // [h, co, true, v]
                 return 4;
             }
+            ffi::lua_settop(l, 1); // [co]
             ffi::lua_pushinteger(l, h);
             ffi::lua_insert(l, 1); // [h, co]
             if status == ffi::LUA_OK || status == ffi::LUA_YIELD {

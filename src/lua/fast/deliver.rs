@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mlua::{ffi, Lua};
 
+use super::co::Waker;
 use super::raise_panic;
 use crate::engine::Batch;
 use crate::lua::buffer::Routed;
@@ -50,6 +51,16 @@ struct Run<'a> {
     cached: Cached,
     has_data: bool,
     has_readable: bool,
+    /// `S_READABLE` is the coroutine layer's waker (`co::waker_kind`): its work is
+    /// done here, on its tables in `S_READER` and `S_QUEUE` (and with its record slot
+    /// `slot`), without a call per message.
+    waker: Waker,
+    slot: ffi::lua_Integer,
+    /// The address of the cached handler table (`S_HANDLER`), null if not a table.
+    handler_ptr: *const c_void,
+    /// `S_QUEUE`'s `queue[0]` while only wakes ran since it was read (`co::wake`);
+    /// `None` after anything else (a callback, another handler).
+    tail: Option<ffi::lua_Integer>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -71,6 +82,8 @@ const A_READABLE_KEY: c_int = 5;
 const S_HANDLER: c_int = 6;
 const S_DATA: c_int = 7;
 const S_READABLE: c_int = 8;
+const S_READER: c_int = 9;
+const S_QUEUE: c_int = 10;
 
 /// Make the handler of socket `id` the cached one (slots `S_*`). `false` when the
 /// handler needs the high-level dispatcher (a metatable, or not a table); `force_raw`
@@ -89,14 +102,22 @@ unsafe fn select_handler(
     unsafe {
         // Most servers give no socket its own handler: then the table lookup is skipped.
         let own = run.st.own_handlers.get() > 0 && {
-            // Not lua_rawgeti: on Lua 5.1 and LuaJIT it takes a C int, and ids go past 2^31.
-            ffi::lua_pushinteger(l, id);
-            ffi::lua_rawget(l, A_HANDLERS);
-            let found = ffi::lua_type(l, -1) != ffi::LUA_TNIL;
-            if !found {
-                ffi::lua_pop(l, 1);
+            // (raw_get_id: not lua_rawgeti on Lua 5.1 and LuaJIT, whose key is a C int.)
+            let kind = super::co::raw_get_id(l, A_HANDLERS, id);
+            // The cached handler table again (the common case: every socket of the
+            // coroutine layer has the same one): compared by address, which is exact
+            // for two live tables.
+            if kind == ffi::LUA_TTABLE
+                && run.cached == Cached::Own
+                && ffi::lua_topointer(l, -1) == run.handler_ptr
+            {
+                ffi::lua_settop(l, -2);
+                return true;
             }
-            found
+            if kind == ffi::LUA_TNIL {
+                ffi::lua_settop(l, -2);
+            }
+            kind != ffi::LUA_TNIL
         };
         if !own {
             if run.cached == Cached::Default {
@@ -133,9 +154,32 @@ unsafe fn select_handler(
             }
         }
         ffi::lua_replace(l, S_HANDLER);
+        run.tail = None; // another handler: maybe another queue
         run.cached = if own { Cached::Own } else { Cached::Default };
+        run.handler_ptr = if ffi::lua_type(l, S_HANDLER) == ffi::LUA_TTABLE {
+            ffi::lua_topointer(l, S_HANDLER)
+        } else {
+            std::ptr::null()
+        };
         run.has_data = ffi::lua_type(l, S_DATA) == ffi::LUA_TFUNCTION;
         run.has_readable = ffi::lua_type(l, S_READABLE) == ffi::LUA_TFUNCTION;
+        run.waker = if run.has_readable {
+            super::co::waker_kind(l, S_READABLE)
+        } else {
+            Waker::No
+        };
+        if run.waker != Waker::No {
+            // A C closure's upvalues have the empty name: never null.
+            ffi::lua_getupvalue(l, S_READABLE, 1);
+            ffi::lua_replace(l, S_READER);
+            ffi::lua_getupvalue(l, S_READABLE, 2);
+            ffi::lua_replace(l, S_QUEUE);
+            if run.waker == Waker::Record {
+                ffi::lua_getupvalue(l, S_READABLE, 3);
+                run.slot = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
+                ffi::lua_settop(l, -2);
+            }
+        }
         true
     }
 }
@@ -174,10 +218,12 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
     unsafe {
         // SAFETY: argument 1 is the `Run` of the caller's frame, alive during this call.
         let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
-        ffi::lua_settop(l, S_READABLE);
+        ffi::lua_settop(l, S_QUEUE);
         run.cached = Cached::Nothing;
+        run.tail = None;
         run.has_data = false;
         run.has_readable = false;
+        run.waker = Waker::No;
         if run.frame_pos < run.frames.len() {
             // Packets left by a callback error go to the socket's handler as it is now
             // (if a callback made it something other than a table, they are dropped).
@@ -204,6 +250,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             match routed {
                 Routed::Normal => {
                     if run.has_data {
+                        run.tail = None;
                         ffi::lua_pushvalue(l, S_DATA);
                         ffi::lua_pushinteger(l, id);
                         ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
@@ -211,7 +258,12 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                     }
                 }
                 Routed::Readable(n) => {
-                    if run.has_readable {
+                    if run.waker == Waker::Record {
+                        super::co::wake_record(l, S_READER, S_QUEUE, run.slot, id, &mut run.tail);
+                    } else if run.waker == Waker::Plain {
+                        super::co::wake(l, S_READER, S_QUEUE, id, &mut run.tail);
+                    } else if run.has_readable {
+                        run.tail = None;
                         ffi::lua_pushvalue(l, S_READABLE);
                         ffi::lua_pushinteger(l, id);
                         ffi::lua_pushinteger(l, n as ffi::lua_Integer);
@@ -219,6 +271,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                     }
                 }
                 Routed::Frames(frames) => {
+                    run.tail = None;
                     run.frames = frames;
                     run.frame_pos = 0;
                     run.frame_id = id;
@@ -260,6 +313,10 @@ pub fn deliver_data_run(
         cached: Cached::Nothing,
         has_data: false,
         has_readable: false,
+        waker: Waker::No,
+        slot: 0,
+        handler_ptr: std::ptr::null(),
+        tail: None,
     };
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced apart from the two arguments, which

@@ -547,9 +547,7 @@ unsafe fn encode_check(l: *mut ffi::lua_State, n: usize, refuse: bool) -> Option
         let mut last_name: *const c_char = std::ptr::null();
         for i in 1..=n {
             ffi::lua_rawgeti(l, 1, i as ffi::lua_Integer);
-            let Some(m) = plain_len(l, -1) else {
-                return None;
-            };
+            let m = plain_len(l, -1)?;
             if m == 0 || ffi::lua_rawgeti(l, -1, 1) != ffi::LUA_TSTRING {
                 return None;
             }

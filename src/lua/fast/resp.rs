@@ -473,9 +473,8 @@ unsafe fn arg_at<'a>(l: *mut ffi::lua_State, i: c_int) -> Option<Arg<'a>> {
     }
 }
 
-/// `v` in decimal into `out`.
-fn put_int(out: &mut Vec<u8>, v: i64) {
-    let mut digits = [0u8; 20];
+/// `v` in decimal, in the end of `digits`.
+fn int_text(v: i64, digits: &mut [u8; 20]) -> &[u8] {
     let mut i = digits.len();
     let mut u = v.unsigned_abs();
     loop {
@@ -487,29 +486,32 @@ fn put_int(out: &mut Vec<u8>, v: i64) {
         }
     }
     if v < 0 {
-        out.push(b'-');
+        i -= 1;
+        digits[i] = b'-';
     }
-    out.extend_from_slice(&digits[i..]);
+    &digits[i..]
+}
+
+/// `v` in decimal into `out`.
+fn put_int(out: &mut Vec<u8>, v: i64) {
+    if (0..10).contains(&v) {
+        out.push(b'0' + v as u8);
+    } else {
+        out.extend_from_slice(int_text(v, &mut [0; 20]));
+    }
 }
 
 /// `$<len>\r\n<bytes>\r\n` for one argument.
 fn put_arg(out: &mut Vec<u8>, arg: &Arg<'_>) {
-    match *arg {
-        Arg::Bytes(b) => {
-            out.push(b'$');
-            put_int(out, b.len() as i64);
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(b);
-        }
-        Arg::Int(v) => {
-            let mut text = Vec::with_capacity(20);
-            put_int(&mut text, v);
-            out.push(b'$');
-            put_int(out, text.len() as i64);
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(&text);
-        }
-    }
+    let mut digits = [0u8; 20];
+    let bytes = match *arg {
+        Arg::Bytes(b) => b,
+        Arg::Int(v) => int_text(v, &mut digits),
+    };
+    out.push(b'$');
+    put_int(out, bytes.len() as i64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -534,87 +536,132 @@ unsafe fn plain_len(l: *mut ffi::lua_State, t: c_int) -> Option<usize> {
     }
 }
 
-/// Pass 1 of `resp_encode`: every command checked (no Rust allocation alive, so the
-/// string pushes of the `refuse` look-ups may raise freely); the bytes they take.
+/// The most names a `refuse` table may hold, and their longest length (a table beyond
+/// these leaves every pipeline to the caller).
+const REFUSE_MAX: usize = 16;
+const NAME_MAX: usize = 32;
+
+/// The names of the `refuse` table at stack index 2 (keys with a true value), copied
+/// before anything is written, so the encoding loop needs no Lua call that can raise.
+/// `None` when the table is beyond `REFUSE_MAX` / `NAME_MAX` or has a key that is not
+/// a string.
 ///
 /// # Safety
 ///
-/// `l` is inside `encode_closure` (1 = the commands, 2 = the refuse table or nil).
-unsafe fn encode_check(l: *mut ffi::lua_State, n: usize, refuse: bool) -> Option<usize> {
+/// `l` is inside `encode_closure`, with a table at index 2.
+unsafe fn refused_names(
+    l: *mut ffi::lua_State,
+    names: &mut [([u8; NAME_MAX], usize); REFUSE_MAX],
+) -> Option<usize> {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
-        let mut total = 0usize;
-        let mut last_name: *const c_char = std::ptr::null();
-        for i in 1..=n {
-            ffi::lua_rawgeti(l, 1, i as ffi::lua_Integer);
-            let m = plain_len(l, -1)?;
-            if m == 0 || ffi::lua_rawgeti(l, -1, 1) != ffi::LUA_TSTRING {
+        let mut n = 0;
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, 2) != 0 {
+            // key at -2, value at -1; the key is left untouched for lua_next.
+            let keep = ffi::lua_toboolean(l, -1) != 0;
+            ffi::lua_pop(l, 1);
+            if !keep {
+                continue;
+            }
+            if ffi::lua_type(l, -1) != ffi::LUA_TSTRING || n == REFUSE_MAX {
+                ffi::lua_pop(l, 1);
                 return None;
             }
             let mut len = 0usize;
-            let name = ffi::lua_tolstring(l, -1, &mut len);
-            // Refused names (upper-cased), checked once per run of the same name (short
-            // strings are interned: the same pointer is the same name).
-            if refuse && name != last_name && len <= 32 {
-                let mut upper = [0u8; 32];
-                // SAFETY: the name string is on the stack (just pushed).
-                let bytes = std::slice::from_raw_parts(name as *const u8, len);
-                for (u, b) in upper.iter_mut().zip(bytes) {
-                    *u = b.to_ascii_uppercase();
-                }
-                ffi::lua_pushlstring(l, upper.as_ptr() as *const c_char, len);
-                let found = ffi::lua_rawget(l, 2);
-                let refused = found != ffi::LUA_TNIL && ffi::lua_toboolean(l, -1) != 0;
+            let p = ffi::lua_tolstring(l, -1, &mut len);
+            if len > NAME_MAX {
                 ffi::lua_pop(l, 1);
-                if refused {
-                    return None;
-                }
+                return None;
             }
-            last_name = name;
-            total = total.saturating_add(len + 16);
-            ffi::lua_pop(l, 1);
-            for j in 2..=m {
-                ffi::lua_rawgeti(l, -1, j as ffi::lua_Integer);
-                match arg_at(l, -1) {
-                    Some(Arg::Bytes(b)) => total = total.saturating_add(b.len() + 16),
-                    Some(Arg::Int(_)) => total = total.saturating_add(40),
-                    None => return None,
-                }
-                ffi::lua_pop(l, 1);
-            }
-            total = total.saturating_add(16);
-            ffi::lua_pop(l, 1);
+            // SAFETY: the key string is on the stack.
+            let key = std::slice::from_raw_parts(p as *const u8, len);
+            names[n].0[..len].copy_from_slice(key);
+            names[n].1 = len;
+            n += 1;
         }
-        Some(total)
+        Some(n)
     }
 }
 
-/// Pass 2 of `resp_encode`: the commands (checked by pass 1) written into `out`. Only
-/// raw reads of values pass 1 accepted: nothing here can raise a Lua error.
+/// Whether `name`, upper-cased, is one of `names`.
+fn is_refused(name: &[u8], names: &[([u8; NAME_MAX], usize)]) -> bool {
+    names.iter().any(|(k, len)| {
+        *len == name.len()
+            && k[..*len]
+                .iter()
+                .zip(name)
+                .all(|(a, b)| *a == b.to_ascii_uppercase())
+    })
+}
+
+/// The commands at stack index 1 written into `out`, or false as soon as one is left
+/// to the caller. Only raw reads (`lua_rawgeti`, `lua_rawlen`, `lua_tolstring` of
+/// strings, `lua_getmetatable`, pops): nothing here can raise a Lua error, so `out`
+/// is never skipped by one.
 ///
 /// # Safety
 ///
-/// as `encode_check`, after it returned `Some`.
-unsafe fn encode_write(l: *mut ffi::lua_State, n: usize, out: &mut Vec<u8>) {
+/// `l` is inside `encode_closure` (index 1: a plain table of `n` items).
+unsafe fn encode_all(
+    l: *mut ffi::lua_State,
+    n: usize,
+    refuse: &[([u8; NAME_MAX], usize)],
+    out: &mut Vec<u8>,
+) -> bool {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
+        // Names are checked once per run of the same name (short strings are interned:
+        // the same pointer is the same name).
+        let mut last_name: *const c_char = std::ptr::null();
         for i in 1..=n {
             ffi::lua_rawgeti(l, 1, i as ffi::lua_Integer);
-            let m = ffi::lua_rawlen(l, -1);
+            let Some(m) = plain_len(l, -1) else {
+                return false;
+            };
+            if m == 0 {
+                return false;
+            }
             out.push(b'*');
             put_int(out, m as i64);
             out.extend_from_slice(b"\r\n");
             for j in 1..=m {
                 ffi::lua_rawgeti(l, -1, j as ffi::lua_Integer);
-                if let Some(arg) = arg_at(l, -1) {
-                    put_arg(out, &arg);
+                if j == 1 {
+                    if ffi::lua_type(l, -1) != ffi::LUA_TSTRING {
+                        return false;
+                    }
+                    let mut len = 0usize;
+                    let name = ffi::lua_tolstring(l, -1, &mut len);
+                    if name != last_name {
+                        // SAFETY: the name string is on the stack (just pushed).
+                        let bytes = std::slice::from_raw_parts(name as *const u8, len);
+                        if is_refused(bytes, refuse) {
+                            return false;
+                        }
+                        last_name = name;
+                    }
+                }
+                match arg_at(l, -1) {
+                    Some(arg) => put_arg(out, &arg),
+                    None => return false,
                 }
                 ffi::lua_pop(l, 1);
             }
             ffi::lua_pop(l, 1);
         }
+        true
     }
 }
+
+thread_local! {
+    /// The encoding buffer, reused between calls (taken out while in use: a Lua error
+    /// in between only loses it).
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest buffer kept for the next call.
+const SCRATCH_KEEP: usize = 64 << 10;
 
 /// `resp_encode(cmds [, refuse])` → the RESP encoding of an array of commands (each an
 /// array `{ name, args... }`, arguments strings or integer-valued numbers), or nil when
@@ -640,28 +687,37 @@ unsafe extern "C-unwind" fn encode_closure(l: *mut ffi::lua_State) -> c_int {
             arg_error(l, 2, msg);
         }
         ffi::lua_settop(l, 2);
-        let Some(n) = plain_len(l, 1) else {
-            ffi::lua_pushnil(l);
-            return 1;
+        let mut names = [([0u8; NAME_MAX], 0usize); REFUSE_MAX];
+        let nnames = if refuse_type == ffi::LUA_TTABLE {
+            refused_names(l, &mut names)
+        } else {
+            Some(0)
         };
-        let Some(total) = encode_check(l, n, refuse_type == ffi::LUA_TTABLE) else {
+        let (Some(n), Some(nnames)) = (plain_len(l, 1), nnames) else {
             ffi::lua_settop(l, 2);
             ffi::lua_pushnil(l);
             return 1;
         };
-        let built = catch_unwind(AssertUnwindSafe(|| {
-            let mut out = Vec::with_capacity(total);
-            // pass 1 accepted every command: raw reads only (see encode_write).
-            encode_write(l, n, &mut out);
-            out
+        let mut out = SCRATCH.with(|c| c.take());
+        out.clear();
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            // raw reads only (see encode_all)
+            encode_all(l, n, &names[..nnames], &mut out)
         }));
-        match built {
-            Ok(out) => {
-                // Only a memory error can raise here; `out` would then leak, nothing worse.
+        ffi::lua_settop(l, 2);
+        match done {
+            Ok(true) => {
+                // Only a memory error can raise here; the buffer would then be lost.
                 ffi::lua_pushlstring(l, out.as_ptr() as *const c_char, out.len());
-                drop(out);
             }
-            Err(payload) => raise_panic(l, payload),
+            Ok(false) => ffi::lua_pushnil(l),
+            Err(payload) => {
+                drop(out);
+                raise_panic(l, payload)
+            }
+        }
+        if out.capacity() <= SCRATCH_KEEP {
+            SCRATCH.with(|c| c.set(out));
         }
         1
     }

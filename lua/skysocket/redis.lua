@@ -21,6 +21,9 @@
 -- * AUTH (password / username), HELLO 3 (resp = 3) and SELECT (db) run in the
 --   channel's auth hook, so they are replayed on every reconnect before anything else.
 -- * Pub/sub runs on its own connection: redis.subscriber(opts).
+-- * Replies are parsed in Rust (skysocket.resp_parse, resp_parse_many: a malformed
+--   reply drops the connection with "protocol error from H:P: <reason>"), pipelines
+--   are encoded in Rust (skysocket.resp_encode); see docs/API.md.
 local raw = require "skysocket"
 local channel = require "skysocket.channel"
 local socket = require "skysocket.socket"

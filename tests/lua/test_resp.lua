@@ -247,6 +247,56 @@ function tests.encode_pipelines()
   end
 end
 
+-- A fake Redis: for every chunk it reads (kept in `got` if given) it sends the next
+-- scripted reply (the last one again when they run out), `step` bytes at a time.
+local function fake(replies, step, got)
+  local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+  socket.start(lid, function(id)
+    socket.start(id)
+    local i = 0
+    while true do
+      local data = socket.read(id)
+      if not data then break end
+      if got then got[#got + 1] = data end
+      i = i + 1
+      local r = replies[i] or replies[#replies]
+      for p = 1, #r, step do
+        socket.write(id, r:sub(p, p + step - 1))
+        if step < #r then sched.sleep(0) end
+      end
+    end
+    socket.close(id)
+  end)
+  return lid, port
+end
+
+function tests.pipelines_that_rust_leaves_to_lua()
+  -- argument errors: the same messages as before resp_encode
+  local db = redis.new { port = 1 }
+  T.raises("bad argument #1 to 'pipeline' (command 2 must be an array { name, args... })",
+    db.pipeline, db, { { "get", "a" }, "get" })
+  T.raises("bad argument #1 to 'pipeline' (subscribe needs its own connection)",
+    db.pipeline, db, { { "get", "a" }, { "subscribe", "c" } })
+  T.raises("bad argument #1 to 'pipeline' (command 1: argument 1 must be a string or number, got boolean)",
+    db.pipeline, db, { { "get", true } })
+  T.raises("bad argument #1 to 'pipeline' (table expected, got nil)", db.pipeline, db)
+  db:close()
+  -- a float argument: encoded by redis.lua's own rules, sent as one write
+  T.run_co(function()
+    local got = {}
+    local lid, port = fake({ "+OK\r\n$3\r\nabc\r\n" }, 64, got)
+    local db2 = redis.new { port = port, timeout = 5000 }
+    local r = db2:pipeline { { "set", "f", 1.5 }, { "get", "f" } }
+    T.eq(r[1], "OK", "1"); T.eq(r[2], "abc", "2")
+    T.eq(table.concat(got), "*3\r\n$3\r\nset\r\n$1\r\nf\r\n$3\r\n1.5\r\n*2\r\n$3\r\nget\r\n$1\r\nf\r\n", "bytes sent")
+    -- and an empty pipeline sends nothing
+    local e = db2:pipeline {}
+    T.eq(e.n, 0, "empty")
+    db2:close()
+    socket.close(lid)
+  end, 10000)
+end
+
 function tests.argument_errors()
   T.raises("bad argument #1 to 'resp_parse' (string expected, got no value)", parse)
   T.raises("bad argument #1 to 'resp_parse' (string expected, got nil)", parse, nil, 1)
@@ -260,27 +310,6 @@ function tests.argument_errors()
   -- a position past the end waits
   local ok, need = parse("+OK\r\n", 100)
   T.eq(ok, nil, "past the end"); T.eq(need, 100, "needs the buffer to reach position 100")
-end
-
--- A fake Redis: answers each command (one per line of a RESP array it does not
--- parse: it waits for `per` requests' worth of bytes... simpler: for every chunk
--- read, it sends the scripted reply, `step` bytes at a time).
-local function fake(replies, step)
-  local lid, _, port = assert(socket.listen("127.0.0.1", 0))
-  socket.start(lid, function(id)
-    socket.start(id)
-    local i = 0
-    while socket.read(id) do
-      i = i + 1
-      local r = replies[i] or replies[#replies]
-      for p = 1, #r, step do
-        socket.write(id, r:sub(p, p + step - 1))
-        if step < #r then sched.sleep(0) end
-      end
-    end
-    socket.close(id)
-  end)
-  return lid, port
 end
 
 function tests.redis_client_on_hostile_and_dribbled_replies()

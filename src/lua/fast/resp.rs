@@ -1,12 +1,17 @@
-//! `resp_parse` and `resp_parse_many` as raw C closures: Redis replies (RESP2/RESP3)
-//! turned into Lua values straight on the stack, for `skysocket.redis` (issue 17).
+//! `resp_parse`, `resp_parse_many` and `resp_encode` as raw C closures: Redis replies
+//! (RESP2/RESP3) turned into Lua values straight on the stack, and pipelines of
+//! commands encoded, for `skysocket.redis` (issue 17). One C call per reply, or per
+//! batch of pipelined replies, replaces several Lua string calls per element.
 //!
-//! The bytes are walked by the safe core (`crate::lua::resp`): `skip` first checks that
-//! a whole, well-formed reply is there (under `catch_unwind`, nothing is pushed yet),
-//! then `build` pushes its values. Only Lua API calls run outside `catch_unwind`, and
-//! every frame they can unwind through (a memory error, a stack overflow) holds plain
-//! `Copy` data: no destructor is skipped. Array/map sizes given to `lua_createtable`
-//! are counts the walk already found in the buffer, so they are bounded by its length.
+//! The bytes are walked by the safe core (`crate::lua::resp`). A scalar reply (the
+//! usual one) is read with one `item` step; an aggregate is first walked whole by
+//! `skip` (complete? well-formed? under `catch_unwind`, nothing pushed yet), then
+//! `build` pushes its values. Core steps run under `catch_unwind`; the Lua API calls
+//! that can raise (a memory error, a stack overflow) run outside it, and every frame
+//! they can unwind through holds plain `Copy` data: no destructor is skipped.
+//! Array/map sizes given to `lua_createtable` are counts the walk already found in
+//! the buffer, so they are bounded by its length. `resp_encode` reads the commands
+//! with raw, non-raising calls only while its buffer is alive (see `encode_all`).
 
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -39,6 +39,7 @@ local find, sub, concat = string.find, string.sub, table.concat
 local yield, running = coroutine.yield, coroutine.running
 local park, wakeup, ready, fork = sched.park, sched.wakeup, sched.ready, sched.fork
 local PARKED = sched.PARKED
+local threads = sched.threads
 local send, timeout, cancel = raw.send, raw.timeout, raw.cancel_timeout
 local sread = socket.read
 
@@ -628,9 +629,10 @@ function Channel:_request(data, reader, ms, session_mode)
     self.tail = slot
     self.qco[slot], self.qrd[slot] = co, reader
   end
-  if not s.dispatching then
-    s.dispatching = true
-    fork(dispatch, self, s)
+  -- (A dispatcher that sched.run forgot, after sched.exit(), is replaced: run() clears
+  -- its table of coroutines.)
+  if not s.dispatching or threads[s.dispatching] == nil then
+    s.dispatching = fork(dispatch, self, s)
   end
   return await(self, co, ms, slot, session_mode and reader or nil)
 end

@@ -448,6 +448,38 @@ function tests.sequential_requests_reuse_the_dispatcher()
   T.settle(20)
 end
 
+-- sched.exit() right after a reply (the dispatcher is then lingering, or blocked in a
+-- read for requests in flight): the next run() on the same channel works.
+function tests.a_channel_survives_sched_exit()
+  local lid, port = T.listen {
+    accept = function(_, id) raw.start(id) end,
+    data = function(id, data) raw.send(id, data) end,
+  }
+  local ch = channel.new { host = "127.0.0.1", port = port, timeout = 3000 }
+  local got
+  sched.run(function()
+    got = select(2, ch:request("a\n", line_reader))
+    sched.exit()
+  end)
+  T.eq(got, "a", "first run")
+  -- again, with a second request in flight when exit() comes
+  sched.run(function()
+    sched.fork(function() ch:request("slow\n", line_reader) end)
+    got = select(2, ch:request("b\n", line_reader))
+    sched.exit()
+  end)
+  T.eq(got, "b", "second run")
+  local v = run(function()
+    local ok, r = ch:request("c\n", line_reader)
+    T.eq(ok, true, "third run ok")
+    return r
+  end, 5000)
+  T.truthy(v == "c" or v == "slow", "third run: " .. tostring(v))
+  ch:close()
+  raw.close(lid)
+  T.settle(20)
+end
+
 function tests.argument_errors()
   T.raises("bad argument #1 to 'new' (table expected, got nil)", channel.new)
   T.raises("bad argument #1 to 'new' (field 'host' must be a string)", channel.new, {})

@@ -92,7 +92,7 @@ lua_suite_shared() {
   SKYSOCKET_TEST_SHARED=1 SKYSOCKET_TEST_HOOKS=1 LUA_CPATH="$ROOT/target/lua-$feat/?.so;;" \
     LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" \
     timeout 600 "$interp" tests/lua/runner.lua \
-      tests/lua/test_{core,sockets,co,buffer,channel,tls,redis,websocket,skynet,hostile,panic,fuzz}.lua
+      tests/lua/test_{core,sockets,co,buffer,channel,tls,redis,resp,websocket,skynet,hostile,panic,fuzz}.lua
 }
 
 examples_test() {

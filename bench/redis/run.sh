@@ -3,7 +3,8 @@
 # redis-server, same run. GET and SET, 50 concurrent clients, unpipelined and pipelined
 # 16 deep; then the client's user-space instructions per request under callgrind.
 #
-#   bench/redis/run.sh [--rounds R] [--requests N] [--no-callgrind] [--lua lua5.4]
+#   bench/redis/run.sh [--rounds R] [--requests N] [--no-callgrind] [--callgrind-only]
+#                      [--ops "get set"] [--lua lua5.4]
 #
 # redis-server runs on CPU 0 (taskset), the client being measured on CPU 1. Every round
 # runs each case once for each client, interleaved; the table shows medians.
@@ -19,6 +20,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 ROUNDS=3
 REQUESTS=400000
 CALLGRIND=1
+THROUGHPUT=1
+CG_OPS=get
 LUA=lua5.4
 FEAT=lua54
 SMALL=20000
@@ -28,8 +31,10 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --requests) REQUESTS=$2; shift 2 ;;
     --no-callgrind) CALLGRIND=0; shift ;;
+    --callgrind-only) THROUGHPUT=0; shift ;;
+    --ops) CG_OPS=$2; shift 2 ;;
     --lua) LUA=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 1 ;;
   esac
 done
@@ -61,6 +66,7 @@ echo "redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$PO
 
 RES="$DIR/results.txt"
 : >"$RES"
+[ "$THROUGHPUT" = 1 ] || ROUNDS=0
 for r in $(seq "$ROUNDS"); do
   for op in get set; do
     for depth in 1 16; do
@@ -77,6 +83,7 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
+if [ "$THROUGHPUT" = 1 ]; then
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 echo
 echo "Requests/s, medians of $ROUNDS rounds ($REQUESTS requests per case), 50 clients:"
@@ -92,22 +99,25 @@ for op in get set; do
       printf "| %s | %d | %.0f | %.0f | %.2f | %.0f | %.2f |\n", toupper(o), d, rb, sh, sh / rb, cn, cn / rb }'
   done
 done
+fi
 
 if [ "$CALLGRIND" = 1 ]; then
   echo
-  echo "Client user-space instructions per request (callgrind, GET, (Ir($LARGE) - Ir($SMALL)) / $((LARGE - SMALL))):"
+  echo "Client user-space instructions per request (callgrind, $LUA, (Ir($LARGE) - Ir($SMALL)) / $((LARGE - SMALL))):"
   echo
-  echo "| client | depth | Ir per request |"
-  echo "|---|---:|---:|"
-  for mode in shared conns; do
-    for depth in 1 16; do
-      ir=()
-      for n in $SMALL $LARGE; do
-        taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.$mode.$depth.$n" \
-          "$LUA" "$HERE/client.lua" "$PORT" get 50 "$depth" "$n" "$mode" >/dev/null 2>&1
-        ir+=("$(grep -E '^(summary|totals):' "$DIR/cg.$mode.$depth.$n" | tail -1 | awk '{print $2}')")
+  echo "| command | client | depth | Ir per request |"
+  echo "|---|---|---:|---:|"
+  for op in $CG_OPS; do
+    for mode in shared conns; do
+      for depth in 1 16; do
+        ir=()
+        for n in $SMALL $LARGE; do
+          taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.$op.$mode.$depth.$n" \
+            "$LUA" "$HERE/client.lua" "$PORT" "$op" 50 "$depth" "$n" "$mode" >/dev/null 2>&1
+          ir+=("$(grep -E '^(summary|totals):' "$DIR/cg.$op.$mode.$depth.$n" | tail -1 | awk '{print $2}')")
+        done
+        echo "| $(echo "$op" | tr a-z A-Z) | skysocket $mode | $depth | $(( (ir[1] - ir[0]) / (LARGE - SMALL) )) |"
       done
-      echo "| skysocket $mode | $depth | $(( (ir[1] - ir[0]) / (LARGE - SMALL) )) |"
     done
   done
 fi

@@ -38,6 +38,8 @@ local M = {}
 local find, sub, concat = string.find, string.sub, table.concat
 local yield, running = coroutine.yield, coroutine.running
 local park, wakeup, ready, fork = sched.park, sched.wakeup, sched.ready, sched.fork
+local PARKED = sched.PARKED
+local threads = sched.threads
 local send, timeout, cancel = raw.send, raw.timeout, raw.cancel_timeout
 local sread = socket.read
 
@@ -284,6 +286,21 @@ local function drain_session(self, s)
   return IDLE
 end
 
+-- Before the dispatcher ends, it lets the callers its last drain woke run first (it
+-- queues itself behind them): a caller that sends its next request in this turn finds
+-- it still there, and no new dispatcher is forked (on lua5.4 a fork costs ~14,000
+-- instructions, this wait ~5,000; BENCHMARKS.md, issue 17 session 6). Returns true if
+-- requests came meanwhile (the dispatcher goes on), false if it is to end.
+local function linger(self, s)
+  local co = running()
+  park(co)
+  ready(co)
+  yield(PARKED)
+  if self.sock ~= s then return false end
+  if self.response then return self.npending > 0 end
+  return self.tail >= self.head
+end
+
 -- The dispatcher of connection s: runs while replies are expected, then ends (an idle
 -- channel has no coroutine). Readers run under pcall but never yield (Lua 5.1 safe).
 local function dispatch(self, s)
@@ -291,6 +308,11 @@ local function dispatch(self, s)
   local id = s.id
   while self.sock == s do
     local ok, r = pcall(drain, self, s)
+    -- Idle: linger; if requests came meanwhile, drain again (bytes for them may be in
+    -- the buffer already).
+    while ok and r == IDLE and linger(self, s) do
+      ok, r = pcall(drain, self, s)
+    end
     local want = 0
     if ok then
       if r == IDLE then break end
@@ -607,9 +629,10 @@ function Channel:_request(data, reader, ms, session_mode)
     self.tail = slot
     self.qco[slot], self.qrd[slot] = co, reader
   end
-  if not s.dispatching then
-    s.dispatching = true
-    fork(dispatch, self, s)
+  -- (A dispatcher that sched.run forgot, after sched.exit(), is replaced: run() clears
+  -- its table of coroutines.)
+  if not s.dispatching or threads[s.dispatching] == nil then
+    s.dispatching = fork(dispatch, self, s)
   end
   return await(self, co, ms, slot, session_mode and reader or nil)
 end

@@ -21,138 +21,51 @@
 -- * AUTH (password / username), HELLO 3 (resp = 3) and SELECT (db) run in the
 --   channel's auth hook, so they are replayed on every reconnect before anything else.
 -- * Pub/sub runs on its own connection: redis.subscriber(opts).
+-- * Replies are parsed in Rust (skysocket.resp_parse, resp_parse_many: a malformed
+--   reply drops the connection with "protocol error from H:P: <reason>"), pipelines
+--   are encoded in Rust (skysocket.resp_encode); see docs/API.md.
+local raw = require "skysocket"
 local channel = require "skysocket.channel"
 local socket = require "skysocket.socket"
 
 local M = {}
 local NEED = channel.NEED
 
-local find, sub, byte, upper, format, match = string.find, string.sub, string.byte, string.upper, string.format, string.match
-local concat, tostring, tonumber, type, select = table.concat, tostring, tonumber, type, select
-local floor, huge = math.floor, math.huge
+local sub, upper, format = string.sub, string.upper, string.format
+local concat, tostring, type, select = table.concat, tostring, type, select
+local floor = math.floor
 
 ---------------------------------------------------------------- replies
 
--- parse(s, buf, pos) -> ok, value, next position. Raises NEED if incomplete.
-local parse
+-- Replies are parsed in Rust (skysocket.resp_parse / resp_parse_many, src/lua/resp.rs):
+-- one C call per reply, or per batch of pipelined replies, instead of several Lua-side
+-- string calls per element (BENCHMARKS.md, issue 17 session 6).
+local resp_parse, resp_parse_many, resp_encode = raw.resp_parse, raw.resp_parse_many, raw.resp_encode
 
-local function parse_double(text)
-  local v = tonumber(text)
-  if v then return v end
-  if text == "inf" or text == "+inf" then return huge end
-  if text == "-inf" then return -huge end
-  if text == "nan" or text == "-nan" then return 0 / 0 end
-  error("bad double in reply: " .. text)
-end
-
-local function length(buf, pos, e)
-  local n = tonumber(sub(buf, pos + 1, e - 1))
-  if not n then error("bad length in reply: " .. sub(buf, pos, e - 1)) end
-  return n
-end
-
-local function aggregate(s, buf, pos, n, map)
-  local t = {}
-  if map then
-    for _ = 1, n do
-      local ok, k, v
-      ok, k, pos = parse(s, buf, pos)
-      if not ok then k = { err = k } elseif k == nil then k = false end
-      ok, v, pos = parse(s, buf, pos)
-      if not ok then v = { err = v } elseif v == nil then v = false end
-      t[k] = v
-    end
-  else
-    for i = 1, n do
-      local ok, v
-      ok, v, pos = parse(s, buf, pos)
-      if not ok then v = { err = v } elseif v == nil then v = false end
-      t[i] = v
-    end
+-- A reply that did not parse: `stop` is the length the buffer must reach (raise NEED:
+-- the channel waits for it) or the reason it is malformed (the channel drops the
+-- connection with "protocol error from H:P: " .. reason).
+local function stopped(s, stop)
+  if type(stop) == "number" then
+    s.need = stop
+    error(NEED, 0)
   end
-  return true, t, pos
+  error(stop, 0)
 end
 
-function parse(s, buf, pos)
-  local e = find(buf, "\r\n", pos, true)
-  if not e then error(NEED, 0) end
-  local t = byte(buf, pos)
-  if t == 36 or t == 61 or t == 33 then -- $ bulk, = verbatim, ! blob error
-    local n = length(buf, pos, e)
-    if n < 0 then return true, nil, e + 2 end
-    local last = e + 1 + n
-    if last + 2 > #buf then
-      s.need = last + 2
-      error(NEED, 0)
-    end
-    if t == 36 then return true, sub(buf, e + 2, last), last + 3 end
-    if t == 61 then return true, sub(buf, e + 6, last), last + 3 end -- "txt:" prefix
-    return false, sub(buf, e + 2, last), last + 3
-  elseif t == 43 then -- + status
-    return true, sub(buf, pos + 1, e - 1), e + 2
-  elseif t == 58 then -- : integer
-    return true, length(buf, pos, e), e + 2
-  elseif t == 45 then -- - error
-    return false, sub(buf, pos + 1, e - 1), e + 2
-  elseif t == 42 or t == 126 or t == 62 then -- * array, ~ set, > push
-    local n = length(buf, pos, e)
-    if n < 0 then return true, nil, e + 2 end
-    return aggregate(s, buf, e + 2, n, false)
-  elseif t == 37 then -- % map
-    return aggregate(s, buf, e + 2, length(buf, pos, e), true)
-  elseif t == 95 then -- _ null
-    return true, nil, e + 2
-  elseif t == 35 then -- # boolean
-    return true, byte(buf, pos + 1) == 116, e + 2
-  elseif t == 44 then -- , double
-    return true, parse_double(sub(buf, pos + 1, e - 1)), e + 2
-  elseif t == 40 then -- ( big number
-    return true, sub(buf, pos + 1, e - 1), e + 2
-  elseif t == 124 then -- | attribute: skip it, the reply follows
-    local _, _, p = aggregate(s, buf, e + 2, length(buf, pos, e), true)
-    return parse(s, buf, p)
-  end
-  error("unknown reply type '" .. sub(buf, pos, pos) .. "'")
+-- parse(s, buf, pos) -> ok, value, next position (push messages are replies here).
+-- Raises NEED if incomplete.
+local function parse(s, buf, pos)
+  local ok, v, nxt = resp_parse(buf, pos, true)
+  if ok == nil then stopped(s, v) end
+  return ok, v, nxt
 end
 M.parse = parse
 
--- LEN["3"] == 3: bulk lengths, converted once.
-local LEN = setmetatable({}, { __index = function(t, k)
-  local n = tonumber(k)
-  if n and #k <= 5 then t[k] = n end
-  return n
-end })
-
 -- The channel reader for one reply (RESP3 push messages in between are skipped).
--- Bulk strings, status and integer replies complete in the buffer take a short path.
 local function read_reply(s)
-  local buf, p = s.buf, s.pos
-  local t, v, e = match(buf, "^([%$%+:])([^\r\n]*)\r\n()", p)
-  if t == "$" then
-    local n = LEN[v]
-    if n and n >= 0 then
-      local last = e + n - 1
-      if last + 2 <= #buf then
-        s.pos = last + 3
-        return true, sub(buf, e, last)
-      end
-    end
-  elseif t == "+" then
-    s.pos = e
-    return true, v
-  elseif t == ":" then
-    local n = tonumber(v)
-    if n then
-      s.pos = e
-      return true, n
-    end
-  end
-  local ok, v, pos = parse(s, buf, s.pos)
-  while byte(buf, s.pos) == 62 do -- '>' push: not a reply
-    s.pos = pos
-    if pos > #buf then error(NEED, 0) end
-    ok, v, pos = parse(s, buf, pos)
-  end
+  local ok, v, pos = resp_parse(s.buf, s.pos)
+  if ok == nil then stopped(s, v) end
   s.pos = pos
   return ok, v
 end
@@ -373,17 +286,17 @@ end
 -- { name, args... }. Sent in one write; results[i] is the i-th reply (results.n =
 -- #cmds, a nil reply leaves a hole); errors is nil, or errors[i] = the server's text
 -- for the commands that failed (results[i] is then false). A transport failure raises.
-function methods:_pipeline(cmds)
-  if type(cmds) ~= "table" then argerror(1, "pipeline", "table expected, got " .. type(cmds), 3) end
-  local n = #cmds
+-- The Lua encoding of a pipeline, with its argument checks (resp_encode leaves
+-- anything unusual to it: a refused name, a bad or float argument, a metatable).
+local function encode_pipeline(cmds, n)
   local parts, np = {}, 0
   for i = 1, n do
     local c = cmds[i]
     if type(c) ~= "table" or type(c[1]) ~= "string" then
-      argerror(1, "pipeline", "command " .. i .. " must be an array { name, args... }", 3)
+      argerror(1, "pipeline", "command " .. i .. " must be an array { name, args... }", 4)
     end
     local name = c[1]
-    if PUBSUB[upper(name)] then argerror(1, "pipeline", name .. " needs its own connection", 3) end
+    if PUBSUB[upper(name)] then argerror(1, "pipeline", name .. " needs its own connection", 4) end
     local m = #c
     np = np + 1
     parts[np] = ARRAY[m] .. NAMES[name]
@@ -391,7 +304,7 @@ function methods:_pipeline(cmds)
       local a = c[j]
       if type(a) ~= "string" then
         if type(a) ~= "number" then
-          argerror(1, "pipeline", "command " .. i .. ": argument " .. (j - 1) .. " must be a string or number, got " .. type(a), 3)
+          argerror(1, "pipeline", "command " .. i .. ": argument " .. (j - 1) .. " must be a string or number, got " .. type(a), 4)
         end
         a = argstr(a)
       end
@@ -399,25 +312,28 @@ function methods:_pipeline(cmds)
       parts[np] = BULK[#a] .. a .. "\r\n"
     end
   end
+  return concat(parts)
+end
+
+function methods:_pipeline(cmds)
+  if type(cmds) ~= "table" then argerror(1, "pipeline", "table expected, got " .. type(cmds), 3) end
+  local n = #cmds
+  -- Strings and integers, the usual pipeline, are encoded in Rust in one call.
+  local data = resp_encode(cmds, PUBSUB) or encode_pipeline(cmds, n)
   if n == 0 then return { n = 0 } end
   -- The reader keeps the replies it has parsed when the rest has not arrived yet: when
   -- the channel calls it again (from the start of the pipeline's replies, which may have
-  -- moved in the buffer), it goes on after the last complete one.
-  local results, errors, k, rel = { n = n }, nil, 0, 0
-  local ok, v = self.ch:request(parts, function(s)
-    if k > 0 then s.pos = s.start + rel end
-    while k < n do
-      local rok, rv = read_reply(s)
-      k = k + 1
-      if rok then
-        results[k] = rv
-      else
-        results[k] = false
-        errors = errors or {}
-        errors[k] = rv
-      end
-      rel = s.pos - s.start
-    end
+  -- moved in the buffer), it goes on after the last complete one. One call parses every
+  -- complete reply there is (up to the n - k still due).
+  local results, errors, k, rel = nil, nil, 0, 0
+  local ok, v = self.ch:_request(data, function(s)
+    local pos = s.pos
+    if k > 0 then pos = s.start + rel end
+    local c, nxt, out, errs, stop = resp_parse_many(s.buf, pos, n - k, results, k, errors)
+    k, results, errors = k + c, out, errs
+    s.pos, rel = nxt, nxt - s.start
+    if k < n then stopped(s, stop) end
+    results.n = n
     return true, results
   end)
   if not ok then return nil, v end
@@ -461,7 +377,8 @@ end
 
 -- like read_reply, but push messages are what a subscriber reads.
 local function read_reply_any(s)
-  local ok, v, pos = parse(s, s.buf, s.pos)
+  local ok, v, pos = resp_parse(s.buf, s.pos, true)
+  if ok == nil then stopped(s, v) end
   s.pos = pos
   return ok, v
 end

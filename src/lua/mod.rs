@@ -19,6 +19,7 @@ mod fast;
 mod hooks;
 mod http_head;
 mod readbuf;
+mod resp;
 mod run;
 mod service;
 mod shared;
@@ -117,6 +118,10 @@ fn build(lua: &Lua, st: State) -> mlua::Result<(Table, Rc<State>)> {
     module.raw_set("write", fast::send_function(lua, &st, c"write", false)?)?;
     module.raw_set("lwrite", fast::send_function(lua, &st, c"lwrite", true)?)?;
     for (name, f) in fast::read_functions(lua, &st)? {
+        module.raw_set(name, f)?;
+    }
+    // Redis replies for skysocket.redis (raw closures too: see fast/resp.rs).
+    for (name, f) in fast::resp_functions(lua, &st)? {
         module.raw_set(name, f)?;
     }
     // The coroutine layer's readable handler and run loop (internal; see fast_co.rs).

@@ -413,6 +413,73 @@ function tests.a_large_reply_across_many_arrivals()
   end)
 end
 
+-- The dispatcher lingers one turn when it runs out of replies: a caller that sends its
+-- next request right away finds it (no coroutine forked per request); an idle channel
+-- still has no coroutine (run() ends while the connection stays open).
+function tests.sequential_requests_reuse_the_dispatcher()
+  local ended = 0
+  local old = sched.on_finish(function(co, ok)
+    ended = ended + 1
+    if old then old(co, ok) end
+  end)
+  local ch, lid
+  local ok, err = pcall(run, function()
+    -- an echo server on the callback API: no coroutine of its own
+    local port
+    lid, port = T.listen {
+      accept = function(_, id) raw.start(id) end,
+      data = function(id, data) raw.send(id, data) end,
+    }
+    ch = channel.new { host = "127.0.0.1", port = port }
+    for i = 1, 200 do
+      local rok, v = ch:request("n" .. i .. "\n", line_reader)
+      T.eq(rok, true, "reply " .. i); T.eq(v, "n" .. i, "value " .. i)
+    end
+    ended = 0
+    for i = 1, 200 do ch:request("m" .. i .. "\n", line_reader) end
+    assert(ended < 5, "coroutines ended during 200 sequential requests: " .. ended)
+    -- main returns with the channel open and idle: run() must end
+  end)
+  sched.on_finish(old)
+  if not ok then error(err, 0) end
+  T.eq(ch:connected(), true, "still connected after run()")
+  ch:close()
+  raw.close(lid)
+  T.settle(20)
+end
+
+-- sched.exit() right after a reply (the dispatcher is then lingering, or blocked in a
+-- read for requests in flight): the next run() on the same channel works.
+function tests.a_channel_survives_sched_exit()
+  local lid, port = T.listen {
+    accept = function(_, id) raw.start(id) end,
+    data = function(id, data) raw.send(id, data) end,
+  }
+  local ch = channel.new { host = "127.0.0.1", port = port, timeout = 3000 }
+  local got
+  sched.run(function()
+    got = select(2, ch:request("a\n", line_reader))
+    sched.exit()
+  end)
+  T.eq(got, "a", "first run")
+  -- again, with a second request in flight when exit() comes
+  sched.run(function()
+    sched.fork(function() ch:request("slow\n", line_reader) end)
+    got = select(2, ch:request("b\n", line_reader))
+    sched.exit()
+  end)
+  T.eq(got, "b", "second run")
+  local v = run(function()
+    local ok, r = ch:request("c\n", line_reader)
+    T.eq(ok, true, "third run ok")
+    return r
+  end, 5000)
+  T.truthy(v == "c" or v == "slow", "third run: " .. tostring(v))
+  ch:close()
+  raw.close(lid)
+  T.settle(20)
+end
+
 function tests.argument_errors()
   T.raises("bad argument #1 to 'new' (table expected, got nil)", channel.new)
   T.raises("bad argument #1 to 'new' (field 'host' must be a string)", channel.new, {})

@@ -354,4 +354,69 @@ function tests.fuzz_service_api()
   T.wait("fuzzed services gone", function() return service.count() == 1 end)
 end
 
+-- The RESP parser with hostile bytes: valid replies mutated (bytes flipped, cut,
+-- spliced, duplicated) and random bytes from RESP's alphabet. Every call returns one
+-- of its documented shapes and never raises; a complete reply parses the same alone,
+-- after other bytes, and through resp_parse_many.
+function tests.fuzz_resp_parser()
+  local parse, many = socket.resp_parse, socket.resp_parse_many
+  local seeds = {
+    "+OK\r\n", "-ERR x\r\n", ":-12\r\n", "$3\r\nabc\r\n", "$-1\r\n", "*-1\r\n", "_\r\n",
+    "*3\r\n$1\r\na\r\n:1\r\n*1\r\n+b\r\n", "%2\r\n+k\r\n#t\r\n:1\r\n,2.5\r\n", "~1\r\n(123\r\n",
+    ">2\r\n+p\r\n+q\r\n", "=7\r\ntxt:abc\r\n", "!3\r\nbad\r\n", "|1\r\n+a\r\n+b\r\n:7\r\n",
+  }
+  local alphabet = "$*%~>|=!+-:,#_(\r\n0123456789-tx"
+  local function mutate(s)
+    local op = rand(6)
+    local p = rand(#s + 1)
+    if op == 1 then -- flip a byte
+      return s:sub(1, p - 1) .. string.char(rand(256) - 1) .. s:sub(p + 1)
+    elseif op == 2 then -- cut
+      return s:sub(1, p - 1)
+    elseif op == 3 then -- splice another seed in
+      return s:sub(1, p - 1) .. seeds[rand(#seeds)] .. s:sub(p)
+    elseif op == 4 then -- a byte from the alphabet
+      local i = rand(#alphabet)
+      return s:sub(1, p - 1) .. alphabet:sub(i, i) .. s:sub(p)
+    elseif op == 5 then -- nest it
+      return "*" .. rand(3) .. "\r\n" .. s .. s
+    end
+    local t = {} -- random alphabet bytes
+    for i = 1, rand(40) do local j = rand(#alphabet); t[i] = alphabet:sub(j, j) end
+    return table.concat(t)
+  end
+  local shapes = { complete = 0, need = 0, bad = 0 }
+  local ITERS_R = math.max(2000, math.floor(ITERS / 2))
+  for i = 1, ITERS_R do
+    local s = seeds[rand(#seeds)]
+    for _ = 1, rand(4) do s = mutate(s) end
+    local ok, r = pcall(parse, s)
+    if not ok then error("resp_parse raised on " .. string.format("%q", s) .. ": " .. tostring(r), 0) end
+    local a, b, c = parse(s)
+    if a == nil then
+      if type(b) == "number" then
+        assert(b > #s, "need beyond the buffer: " .. b .. " for " .. string.format("%q", s))
+        shapes.need = shapes.need + 1
+      else
+        assert(type(b) == "string", "message expected for " .. string.format("%q", s))
+        shapes.bad = shapes.bad + 1
+      end
+    else
+      assert(type(a) == "boolean" and type(c) == "number" and c > 1 and c <= #s + 1,
+        "complete reply shape for " .. string.format("%q", s))
+      shapes.complete = shapes.complete + 1
+      -- the same after other bytes
+      local a2, _, c2 = parse("+x\r\n" .. s, 5)
+      T.eq(a2, a, "ok at an offset, case " .. i .. " " .. string.format("%q", s)); T.eq(c2, c + 4, "next at an offset, case " .. i)
+    end
+    local okm, n, nxt, _, _, stop = pcall(many, s, 1, 3, nil, 0)
+    if not okm then error("resp_parse_many raised on " .. string.format("%q", s) .. ": " .. tostring(n), 0) end
+    assert(n >= 0 and n <= 3 and nxt >= 1 and nxt <= #s + 1, "resp_parse_many shape")
+    if n < 3 then assert(type(stop) == "number" or type(stop) == "string", "stop") end
+  end
+  print(string.format("  resp fuzz: %d inputs: %d complete, %d incomplete, %d malformed",
+    ITERS_R, shapes.complete, shapes.need, shapes.bad))
+  assert(shapes.complete > 0 and shapes.need > 0 and shapes.bad > 0, "every shape seen")
+end
+
 return tests

@@ -19,6 +19,8 @@
 mod co;
 mod deliver;
 mod read;
+// Redis replies (RESP2/RESP3) made into Lua values on the stack (issue 17).
+mod resp;
 
 use std::any::Any;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -348,6 +350,7 @@ pub fn panic_function(lua: &Lua, st: &std::rc::Rc<State>) -> mlua::Result<Functi
 pub use co::{runner_function, waker_function};
 pub use deliver::deliver_data_run;
 pub use read::read_functions;
+pub use resp::resp_functions;
 
 /// A service's Lua state (and values of it) made movable between the worker threads.
 ///

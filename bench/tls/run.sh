@@ -2,6 +2,7 @@
 # TLS benchmarks: full handshakes per second (new connection each, no resumption) and
 # bulk echo MB/s on one connection, against these servers, each pinned to one core:
 #   skysocket      examples/tls_echo.lua (coroutine API, lua5.4, release module)
+#   skysocket-cb   bench/servers/tls_echo_cb.lua (callback API, lua5.4, release module)
 #   rustls         tlsbench server (raw rustls echo in one epoll loop): the ceiling
 #   rustls-threads tlsbench tserver (raw rustls, blocking thread per connection)
 #   luasec         bench/servers/echo_luasec.lua (lua5.4 + Debian lua-sec, one
@@ -18,7 +19,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 HS=${1:-5}; MIB=${2:-512}; ROUNDS=${3:-3}; CONC=${4:-8}
-SERVERS=${5:-"skysocket rustls rustls-threads luasec luasec-select"}
+SERVERS=${5:-"skysocket skysocket-cb rustls rustls-threads luasec luasec-select"}
 BIN=$ROOT/target/tlsbench/release/tlsbench
 (cd bench/tls && CARGO_TARGET_DIR=$ROOT/target/tlsbench cargo build --release -q)
 tmp=$(mktemp -d); pids=()
@@ -49,6 +50,7 @@ printf '| server | handshakes/s, sequential | handshakes/s, %s at once | server 
 for s in $SERVERS; do
   case $s in
     skysocket) start $s lua5.4 examples/tls_echo.lua "$tmp/server.pem" "$tmp/server.key" 0 ;;
+    skysocket-cb) start $s lua5.4 bench/servers/tls_echo_cb.lua "$tmp/server.pem" "$tmp/server.key" 0 ;;
     rustls) start $s "$BIN" server 0 "$tmp/server.pem" "$tmp/server.key" ;;
     rustls-threads) start $s "$BIN" tserver 0 "$tmp/server.pem" "$tmp/server.key" ;;
     luasec|luasec-select)

@@ -548,6 +548,42 @@ end)
   os.remove(script)
 end
 
+-- The same from a service (the engine shared, the socket thread polling): bind's
+-- operation runs on the service's worker thread, its messages come as mail.
+function tests.stdin_in_a_service()
+  local L = require "httplib"
+  if not L.interp then return end
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write([=[
+local service = require "skysocket.service"
+local socket = require "skysocket.socket"
+assert(service.spawn([[
+  local socket = require "skysocket.socket"
+  local input = assert(socket.stdin())
+  local a, b = socket.readline(input), socket.readline(input)
+  io.stdout:write(tostring(a), ",", tostring(b), "\n")
+  io.stdout:flush()
+  socket.close(input)
+  require("skysocket.service").exit()
+]]))
+socket.run(function()
+  for _ = 1, 500 do -- until the service has ended (count includes the root)
+    if service.count() <= 1 then break end
+    socket.sleep(10)
+  end
+end)
+]=])
+  f:close()
+  L.run(function()
+    local h = L.sh("printf 'one\\n' | " .. L.interp .. " " .. script .. " | cat")
+    local out, rc = h:wait(10000)
+    T.eq(rc, 0, "child exit: " .. tostring(h.stderr))
+    T.eq(out, "one,false\n", "a line, then false at EOF")
+  end)
+  os.remove(script)
+end
+
 function tests.bind_refuses_bad_descriptors()
   T.raises("bad argument #1 to 'bind'", raw.bind, "zero")
   T.raises("bad argument #1 to 'bind'", raw.bind, -1)

@@ -261,12 +261,10 @@ fn connect(lua: &Lua, st: &State, a: &Args) -> Ret {
 /// `bind`. The engine works on a duplicate: closing the id leaves `fd` open.
 fn bind(lua: &Lua, st: &State, a: &Args) -> Ret {
     let v = a.integer(1)?;
-    let Ok(fd) = std::os::fd::RawFd::try_from(v) else {
-        return Err(a.error(1, format!("descriptor {v} out of range")));
+    let fd = match std::os::fd::RawFd::try_from(v) {
+        Ok(fd) if fd >= 0 => fd,
+        _ => return Err(a.error(1, format!("descriptor {v} out of range"))),
     };
-    if fd < 0 {
-        return Err(a.error(1, format!("descriptor {v} out of range")));
-    }
     let r = st.engine.borrow_mut().ops().bind(fd, st.owner());
     match r {
         Ok(id) => {

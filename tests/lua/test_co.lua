@@ -518,15 +518,30 @@ function tests.open_keeps_a_connection_the_peer_closed_at_once()
   end)
 end
 
+-- Run Lua `source` in a child interpreter whose stdin is `input` and whose stdout is a
+-- pipe (regular files cannot be polled): returns its stdout, exit code and stderr.
+local function piped_child(L, source, input)
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(source)
+  f:close()
+  local out, rc, err
+  L.run(function()
+    local h = L.sh("printf '" .. input .. "' | " .. L.interp .. " " .. script .. " | cat")
+    out, rc = h:wait(10000)
+    err = h.stderr
+  end)
+  os.remove(script)
+  return out, rc, err
+end
+
 -- stdin() and bind(fd) (Skynet's console input): a child interpreter reads its piped
 -- stdin line by line through the engine and writes the answer through a bound stdout
 -- (a pipe too: regular files cannot be polled and are refused).
 function tests.stdin_and_bind_read_and_write_pipes()
   local L = require "httplib"
   if not L.interp then return end
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write([[
+  local out, rc, err = piped_child(L, [[
 local socket = require "skysocket.socket"
 socket.run(function()
   local input = assert(socket.stdin())
@@ -537,15 +552,9 @@ socket.run(function()
   socket.close(out)
   io.stdout:write("stdout still open\n") -- closing the id left descriptor 1 open
 end)
-]])
-  f:close()
-  L.run(function()
-    local h = L.sh("printf 'one\\ntwo\\n' | " .. L.interp .. " " .. script .. " | cat")
-    local out, rc = h:wait(10000)
-    T.eq(rc, 0, "child exit: " .. tostring(h.stderr))
-    T.eq(out, "one,two,false\nstdout still open\n", "lines, then false at EOF")
-  end)
-  os.remove(script)
+]], "one\\ntwo\\n")
+  T.eq(rc, 0, "child exit: " .. tostring(err))
+  T.eq(out, "one,two,false\nstdout still open\n", "lines, then false at EOF")
 end
 
 -- The same from a service (the engine shared, the socket thread polling): bind's
@@ -553,9 +562,7 @@ end
 function tests.stdin_in_a_service()
   local L = require "httplib"
   if not L.interp then return end
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write([=[
+  local out, rc, err = piped_child(L, [=[
 local service = require "skysocket.service"
 local socket = require "skysocket.socket"
 assert(service.spawn([[
@@ -573,15 +580,9 @@ socket.run(function()
     socket.sleep(10)
   end
 end)
-]=])
-  f:close()
-  L.run(function()
-    local h = L.sh("printf 'one\\n' | " .. L.interp .. " " .. script .. " | cat")
-    local out, rc = h:wait(10000)
-    T.eq(rc, 0, "child exit: " .. tostring(h.stderr))
-    T.eq(out, "one,false\n", "a line, then false at EOF")
-  end)
-  os.remove(script)
+]=], "one\\n")
+  T.eq(rc, 0, "child exit: " .. tostring(err))
+  T.eq(out, "one,false\n", "a line, then false at EOF")
 end
 
 function tests.bind_refuses_bad_descriptors()

@@ -204,7 +204,7 @@ S.threads = threads
 -- coroutine: reader[id] = co, then yield(PARKED) with threads[co] left false (so no
 -- lookup keyed by the coroutine is made on the way). Whoever wakes such a reader sets
 -- reader[id] = false and queues co with push(co); the readable handler waker(reader)
--- (raw.waker, src/lua/fast_co.rs) does that in C for every arrival. on_reset(fn):
+-- (raw.waker, src/lua/fast/co.rs) does that in C for every arrival. on_reset(fn):
 -- fn() runs when run() returns, so that the socket layer forgets the readers of the
 -- coroutines abandoned there.
 -- On LuaJIT the waker and the run loop stay in Lua: its interpreter and traces do the
@@ -245,7 +245,7 @@ function S.waker(reader, slot)
   end
 end
 
--- drain(): resume the queued coroutines (see run). The C loop (src/lua/fast_co.rs)
+-- drain(): resume the queued coroutines (see run). The C loop (src/lua/fast/co.rs)
 -- resumes those woken without values and comes back for the rest.
 local drain
 if JIT then

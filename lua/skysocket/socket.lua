@@ -91,6 +91,8 @@ local threads, PARKED = sched.threads, sched.PARKED
 local yield, running = coroutine.yield, coroutine.running
 local floor = math.floor
 local readsome = raw.readsome
+-- read(id)'s common turn in C, where C functions can yield (nil on 5.1 and LuaJIT).
+local coread = raw.coreader and raw.coreader(PARKED)
 -- On LuaJIT read(id) returns at most CHUNK bytes: its allocator maps and unmaps every
 -- block of 128 KiB or more (a string that size cost two system calls and 32 page
 -- faults; see LUAJIT_MAX_READ in src/lua/mod.rs). nil elsewhere: everything buffered.
@@ -514,11 +516,19 @@ end
 function M.read(id, n)
   local rec = socks[id]
   if not rec then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
-  local connected = rec[1]
-  if n ~= nil and (type(n) ~= "number" or n < 0 or n ~= floor(n)) then
-    argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
-  end
   if n == nil then
+    if coread then
+      -- The common turn in C (Lua 5.3+): what is buffered, else park and take what
+      -- came; nil leaves the rest to the Lua code below (src/lua/fast/coread.rs).
+      local d = coread(rec, id, slow)
+      if closing > 0 then
+        local x = rare[id]
+        if x and x.closer then ready(x.closer) end
+      end
+      if d then return d end
+      if d == false then return false, "" end -- abandoned meanwhile
+    end
+    local connected = rec[1]
     local r = rec[2]
     if r ~= true then -- true: the last read drained the buffer, nothing arrived since
       local d = readsome(id, CHUNK)
@@ -571,6 +581,9 @@ function M.read(id, n)
       if fired then return nil, "timeout" end
       connected = rec[1]
     end
+  end
+  if type(n) ~= "number" or n < 0 or n ~= floor(n) then
+    argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
   end
   local d = raw.readn(id, n)
   if d then return d end

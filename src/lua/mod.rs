@@ -124,9 +124,12 @@ fn build(lua: &Lua, st: State) -> mlua::Result<(Table, Rc<State>)> {
     for (name, f) in fast::resp_functions(lua, &st)? {
         module.raw_set(name, f)?;
     }
-    // The coroutine layer's readable handler and run loop (internal; see fast_co.rs).
+    // The coroutine layer's readable handler and run loop (internal; see fast/co.rs).
     module.raw_set("waker", fast::waker_function(lua)?)?;
     module.raw_set("runner", fast::runner_function(lua)?)?;
+    // Its read(id) in C where C functions can yield (see fast/coread.rs).
+    #[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
+    module.raw_set("coreader", fast::coreader_function(lua, &st)?)?;
     if hooks::enabled() {
         module.raw_set("_test_panic", test_panic_function(lua)?)?;
         module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use mlua::{Function, Lua, Table, Value};
 
 use super::buffer::Buffers;
+use super::readbuf::IdHasher;
+
+type HandlerTables = std::collections::HashMap<u64, usize, std::hash::BuildHasherDefault<IdHasher>>;
 use crate::engine::{Batch, Config, Engine};
 
 pub struct State {
@@ -25,6 +28,11 @@ pub struct State {
     pub socket_handlers: Table,
     /// Number of entries in `socket_handlers` (the fast path skips the lookup at 0).
     pub own_handlers: Cell<usize>,
+    /// id -> address (`lua_topointer`) of the socket's handler when it is a table: the
+    /// delivery loop sees that a socket's handler is the one it has cached without a
+    /// lookup in `socket_handlers` (every socket of the coroutine layer has the same).
+    /// Kept exact by `set_handler`, so an address here is that of a live table.
+    handler_tables: RefCell<HandlerTables>,
     /// timer id -> function.
     pub timers: Table,
     /// resolve request id -> function.
@@ -73,6 +81,7 @@ impl State {
             handler_epoch: Cell::new(0),
             socket_handlers: lua.create_table()?,
             own_handlers: Cell::new(0),
+            handler_tables: RefCell::new(HandlerTables::default()),
             timers: lua.create_table()?,
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
@@ -123,10 +132,28 @@ impl State {
     pub fn set_handler(&self, id: i64, handler: Value) -> mlua::Result<()> {
         let had = !self.socket_handlers.raw_get::<Value>(id)?.is_nil();
         let has = !handler.is_nil();
+        let table = match &handler {
+            Value::Table(t) => Some(t.to_pointer() as usize),
+            _ => None,
+        };
         self.socket_handlers.raw_set(id, handler)?;
+        let mut tables = self.handler_tables.borrow_mut();
+        match table {
+            Some(p) => tables.insert(id as u64, p),
+            None => tables.remove(&(id as u64)),
+        };
+        drop(tables);
         let n = self.own_handlers.get();
         self.own_handlers.set(n + has as usize - had as usize);
         Ok(())
+    }
+}
+
+impl State {
+    /// The address of socket `id`'s handler if it is a table (see `handler_tables`).
+    #[inline]
+    pub fn handler_table(&self, id: u64) -> Option<usize> {
+        self.handler_tables.borrow().get(&id).copied()
     }
 }
 

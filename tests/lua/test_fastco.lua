@@ -130,4 +130,73 @@ function tests.runner_resumes_parked_coroutines_and_hands_back_the_rest()
   assert(tostring(err):find("bad argument #2 to 'runner' (table expected, got number)", 1, true), err)
 end
 
+-- raw.coreader(PARKED): read(id)'s common turn in C on Lua 5.3+ (src/lua/fast/coread.rs),
+-- driven directly on records like skysocket.socket's {connected, reader, owner} and an
+-- id with no read buffer (so nothing is ever taken); the socket tests cover the path
+-- with data. On 5.1 and LuaJIT there is none (their C functions cannot be continued).
+function tests.coreader_parks_as_the_lua_read_does_and_declines_the_rest()
+  local puc51 = _VERSION == "Lua 5.1" -- LuaJIT says 5.1 too
+  if puc51 then
+    T.eq(raw.coreader, nil, "no coreader on 5.1 / LuaJIT")
+    return
+  end
+  local PARKED = {}
+  local coread = raw.coreader(PARKED)
+  local ID = 987654321
+  -- junk never crashes: nil (Lua takes over)
+  T.eq(coread(), nil, "no arguments")
+  T.eq(coread("rec", ID), nil, "not a table")
+  T.eq(coread({ true, true }, "x"), nil, "bad id")
+  T.eq(coread({ true, true }, -3), nil, "negative id")
+  T.eq(coread({ true, true, nil }, ID, false), nil, "the main thread cannot park")
+  local rec
+  local function run(r, slow, wake_as)
+    rec = r
+    local co
+    co = coroutine.create(function()
+      rec[3] = rec[3] == "me" and co or rec[3]
+      return "returned", coread(rec, ID, slow)
+    end)
+    local ok, a, b = coroutine.resume(co)
+    T.eq(ok, true, tostring(a))
+    if a ~= PARKED then return co, false, a, b end
+    if wake_as == nil then return co, true end -- left parked
+    rec[2] = wake_as == "co" and co or wake_as
+    ok, a, b = coroutine.resume(co)
+    T.eq(ok, true, tostring(a))
+    return co, true, a, b
+  end
+  -- parks (rec[2] = the coroutine, yields PARKED); woken (false) with nothing
+  -- buffered: clears rec[2] and returns nothing
+  local co, parked, a, b = run({ true, true, "me" }, false, false)
+  T.eq(parked, true, "parked")
+  T.eq(a, "returned", "resumed"); T.eq(b, nil, "nothing taken")
+  T.eq(rec[2], nil, "reader state cleared")
+  -- the record held the coroutine while it was parked
+  co, parked = run({ true, nil, "me" }, false, nil)
+  T.eq(parked, true, "parked from nil too"); T.eq(rec[2], co, "rec[2] is the reader")
+  -- resumed by its own reference (not through a wake): the same as woken
+  co, parked, a, b = run({ true, true, "me" }, false, "co")
+  T.eq(parked, true, "parked"); T.eq(b, nil, "nothing"); T.eq(rec[2], nil, "cleared")
+  -- abandoned meanwhile (rec[2] replaced): false
+  co, parked, a, b = run({ true, true, "me" }, false, "gone")
+  T.eq(parked, true, "parked"); T.eq(b, false, "abandoned")
+  -- declines (nil, nothing changed): slow mode, not connected, not the owner, another
+  -- reader waiting
+  local other = coroutine.create(function() end)
+  for _, case in ipairs({
+    { { true, true, "me" }, true, "slow" },
+    { { false, true, "me" }, false, "not connected" },
+    { { true, true, other }, false, "not the owner" },
+    { { true, other, "me" }, false, "another reader" },
+    { { true, false, "me" }, false, "a woken reader" },
+  }) do
+    local before = case[1][2]
+    co, parked, a, b = run(case[1], case[2])
+    T.eq(parked, false, case[3] .. ": did not park")
+    T.eq(a, "returned", case[3]); T.eq(b, nil, case[3] .. ": nil")
+    T.eq(rec[2], before, case[3] .. ": record unchanged")
+  end
+end
+
 return tests

@@ -351,16 +351,20 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
             let mut nres: c_int = 0;
             let status = ffi::lua_resume(co, l, 0, &mut nres);
             if status == ffi::LUA_YIELD && nres == 1 {
-                // Moved over (off the coroutine's stack, as a resume needs).
+                // Two live tables at the same address are the same table: PARKED is
+                // recognised on the coroutine's stack and popped there, as a resume
+                // needs (the type test: a light userdata's pointer is its own value).
+                if !parked.is_null()
+                    && ffi::lua_topointer(co, -1) == parked
+                    && ffi::lua_type(co, -1) == ffi::LUA_TTABLE
+                {
+                    ffi::lua_settop(co, -2);
+                    continue;
+                }
+                // Moved over (off the coroutine's stack).
                 ffi::lua_xmove(co, l, 1); // [co, tail, flag(, args), v]
                 let v = ffi::lua_gettop(l);
-                let is_parked = if parked.is_null() {
-                    ffi::lua_rawequal(l, v, PARKED_R) != 0
-                } else {
-                    // Two live tables at the same address are the same table.
-                    ffi::lua_type(l, v) == ffi::LUA_TTABLE && ffi::lua_topointer(l, v) == parked
-                };
-                if is_parked {
+                if parked.is_null() && ffi::lua_rawequal(l, v, PARKED_R) != 0 {
                     continue;
                 }
                 ffi::lua_replace(l, 2); // [co, v, ...]

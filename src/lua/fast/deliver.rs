@@ -100,6 +100,15 @@ unsafe fn select_handler(
 ) -> bool {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
+        // The cached handler table again (the common case: every socket of the
+        // coroutine layer has the same one), seen from the Rust mirror of the socket's
+        // handler: no Lua lookup. Two live tables at one address are the same table.
+        if run.cached == Cached::Own
+            && !run.handler_ptr.is_null()
+            && run.st.handler_table(id as u64) == Some(run.handler_ptr as usize)
+        {
+            return true;
+        }
         // Most servers give no socket its own handler: then the table lookup is skipped.
         let own = run.st.own_handlers.get() > 0 && {
             // (raw_get_id: not lua_rawgeti on Lua 5.1 and LuaJIT, whose key is a C int.)

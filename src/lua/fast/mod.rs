@@ -17,6 +17,9 @@
 
 // The coroutine layer's raw fast paths: its readable handler and run loop (issue 18).
 mod co;
+// The coroutine layer's read(id) in C, on Lua 5.3+ (C functions that yield).
+#[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
+mod coread;
 mod deliver;
 mod read;
 // Redis replies (RESP2/RESP3) made into Lua values on the stack (issue 17).
@@ -348,6 +351,8 @@ pub fn panic_function(lua: &Lua, st: &std::rc::Rc<State>) -> mlua::Result<Functi
 }
 
 pub use co::{runner_function, waker_function};
+#[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
+pub use coread::coreader_function;
 pub use deliver::deliver_data_run;
 pub use read::read_functions;
 pub use resp::resp_functions;

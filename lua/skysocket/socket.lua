@@ -513,21 +513,10 @@ function M.start(id, func)
   return id
 end
 
-function M.read(id, n)
+local function read(id, n)
   local rec = socks[id]
   if not rec then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
   if n == nil then
-    if coread then
-      -- The common turn in C (Lua 5.3+): what is buffered, else park and take what
-      -- came; nil leaves the rest to the Lua code below (src/lua/fast/coread.rs).
-      local d = coread(rec, id, slow)
-      if closing > 0 then
-        local x = rare[id]
-        if x and x.closer then ready(x.closer) end
-      end
-      if d then return d end
-      if d == false then return false, "" end -- abandoned meanwhile
-    end
     local connected = rec[1]
     local r = rec[2]
     if r ~= true then -- true: the last read drained the buffer, nothing arrived since
@@ -611,6 +600,27 @@ function M.read(id, n)
     end
   end
   return done(dl, false, d)
+end
+
+if coread then
+  -- read(id)'s common turn in C (Lua 5.3+): what is buffered, else park and take what
+  -- comes (src/lua/fast/coread.rs); nil leaves the rest to the Lua code above, whose
+  -- errors name this function's caller (a tail call).
+  function M.read(id, n)
+    local rec = socks[id]
+    if rec and n == nil then
+      local d = coread(rec, id, slow)
+      if closing > 0 then
+        local x = rare[id]
+        if x and x.closer then ready(x.closer) end
+      end
+      if d then return d end
+      if d == false then return false, "" end -- abandoned meanwhile
+    end
+    return read(id, n)
+  end
+else
+  M.read = read
 end
 
 function M.readline(id, sep)

@@ -325,15 +325,22 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
         } else {
             std::ptr::null()
         };
+        // queue[0] as last read: while a drain runs it only grows (pushes append; the
+        // Lua side resets it only between drains), so it is read again only once `h`
+        // passes the value seen.
+        let mut tail: ffi::lua_Integer = -1;
         loop {
-            // [co, tail, flag(, args)]: one settop for the lookups.
+            // [co, flag(, args)]: one settop for the lookups.
             ffi::lua_settop(l, 0);
-            let kind = ffi::lua_rawgeti(l, QUEUE_R, h);
-            ffi::lua_rawgeti(l, QUEUE_R, 0);
-            let tail = ffi::lua_tointegerx(l, 2, std::ptr::null_mut());
             if h > tail {
-                break;
+                ffi::lua_rawgeti(l, QUEUE_R, 0);
+                tail = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
+                ffi::lua_settop(l, 0);
+                if h > tail {
+                    break;
+                }
             }
+            let kind = ffi::lua_rawgeti(l, QUEUE_R, h);
             // queue[-1]: nil, go on; a number, some entries have values (look at
             // qargs[h]); anything else, the exit flag.
             match ffi::lua_rawgeti(l, QUEUE_R, -1) {
@@ -362,7 +369,7 @@ unsafe extern "C-unwind" fn run_closure(l: *mut ffi::lua_State) -> c_int {
                     continue;
                 }
                 // Moved over (off the coroutine's stack).
-                ffi::lua_xmove(co, l, 1); // [co, tail, flag(, args), v]
+                ffi::lua_xmove(co, l, 1); // [co, flag(, args), v]
                 let v = ffi::lua_gettop(l);
                 if parked.is_null() && ffi::lua_rawequal(l, v, PARKED_R) != 0 {
                     continue;

@@ -84,6 +84,12 @@ local closing = 0
 local slow = false
 local default_timeout
 
+local setflag -- see LV below
+local function set_slow()
+  slow = true
+  if setflag then setflag(true) end
+end
+
 M.run, M.fork, M.sleep, M.exit = sched.run, sched.fork, sched.sleep, sched.exit
 M.sched = sched
 local ready, self, push = sched.ready, sched.self, sched.push
@@ -91,8 +97,11 @@ local threads, PARKED = sched.threads, sched.PARKED
 local yield, running = coroutine.yield, coroutine.running
 local floor = math.floor
 local readsome = raw.readsome
--- read(id)'s common turn in C, where C functions can yield (nil on 5.1 and LuaJIT).
-local coread = raw.coreader and raw.coreader(PARKED)
+-- On Lua 5.3+ read is a C function (raw.coreader, src/lua/fast/coread.rs) that does
+-- the common turns and calls the Lua read below for the rest: that one's errors then
+-- name its caller's caller (LV levels further up). setflag(true) makes the C read
+-- leave every wait to the Lua one (kept set while `slow` or a close waits: `closing`).
+local LV = raw.coreader and 1 or 0
 -- On LuaJIT read(id) returns at most CHUNK bytes: its allocator maps and unmaps every
 -- block of 128 KiB or more (a string that size cost two system calls and 32 page
 -- faults; see LUAJIT_MAX_READ in src/lua/mod.rs). nil elsewhere: everything buffered.
@@ -300,14 +309,14 @@ local function new_socket(id, connected)
   register(id, connected)
   rare[id] = nil
   if default_timeout then
-    slow = true
+    set_slow()
     ext(id).timeout = default_timeout
   end
 end
 
 -- Argument checks in the style of luaL_argerror, raised at the caller's line.
-local function argcheck(ok, n, fname, msg)
-  if not ok then error(string.format("bad argument #%d to '%s' (%s)", n, fname, msg), 3) end
+local function argcheck(ok, n, fname, msg, lv)
+  if not ok then error(string.format("bad argument #%d to '%s' (%s)", n, fname, msg), 3 + (lv or 0)) end
 end
 
 local function check(id)
@@ -353,12 +362,13 @@ end
 -- reports it closed, reading nothing). With a call deadline `dl` the wait ends when
 -- it expires; without one, a timeout set on the socket bounds this wait.
 -- (Called only on a socket registered here: its callers check `connected` first.)
-local function suspend(id, dl)
+local function suspend(id, dl, lv)
   local rec = socks[id]
   local r = rec[2]
-  if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 3) end
+  lv = 3 + (lv or 0)
+  if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", lv) end
   local co = self()
-  if not co then error("skysocket.socket: waiting outside a sched coroutine", 3) end
+  if not co then error("skysocket.socket: waiting outside a sched coroutine", lv) end
   if dl then
     if dl.expired then return false, "timeout" end
     dl.co = co
@@ -515,7 +525,7 @@ end
 
 local function read(id, n)
   local rec = socks[id]
-  if not rec then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2) end
+  if not rec then error("socket " .. tostring(id) .. " is not open in skysocket.socket", 2 + LV) end
   if n == nil then
     local connected = rec[1]
     local r = rec[2]
@@ -532,12 +542,12 @@ local function read(id, n)
       -- coroutine waits in this frame. A coroutine keeps the CallInfos (and Lua
       -- stack) of its deepest call chain, so nothing here goes more than one call
       -- below read.
-      if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 2) end
+      if r ~= nil and r ~= true then error("socket " .. id .. " already has a waiting reader", 2 + LV) end
       local co = running()
       -- The owner of a socket is always a scheduled coroutine (own() is given no
       -- other), so only a new owner needs the check.
       if rec[3] ~= co then
-        if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2) end
+        if threads[co] == nil then error("skysocket.socket: waiting outside a sched coroutine", 2 + LV) end
         own(id, co)
       end
       local x = slow and rare[id]
@@ -572,7 +582,7 @@ local function read(id, n)
     end
   end
   if type(n) ~= "number" or n < 0 or n ~= floor(n) then
-    argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n))
+    argcheck(false, 2, "read", "size must be a non-negative integer, got " .. tostring(n), LV)
   end
   local d = raw.readn(id, n)
   if d then return d end
@@ -584,7 +594,7 @@ local function read(id, n)
       d = rest(id)
       break
     end
-    local ok, err = suspend(id, dl)
+    local ok, err = suspend(id, dl, LV)
     if ok == nil then
       d = ""
       break
@@ -602,23 +612,16 @@ local function read(id, n)
   return done(dl, false, d)
 end
 
-if coread then
-  -- read(id)'s common turn in C (Lua 5.3+): what is buffered, else park and take what
-  -- comes (src/lua/fast/coread.rs); nil leaves the rest to the Lua code above, whose
-  -- errors name this function's caller (a tail call).
-  function M.read(id, n)
-    local rec = socks[id]
-    if rec and n == nil then
-      local d = coread(rec, id, slow)
-      if closing > 0 then
-        local x = rare[id]
-        if x and x.closer then ready(x.closer) end
-      end
-      if d then return d end
-      if d == false then return false, "" end -- abandoned meanwhile
+if raw.coreader then
+  -- After a wait in the C read while the flag is set: what the Lua read does after
+  -- its wait before taking the bytes (wake a close waiting for this reader).
+  local function after_park(id)
+    if closing > 0 then
+      local x = rare[id]
+      if x and x.closer then ready(x.closer) end
     end
-    return read(id, n)
   end
+  M.read, setflag = raw.coreader(PARKED, socks, read, after_park)
 else
   M.read = read
 end
@@ -714,6 +717,7 @@ function M.close(id)
     if me then
       x = ext(id)
       closing = closing + 1
+      if setflag then setflag(true) end
       x.closer = me
       while true do
         local rec = socks[id]
@@ -727,6 +731,7 @@ function M.close(id)
       end
       x.closer = nil
       closing = closing - 1
+      if setflag then setflag(slow or closing > 0) end
     end
   else
     raw.close(id) -- the peer closed first: release a socket kept open by keepopen
@@ -742,7 +747,7 @@ end
 
 function M.pause(id)
   if socks[id] == nil then return end
-  slow = true
+  set_slow()
   ext(id).paused = true
   raw.pause(id)
 end
@@ -769,7 +774,7 @@ end
 
 function M.settimeout(id, ms)
   check(id)
-  slow = true
+  set_slow()
   ext(id).timeout = ms
 end
 
@@ -851,7 +856,7 @@ local function handshaken(id, fname, timeout)
   local x = ext(id)
   local saved = x.timeout
   if timeout then
-    slow = true
+    set_slow()
     x.timeout = timeout
   end
   local ok, err = true, nil

@@ -130,73 +130,127 @@ function tests.runner_resumes_parked_coroutines_and_hands_back_the_rest()
   assert(tostring(err):find("bad argument #2 to 'runner' (table expected, got number)", 1, true), err)
 end
 
--- raw.coreader(PARKED): read(id)'s common turn in C on Lua 5.3+ (src/lua/fast/coread.rs),
--- driven directly on records like skysocket.socket's {connected, reader, owner} and an
--- id with no read buffer (so nothing is ever taken); the socket tests cover the path
--- with data. On 5.1 and LuaJIT there is none (their C functions cannot be continued).
-function tests.coreader_parks_as_the_lua_read_does_and_declines_the_rest()
-  local puc51 = _VERSION == "Lua 5.1" -- LuaJIT says 5.1 too
-  if puc51 then
+-- raw.coreader: skysocket.socket's read(id [, n]) in C on Lua 5.3+
+-- (src/lua/fast/coread.rs), driven directly on records like skysocket.socket's
+-- {connected, reader, owner} and an id with no read buffer (so nothing is ever taken
+-- here; the socket tests cover the path with data). Whatever it does not do itself
+-- it hands to the Lua read it was given. On 5.1 and LuaJIT there is none (their C
+-- functions cannot be continued after a yield).
+function tests.coreader_parks_as_the_lua_read_does_and_hands_over_the_rest()
+  if _VERSION == "Lua 5.1" then -- LuaJIT says 5.1 too
     T.eq(raw.coreader, nil, "no coreader on 5.1 / LuaJIT")
     return
   end
-  local PARKED = {}
-  local coread = raw.coreader(PARKED)
+  local PARKED, socks, handed, parked_after = {}, {}, {}, {}
+  local function lua_read(...)
+    handed[#handed + 1] = { n = select("#", ...), ... }
+    if (...) == "yield" then return "after", coroutine.yield("in lua") end
+    return "lua", ...
+  end
+  local read, setflag = raw.coreader(PARKED, socks, lua_read, function(id)
+    parked_after[#parked_after + 1] = id
+  end)
   local ID = 987654321
-  -- junk never crashes: nil (Lua takes over)
-  T.eq(coread(), nil, "no arguments")
-  T.eq(coread("rec", ID), nil, "not a table")
-  T.eq(coread({ true, true }, "x"), nil, "bad id")
-  T.eq(coread({ true, true }, -3), nil, "negative id")
-  T.eq(coread({ true, true, nil }, ID, false), nil, "the main thread cannot park")
+  -- junk and unknown ids go to the Lua read, arguments as given
+  T.eq(read(), "lua", "no arguments")
+  T.eq(handed[1].n, 0, "handed over as is")
+  T.eq(select(2, read("x", 3)), "x", "bad id")
+  T.eq(select(3, read(-3, 2)), 2, "negative id, with n")
+  T.eq(select(2, read(ID)), ID, "unknown id")
+  socks[ID] = { true, true }
+  T.eq(read(ID), "lua", "the main thread cannot park")
+  T.eq(select(3, read(ID, 5)), 5, "read(id, n) with less than n buffered")
+  -- the Lua read may wait: its results come back through the C function
+  local lco = coroutine.create(function() return read("yield") end)
+  local _, y = coroutine.resume(lco)
+  T.eq(y, "in lua", "the Lua read yielded")
+  local _, r1, r2 = coroutine.resume(lco, "resumed")
+  T.eq(r1, "after", "its results"); T.eq(r2, "resumed", "with the resume values")
   local rec
-  local function run(r, slow, wake_as)
+  local function run(r, wake_as)
     rec = r
+    socks[ID] = r
+    handed = {}
     local co
     co = coroutine.create(function()
-      rec[3] = rec[3] == "me" and co or rec[3]
-      return "returned", coread(rec, ID, slow)
+      if rec[3] == "me" then rec[3] = co end
+      return "returned", read(ID)
     end)
-    local ok, a, b = coroutine.resume(co)
+    local ok, a, b, c = coroutine.resume(co)
     T.eq(ok, true, tostring(a))
-    if a ~= PARKED then return co, false, a, b end
+    if a ~= PARKED then return co, false, a, b, c end
     if wake_as == nil then return co, true end -- left parked
     rec[2] = wake_as == "co" and co or wake_as
-    ok, a, b = coroutine.resume(co)
+    ok, a, b, c = coroutine.resume(co)
     T.eq(ok, true, tostring(a))
-    return co, true, a, b
+    return co, true, a, b, c
   end
-  -- parks (rec[2] = the coroutine, yields PARKED); woken (false) with nothing
-  -- buffered: clears rec[2] and returns nothing
-  local co, parked, a, b = run({ true, true, "me" }, false, false)
-  T.eq(parked, true, "parked")
-  T.eq(a, "returned", "resumed"); T.eq(b, nil, "nothing taken")
-  T.eq(rec[2], nil, "reader state cleared")
-  -- the record held the coroutine while it was parked
-  co, parked = run({ true, nil, "me" }, false, nil)
-  T.eq(parked, true, "parked from nil too"); T.eq(rec[2], co, "rec[2] is the reader")
-  -- resumed by its own reference (not through a wake): the same as woken
-  co, parked, a, b = run({ true, true, "me" }, false, "co")
-  T.eq(parked, true, "parked"); T.eq(b, nil, "nothing"); T.eq(rec[2], nil, "cleared")
-  -- abandoned meanwhile (rec[2] replaced): false
-  co, parked, a, b = run({ true, true, "me" }, false, "gone")
-  T.eq(parked, true, "parked"); T.eq(b, false, "abandoned")
-  -- declines (nil, nothing changed): slow mode, not connected, not the owner, another
-  -- reader waiting
+  -- parks (rec[2] = the coroutine, yields PARKED)
+  local co, parked = run({ true, nil, "me" })
+  T.eq(parked, true, "parked"); T.eq(rec[2], co, "rec[2] is the reader")
+  -- woken (false) with nothing buffered: rec[2] cleared, the Lua read takes over
+  local _, a, b
+  co, parked, _, a, b = run({ true, true, "me" }, false)
+  T.eq(parked, true, "parked from true too")
+  T.eq(a, "lua", "the Lua read after the wait"); T.eq(b, ID, "with the id")
+  T.eq(#handed, 1, "handed over once")
+  -- resumed by its own reference (not through a wake): the same
+  co, parked, _, a = run({ true, true, "me" }, "co")
+  T.eq(parked, true, "parked"); T.eq(a, "lua", "handed over")
+  -- abandoned meanwhile (rec[2] replaced): false, ""
+  co, parked, _, a, b = run({ true, true, "me" }, "gone")
+  T.eq(parked, true, "parked"); T.eq(a, false, "abandoned"); T.eq(b, "", "nothing read")
+  T.eq(#handed, 0, "not handed over")
+  -- the flag set while it waits: after_park(id), then the rest as usual
+  co, parked = run({ true, true, "me" })
+  setflag(true)
+  rec[2] = false
+  local ok2, r = coroutine.resume(co)
+  T.eq(ok2, true, tostring(r)); T.eq(r, "returned", "resumed")
+  T.eq(parked_after[1], ID, "after_park ran")
+  -- with the flag set it does not wait itself
+  co, parked, _, a = run({ true, true, "me" })
+  T.eq(parked, false, "flag set: no wait here"); T.eq(a, "lua", "handed over")
+  setflag(false)
+  co, parked = run({ true, true, "me" })
+  T.eq(parked, true, "flag cleared: waits again")
+  -- handed over (nothing changed): not connected, not the owner, another reader
+  -- waiting or just woken
   local other = coroutine.create(function() end)
   for _, case in ipairs({
-    { { true, true, "me" }, true, "slow" },
-    { { false, true, "me" }, false, "not connected" },
-    { { true, true, other }, false, "not the owner" },
-    { { true, other, "me" }, false, "another reader" },
-    { { true, false, "me" }, false, "a woken reader" },
+    { { false, true, "me" }, "not connected" },
+    { { true, true, other }, "not the owner" },
+    { { true, other, "me" }, "another reader" },
+    { { true, false, "me" }, "a woken reader" },
   }) do
     local before = case[1][2]
-    co, parked, a, b = run(case[1], case[2])
-    T.eq(parked, false, case[3] .. ": did not park")
-    T.eq(a, "returned", case[3]); T.eq(b, nil, case[3] .. ": nil")
-    T.eq(rec[2], before, case[3] .. ": record unchanged")
+    co, parked, _, a = run(case[1])
+    T.eq(parked, false, case[2] .. ": did not park")
+    T.eq(a, "lua", case[2] .. ": handed over")
+    T.eq(rec[2], before, case[2] .. ": record unchanged")
   end
+  local ok3, err = pcall(raw.coreader, PARKED, socks, lua_read, 5)
+  T.eq(ok3, false, "bad argument")
+  assert(tostring(err):find("bad argument #4 to 'coreader' (function expected)", 1, true), err)
+end
+
+-- read's errors name the caller's line whichever read runs (C or Lua)
+function tests.read_errors_name_the_callers_line()
+  local socket = require "skysocket.socket"
+  local ok, err = pcall(function() return socket.read(424242) end)
+  T.eq(ok, false, "unknown id")
+  assert(tostring(err):find("test_fastco.lua:%d+: socket 424242 is not open"), err)
+  local ok2, err2 = socket.run(function()
+    local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+    socket.start(lid, function(id) socket.start(id); socket.close(id) end)
+    local c = assert(socket.open("127.0.0.1", port))
+    local ok3, e3 = pcall(function() return socket.read(c, -1) end)
+    socket.close(c)
+    socket.close(lid)
+    T.eq(ok3, false, "bad size")
+    assert(tostring(e3):find("test_fastco.lua:%d+: bad argument #2 to 'read'"), e3)
+  end)
+  T.eq(ok2, true, tostring(err2))
 end
 
 return tests

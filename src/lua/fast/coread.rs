@@ -1,60 +1,71 @@
-//! `coread(rec, id, slow)`: the common case of the coroutine layer's `read(id)` in C
-//! (part of the raw hot-path module `fast`; issue 18), on Lua 5.3 and later, whose
-//! C functions can yield and be continued (`lua_yieldk`). On 5.1 and LuaJIT the
-//! module has no `coreader` and `skysocket.socket` reads in Lua only.
+//! `skysocket.socket`'s `read(id [, n])` as a C closure (part of the raw hot-path
+//! module `fast`; issue 18), on Lua 5.3 and later, whose C functions can yield and be
+//! continued (`lua_yieldk`, `lua_callk`). On 5.1 and LuaJIT the module has no
+//! `coreader` and `read` is the Lua function alone.
 //!
-//! `rec` is the socket's record in `skysocket.socket` (`{connected, reader, owner}`,
-//! see the comment on `socks` there) and `id` its socket id. The closure:
+//! `coreader(PARKED, socks, lua_read, after_park)` returns `read, setflag`. `socks`
+//! is the socket layer's table of records (`{connected, reader, owner}`, see the
+//! comment on `socks` in socket.lua); `lua_read(id, n)` is its complete read in Lua;
+//! `setflag(b)` tells `read` to leave every wait to `lua_read` (the Lua side sets it
+//! while any socket has a timeout or pause, or a `close` waits for a reader);
+//! `after_park(id)` is called after a wait while the flag is set (it wakes a waiting
+//! closer). `read` does the common turns itself and hands anything else to
+//! `lua_read`, so the Lua function stays the one definition of read's behaviour:
 //!
-//! 1. unless `rec[2]` is `true` (the last read drained the buffer and nothing arrived
-//!    since), takes everything buffered for `id` as one string and returns it
-//!    (setting `rec[2] = true` if it was nil: the buffer is now empty);
-//! 2. otherwise, if `slow` is false (no socket has a timeout or was paused), the
-//!    socket is connected, nobody else waits on it (`rec[2]` nil or true), the running
-//!    coroutine owns it (`rec[3]`) and can yield: parks the coroutine as the
-//!    socket's reader (`rec[2] = co`) and yields the scheduler's `PARKED` value, as
-//!    the Lua code does;
-//! 3. when resumed: if `rec[2]` is neither `false` (woken by the readable handler) nor
-//!    this coroutine, the socket was abandoned or closed by force meanwhile: returns
-//!    `false`. Otherwise it takes what is buffered as in 1 (returning it, with
-//!    `rec[2] = true`), or, with nothing there (the wake was a close or an open),
-//!    clears `rec[2]` and returns nothing.
+//! - `read(id, n)`: `n` bytes if that many are buffered, else `lua_read`;
+//! - `read(id)`: unless `rec[2]` is `true` (the last read drained the buffer and
+//!   nothing arrived since), everything buffered as one string (then `rec[2] = true`
+//!   if it was nil). Otherwise, if the flag is clear, the socket is connected, nobody
+//!   else waits on it (`rec[2]` nil or true), the running coroutine owns it (`rec[3]`)
+//!   and can yield: it parks the coroutine as the socket's reader (`rec[2] = co`) and
+//!   yields the scheduler's `PARKED` value, as the Lua code does. When resumed: if
+//!   `rec[2]` is neither `false` (woken by the readable handler) nor this coroutine,
+//!   the socket was abandoned or closed by force meanwhile: `false, ""`. Otherwise
+//!   what is buffered (with `rec[2] = true`), or, if nothing is (the wake was a close
+//!   or an open), `rec[2]` is cleared and `lua_read` takes over.
 //!
-//! Returns nothing (nil) whenever the Lua code must take over: in 2 when any condition
-//! fails (Lua then raises the error, arms the timeout or reports the close), in 3 when
-//! nothing was buffered. So the Lua side stays the one definition of read's
-//! behaviour; this only does its most frequent turn without running Lua code.
+//! `lua_read` is called from here, so its errors name the caller of `read` one level
+//! further up (socket.lua's `LV`).
 
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mlua::{ffi, Function, Lua};
 
+use super::co::raw_get_id;
 use super::{c_closure, closure_state, raise_panic};
 use crate::lua::buffer;
 use crate::lua::state::State;
 
-const REC: c_int = 1;
-const ID: c_int = 2;
-const SLOW: c_int = 3;
-/// The scheduler's `PARKED` value (upvalues 1-3 are `c_closure`'s).
+// Upvalues of `read` (1-3 are `c_closure`'s).
 const PARKED: c_int = ffi::lua_upvalueindex(4);
+const SOCKS: c_int = ffi::lua_upvalueindex(5);
+const FLAG: c_int = ffi::lua_upvalueindex(6);
+const LUA_READ: c_int = ffi::lua_upvalueindex(7);
+const AFTER_PARK: c_int = ffi::lua_upvalueindex(8);
+// Stack slots of `read` once it has found the record: the id, the record.
+const ID: c_int = 1;
+const REC: c_int = 2;
 
-/// Push everything buffered for `id` as one string; false (nothing pushed) if the
-/// socket has no buffer or nothing is buffered.
+const _: () = assert!(std::mem::size_of::<ffi::lua_KContext>() >= std::mem::size_of::<u64>());
+
+/// Push the bytes `pick` chooses from `id`'s buffer as one string; false (nothing
+/// pushed) if the socket has no buffer or `pick` finds nothing.
 ///
 /// # Safety
 ///
 /// `l` is inside a C function call with a free stack slot. A memory error raised by
 /// the push leaves the buffer table borrowed (later reads then find nothing), as in
 /// `read_closure`; no other Rust value is alive across it.
-unsafe fn push_buffered(l: *mut ffi::lua_State, st: &State, id: u64) -> bool {
+unsafe fn push_taken(
+    l: *mut ffi::lua_State,
+    st: &State,
+    id: u64,
+    pick: impl FnOnce(&mut buffer::ReadBuf) -> Option<(usize, usize, usize)>,
+) -> bool {
     // SAFETY: as the function's # Safety note.
     unsafe {
-        let found = catch_unwind(AssertUnwindSafe(|| {
-            buffer::begin_take(st, id, buffer::pick_some(usize::MAX))
-        }));
-        match found {
+        match catch_unwind(AssertUnwindSafe(|| buffer::begin_take(st, id, pick))) {
             Err(payload) => raise_panic(l, payload),
             Ok(None) => false,
             Ok(Some(taking)) => {
@@ -69,7 +80,48 @@ unsafe fn push_buffered(l: *mut ffi::lua_State, st: &State, id: u64) -> bool {
     }
 }
 
-/// The socket id argument; `None` unless a positive integer (Lua takes over).
+/// Whether the Lua side asked for every wait to go through `lua_read`.
+///
+/// # Safety
+///
+/// `l` is inside `read` (upvalue 6 is the flag's one-byte userdata).
+unsafe fn flagged(l: *mut ffi::lua_State) -> bool {
+    // SAFETY: as the function's # Safety note: a full userdata of one byte.
+    unsafe { *(ffi::lua_touserdata(l, FLAG) as *const u8) != 0 }
+}
+
+/// Call `lua_read` with the values on the stack as its arguments and return what it
+/// returns (through `lua_callk`: it may wait, that is yield).
+///
+/// # Safety
+///
+/// `l` is inside `read` or its continuation, with the arguments alone on the stack.
+unsafe fn hand_over(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: as the function's # Safety note; one slot is pushed.
+    unsafe {
+        let n = ffi::lua_gettop(l);
+        ffi::lua_pushvalue(l, LUA_READ);
+        ffi::lua_insert(l, 1);
+        ffi::lua_callk(l, n, ffi::LUA_MULTRET, 0, Some(handed_over));
+        ffi::lua_gettop(l)
+    }
+}
+
+/// `hand_over`'s continuation (after `lua_read` waited): its results are the stack.
+///
+/// # Safety
+///
+/// Called by Lua as a continuation of `read`.
+unsafe extern "C-unwind" fn handed_over(
+    l: *mut ffi::lua_State,
+    _status: c_int,
+    _ctx: ffi::lua_KContext,
+) -> c_int {
+    // SAFETY: `l` is the coroutine running `read`'s frame.
+    unsafe { ffi::lua_gettop(l) }
+}
+
+/// The id argument; `None` unless a positive integer (`lua_read` then reports it).
 ///
 /// # Safety
 ///
@@ -83,27 +135,45 @@ unsafe fn id_arg(l: *mut ffi::lua_State) -> Option<u64> {
     }
 }
 
-/// `coread(rec, id, slow)` (see the module comment).
+/// `read(id [, n])` (see the module comment).
 ///
 /// # Safety
 ///
-/// Called by Lua only, as a C closure made by `coreader_new`: upvalues 1-3 as
-/// `c_closure`'s, 4 the `PARKED` value. `rec` is the caller's record table (checked
-/// here: anything else returns nil). At most 4 slots are pushed (a C function has
-/// `LUA_MINSTACK`, 20). `lua_yieldk`
-/// longjmps out of this frame, which then holds no Rust value with a destructor.
-unsafe extern "C-unwind" fn coread_closure(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: see the function's # Safety note. Only absolute indices 1-3 are read
-    // (an absent one reads as none/nil), so extra arguments do no harm.
+/// Called by Lua only, as a C closure made by `coreader_new` (its upvalues as listed
+/// above, checked there). At most 5 slots are pushed (a C function has
+/// `LUA_MINSTACK`, 20). `lua_yieldk` and errors longjmp out of this frame, which then
+/// holds no Rust value with a destructor.
+unsafe extern "C-unwind" fn read_closure(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: see the function's # Safety note.
     unsafe {
-        if ffi::lua_type(l, REC) != ffi::LUA_TTABLE {
-            return 0;
+        let nargs = ffi::lua_gettop(l);
+        let Some(id) = id_arg(l) else {
+            return hand_over(l);
+        };
+        if nargs >= 2 && ffi::lua_type(l, 2) != ffi::LUA_TNIL {
+            // read(id, n): n bytes if they are there.
+            let mut isnum: c_int = 0;
+            let n = ffi::lua_tointegerx(l, 2, &mut isnum);
+            if isnum != 0 && n >= 0 && ffi::lua_type(l, 2) == ffi::LUA_TNUMBER {
+                ffi::lua_settop(l, 2);
+                if raw_get_id(l, SOCKS, id as ffi::lua_Integer) == ffi::LUA_TTABLE
+                    && push_taken(l, closure_state(l), id, buffer::pick_n(n as usize))
+                {
+                    return 1;
+                }
+                ffi::lua_settop(l, 2);
+            }
+            return hand_over(l);
         }
-        let r = ffi::lua_rawgeti(l, REC, 2); // [.., r]
+        ffi::lua_settop(l, ID);
+        if raw_get_id(l, SOCKS, id as ffi::lua_Integer) != ffi::LUA_TTABLE {
+            ffi::lua_settop(l, ID);
+            return hand_over(l);
+        }
+        let r = ffi::lua_rawgeti(l, REC, 2); // [id, rec, r]
         let drained = r == ffi::LUA_TBOOLEAN && ffi::lua_toboolean(l, -1) != 0;
-        let Some(id) = id_arg(l) else { return 0 };
         if !drained {
-            if push_buffered(l, closure_state(l), id) {
+            if push_taken(l, closure_state(l), id, buffer::pick_some(usize::MAX)) {
                 if r == ffi::LUA_TNIL {
                     ffi::lua_pushboolean(l, 1);
                     ffi::lua_rawseti(l, REC, 2);
@@ -111,84 +181,167 @@ unsafe extern "C-unwind" fn coread_closure(l: *mut ffi::lua_State) -> c_int {
                 return 1;
             }
             if r != ffi::LUA_TNIL {
-                return 0; // another reader waits (or was just woken): Lua reports it
+                ffi::lua_settop(l, ID);
+                return hand_over(l); // another reader waits (or was just woken)
             }
         }
-        if ffi::lua_toboolean(l, SLOW) != 0 || ffi::lua_isyieldable(l) == 0 {
-            return 0;
+        if flagged(l) || ffi::lua_isyieldable(l) == 0 {
+            ffi::lua_settop(l, ID);
+            return hand_over(l);
         }
         ffi::lua_rawgeti(l, REC, 1); // connected
         ffi::lua_rawgeti(l, REC, 3); // owner (lua_tothread: null unless a coroutine)
         if ffi::lua_toboolean(l, -2) == 0 || ffi::lua_tothread(l, -1) != l {
-            return 0;
+            ffi::lua_settop(l, ID);
+            return hand_over(l);
         }
         ffi::lua_pushthread(l);
         ffi::lua_rawseti(l, REC, 2);
         ffi::lua_pushvalue(l, PARKED);
-        // The id travels in the context (a positive lua_Integer; isize is 64-bit on
-        // every target this builds for, see the assertion below).
-        ffi::lua_yieldk(l, 1, id as ffi::lua_KContext, Some(coread_continue))
+        // The id travels in the context (a positive lua_Integer; lua_KContext holds
+        // it, see the assertion above).
+        ffi::lua_yieldk(l, 1, id as ffi::lua_KContext, Some(read_continue))
     }
 }
 
-const _: () = assert!(std::mem::size_of::<ffi::lua_KContext>() >= std::mem::size_of::<u64>());
-
-/// `coread`'s continuation: step 3 of the module comment. It runs in `coread`'s
-/// frame, so `closure_state` reads the same upvalues.
+/// `read`'s continuation after its own wait (see the module comment).
 ///
 /// # Safety
 ///
-/// Called by Lua as the continuation of `coread_closure`, in its frame: its
-/// arguments are at 1-3 (the values the coroutine was resumed with above them).
-unsafe extern "C-unwind" fn coread_continue(
+/// Called by Lua as the continuation of `read_closure`, in its frame (its upvalues
+/// readable): the id and the record at 1 and 2, then whatever the coroutine was
+/// resumed with (dropped first: at most 3 slots are then pushed).
+unsafe extern "C-unwind" fn read_continue(
     l: *mut ffi::lua_State,
     _status: c_int,
     ctx: ffi::lua_KContext,
 ) -> c_int {
-    // SAFETY: see the function's # Safety note. The values the coroutine was resumed
-    // with are dropped first, so at most 2 slots are pushed above the 3 arguments.
+    // SAFETY: see the function's # Safety note.
     unsafe {
-        ffi::lua_settop(l, SLOW);
+        ffi::lua_settop(l, REC);
         let woken = match ffi::lua_rawgeti(l, REC, 2) {
             ffi::LUA_TBOOLEAN => ffi::lua_toboolean(l, -1) == 0,
             ffi::LUA_TTHREAD => ffi::lua_tothread(l, -1) == l,
             _ => false,
         };
         if !woken {
+            // Abandoned, or closed by force, meanwhile.
             ffi::lua_pushboolean(l, 0);
-            return 1;
+            ffi::lua_pushstring(l, c"".as_ptr());
+            return 2;
         }
-        if push_buffered(l, closure_state(l), ctx as u64) {
+        ffi::lua_settop(l, REC);
+        if flagged(l) {
+            ffi::lua_pushvalue(l, AFTER_PARK);
+            ffi::lua_pushvalue(l, ID);
+            ffi::lua_callk(l, 1, 0, ctx, Some(after_park_done));
+        }
+        after_park_done(l, ffi::LUA_OK, ctx)
+    }
+}
+
+/// The rest of `read_continue`, also its continuation should `after_park` wait.
+///
+/// # Safety
+///
+/// As `read_continue`, with the stack at [id, rec].
+unsafe extern "C-unwind" fn after_park_done(
+    l: *mut ffi::lua_State,
+    _status: c_int,
+    ctx: ffi::lua_KContext,
+) -> c_int {
+    // SAFETY: see the function's # Safety note.
+    unsafe {
+        if push_taken(
+            l,
+            closure_state(l),
+            ctx as u64,
+            buffer::pick_some(usize::MAX),
+        ) {
             ffi::lua_pushboolean(l, 1);
             ffi::lua_rawseti(l, REC, 2);
             return 1;
         }
         ffi::lua_pushnil(l);
         ffi::lua_rawseti(l, REC, 2);
+        ffi::lua_settop(l, ID);
+        hand_over(l)
+    }
+}
+
+/// `setflag(b)`: set or clear the flag (upvalue 1, shared with `read`).
+///
+/// # Safety
+///
+/// Called by Lua only, as a C closure made by `coreader_new`.
+unsafe extern "C-unwind" fn setflag_closure(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: upvalue 1 is the flag's one-byte userdata.
+    unsafe {
+        *(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *mut u8) =
+            ffi::lua_toboolean(l, 1) as u8;
         0
     }
 }
 
-/// `coreader(parked)`: a new `coread` closure (above) whose `PARKED` is `parked`,
-/// sharing this function's State upvalues.
+/// `coreader(PARKED, socks, lua_read, after_park)` -> `read, setflag` (see the module
+/// comment); `read` shares this function's State upvalues.
 ///
 /// # Safety
 ///
-/// Called by Lua only, as a C closure made by `c_closure`.
+/// Called by Lua only, as a C closure made by `c_closure`. An argument error longjmps
+/// (PUC Lua) through this frame, which holds no Rust value.
 unsafe extern "C-unwind" fn coreader_new(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: see the function's # Safety note; 4 values are pushed.
+    // SAFETY: see the function's # Safety note; at most 9 slots are pushed above the
+    // 4 arguments, after `lua_checkstack`.
     unsafe {
-        ffi::lua_settop(l, 1);
+        let wanted = [
+            (
+                2,
+                ffi::LUA_TTABLE,
+                c"bad argument #2 to 'coreader' (table expected)",
+            ),
+            (
+                3,
+                ffi::LUA_TFUNCTION,
+                c"bad argument #3 to 'coreader' (function expected)",
+            ),
+            (
+                4,
+                ffi::LUA_TFUNCTION,
+                c"bad argument #4 to 'coreader' (function expected)",
+            ),
+        ];
+        for (i, kind, msg) in wanted {
+            if ffi::lua_type(l, i) != kind {
+                ffi::luaL_where(l, 1);
+                ffi::lua_pushstring(l, msg.as_ptr());
+                ffi::lua_concat(l, 2);
+                ffi::lua_error(l);
+            }
+        }
+        ffi::lua_settop(l, 4);
+        if ffi::lua_checkstack(l, 10) == 0 {
+            ffi::lua_pushstring(l, c"coreader: stack overflow".as_ptr());
+            ffi::lua_error(l);
+        }
+        let flag = ffi::lua_newuserdata(l, 1) as *mut u8; // 5
+        *flag = 0;
         for i in 1..=3 {
             ffi::lua_pushvalue(l, ffi::lua_upvalueindex(i));
         }
-        ffi::lua_pushvalue(l, 1);
-        ffi::lua_pushcclosure(l, coread_closure, 4);
-        1
+        ffi::lua_pushvalue(l, 1); // PARKED
+        ffi::lua_pushvalue(l, 2); // socks
+        ffi::lua_pushvalue(l, 5); // the flag
+        ffi::lua_pushvalue(l, 3); // lua_read
+        ffi::lua_pushvalue(l, 4); // after_park
+        ffi::lua_pushcclosure(l, read_closure, 8); // 6
+        ffi::lua_pushvalue(l, 5);
+        ffi::lua_pushcclosure(l, setflag_closure, 1); // 7
+        2
     }
 }
 
 /// The module's `coreader` function.
 pub fn coreader_function(lua: &Lua, st: &std::rc::Rc<State>) -> mlua::Result<Function> {
-    c_closure(lua, st, c"coreader", coreader_new)
+    c_closure(lua, st, c"read", coreader_new)
 }

@@ -23,13 +23,21 @@ function tests.every_exported_function_is_documented()
   if #missing > 0 then error("not in README.md: " .. table.concat(missing, ", ")) end
 end
 
+-- Documented functions a build may lack by design: coreader needs C functions that
+-- can yield and be continued (Lua 5.3+; not 5.1, not LuaJIT).
+local function absent_by_design(name)
+  return name == "coreader" and _VERSION == "Lua 5.1"
+end
+
 function tests.every_documented_function_exists()
   local text = readme()
   local api = text:match("## API %(`require \"skysocket\"`%)(.-)\n## ")
   assert(api, "API section not found")
   local unknown = {}
   for name in api:gmatch("\n| `([%w_]+)%(") do
-    if type(socket[name]) ~= "function" then unknown[#unknown + 1] = name end
+    if type(socket[name]) ~= "function" and not absent_by_design(name) then
+      unknown[#unknown + 1] = name
+    end
   end
   if #unknown > 0 then error("documented but missing: " .. table.concat(unknown, ", ")) end
 end
@@ -121,7 +129,9 @@ function tests.api_md_headings_name_existing_functions()
     local mod = require(module)
     local unknown = {}
     for name in api_section(text, module):gmatch("\n### ([%w_]+)%(") do
-      if type(mod[name]) ~= "function" then unknown[#unknown + 1] = name end
+      if type(mod[name]) ~= "function" and not absent_by_design(name) then
+        unknown[#unknown + 1] = name
+      end
     end
     if #unknown > 0 then
       error("docs/API.md documents missing " .. module .. " functions: " .. table.concat(unknown, ", "))

@@ -165,7 +165,9 @@ unsafe extern "C-unwind" fn read_closure(l: *mut ffi::lua_State) -> c_int {
             }
             return hand_over(l);
         }
-        ffi::lua_settop(l, ID);
+        if nargs != ID {
+            ffi::lua_settop(l, ID);
+        }
         if raw_get_id(l, SOCKS, id as ffi::lua_Integer) != ffi::LUA_TTABLE {
             ffi::lua_settop(l, ID);
             return hand_over(l);
@@ -230,7 +232,7 @@ unsafe extern "C-unwind" fn read_continue(
             ffi::lua_pushstring(l, c"".as_ptr());
             return 2;
         }
-        ffi::lua_settop(l, REC);
+        // [id, rec, r]: the results below are pushed above r.
         if flagged(l) {
             ffi::lua_pushvalue(l, AFTER_PARK);
             ffi::lua_pushvalue(l, ID);
@@ -244,7 +246,7 @@ unsafe extern "C-unwind" fn read_continue(
 ///
 /// # Safety
 ///
-/// As `read_continue`, with the stack at [id, rec].
+/// As `read_continue`, with the stack at [id, rec, r].
 unsafe extern "C-unwind" fn after_park_done(
     l: *mut ffi::lua_State,
     _status: c_int,

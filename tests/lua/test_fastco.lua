@@ -189,16 +189,16 @@ function tests.coreader_parks_as_the_lua_read_does_and_hands_over_the_rest()
   local co, parked = run({ true, nil, "me" })
   T.eq(parked, true, "parked"); T.eq(rec[2], co, "rec[2] is the reader")
   -- woken (false) with nothing buffered: rec[2] cleared, the Lua read takes over
-  local _, a, b
-  co, parked, _, a, b = run({ true, true, "me" }, false)
+  local ret, a, b -- ret: "returned"
+  co, parked, ret, a, b = run({ true, true, "me" }, false)
   T.eq(parked, true, "parked from true too")
   T.eq(a, "lua", "the Lua read after the wait"); T.eq(b, ID, "with the id")
   T.eq(#handed, 1, "handed over once")
   -- resumed by its own reference (not through a wake): the same
-  co, parked, _, a = run({ true, true, "me" }, "co")
+  co, parked, ret, a = run({ true, true, "me" }, "co")
   T.eq(parked, true, "parked"); T.eq(a, "lua", "handed over")
   -- abandoned meanwhile (rec[2] replaced): false, ""
-  co, parked, _, a, b = run({ true, true, "me" }, "gone")
+  co, parked, ret, a, b = run({ true, true, "me" }, "gone")
   T.eq(parked, true, "parked"); T.eq(a, false, "abandoned"); T.eq(b, "", "nothing read")
   T.eq(#handed, 0, "not handed over")
   -- the flag set while it waits: after_park(id), then the rest as usual
@@ -209,7 +209,7 @@ function tests.coreader_parks_as_the_lua_read_does_and_hands_over_the_rest()
   T.eq(ok2, true, tostring(r)); T.eq(r, "returned", "resumed")
   T.eq(parked_after[1], ID, "after_park ran")
   -- with the flag set it does not wait itself
-  co, parked, _, a = run({ true, true, "me" })
+  co, parked, ret, a = run({ true, true, "me" })
   T.eq(parked, false, "flag set: no wait here"); T.eq(a, "lua", "handed over")
   setflag(false)
   co, parked = run({ true, true, "me" })
@@ -224,7 +224,7 @@ function tests.coreader_parks_as_the_lua_read_does_and_hands_over_the_rest()
     { { true, false, "me" }, "a woken reader" },
   }) do
     local before = case[1][2]
-    co, parked, _, a = run(case[1])
+    co, parked, ret, a = run(case[1])
     T.eq(parked, false, case[2] .. ": did not park")
     T.eq(a, "lua", case[2] .. ": handed over")
     T.eq(rec[2], before, case[2] .. ": record unchanged")

@@ -32,16 +32,24 @@ pub fn buffered(lua: &Lua, st: &State, a: &Args) -> Ret {
         return false_msg(lua, crate::engine::Error::UnknownId);
     }
     let mut bufs = st.buffers.borrow_mut();
-    let b = bufs.entry(id).or_default();
+    let b = bufs.entry(id).or_insert_with(|| new_buffer(st, id));
     if !b.buffered {
         b.buffered = true;
-        b.limit = DEFAULT_LIMIT;
+        b.set_limit(DEFAULT_LIMIT);
     }
     if let Some(l) = limit {
-        b.limit = l;
+        b.set_limit(l);
     }
     after_read(st, &mut bufs, id);
     ret(lua, true)
+}
+
+/// A new read buffer for socket `id`, knowing its handler table (see `ReadBuf::handler`).
+fn new_buffer(st: &State, id: SocketId) -> ReadBuf {
+    ReadBuf {
+        handler: st.handler_table(id),
+        ..ReadBuf::default()
+    }
 }
 
 /// An open socket, or a closed one whose buffer still holds unread bytes.
@@ -108,14 +116,14 @@ pub fn framed(lua: &Lua, st: &State, a: &Args) -> Ret {
         return false_msg(lua, crate::engine::Error::UnknownId);
     }
     let mut bufs = st.buffers.borrow_mut();
-    let b = bufs.entry(id).or_default();
+    let b = bufs.entry(id).or_insert_with(|| new_buffer(st, id));
     b.extra().framing = Some(Framing { header, max });
     if buffered && !b.buffered {
         b.buffered = true;
-        b.limit = DEFAULT_LIMIT;
+        b.set_limit(DEFAULT_LIMIT);
     }
     if let Some(l) = limit {
-        b.limit = l;
+        b.set_limit(l);
     }
     ret(lua, true)
 }

@@ -86,9 +86,16 @@ pub struct ReadBuf {
     pub(super) data: Vec<u8>,
     /// Bytes before `pos` were consumed.
     pub(super) pos: usize,
-    /// Pause threshold (0 = never pause).
-    pub(super) limit: usize,
+    /// Pause threshold (0 = never pause); `u32`, clamped, so that `handler` fits in 56
+    /// bytes (a 4 GiB threshold is as good as none).
+    pub(super) limit: u32,
     pub(super) extra: Option<Box<Extra>>,
+    /// The address (`lua_topointer`) of the socket's own handler table, 0 without one:
+    /// the delivery loop sees that the socket's handler is the one it has cached
+    /// without a Lua lookup (every socket of the coroutine layer has the same). Kept
+    /// exact by `State::set_handler` and set when the buffer is made, so an address
+    /// here is that of a live table (`socket_handlers` holds it).
+    pub(super) handler: usize,
     /// Data stays here and `readable` is called (false: framed callback mode).
     pub(super) buffered: bool,
     /// We paused the engine's reading for back-pressure.
@@ -111,6 +118,11 @@ pub(super) struct Extra {
 }
 
 impl ReadBuf {
+    /// Set the pause threshold (clamped to `u32::MAX`).
+    pub(super) fn set_limit(&mut self, bytes: usize) {
+        self.limit = u32::try_from(bytes).unwrap_or(u32::MAX);
+    }
+
     pub(super) fn framing(&self) -> Option<Framing> {
         self.extra.as_ref().and_then(|e| e.framing)
     }
@@ -161,8 +173,8 @@ impl ReadBuf {
     pub(super) fn pause_limit(&self) -> usize {
         match self.framing() {
             _ if self.limit == 0 => usize::MAX,
-            Some(f) => self.limit.max(f.max + f.header),
-            None => self.limit,
+            Some(f) => (self.limit as usize).max(f.max + f.header),
+            None => self.limit as usize,
         }
     }
 

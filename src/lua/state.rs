@@ -6,9 +6,6 @@ use std::sync::Arc;
 use mlua::{Function, Lua, Table, Value};
 
 use super::buffer::Buffers;
-use super::readbuf::IdHasher;
-
-type HandlerTables = std::collections::HashMap<u64, usize, std::hash::BuildHasherDefault<IdHasher>>;
 use crate::engine::{Batch, Config, Engine};
 
 pub struct State {
@@ -28,11 +25,6 @@ pub struct State {
     pub socket_handlers: Table,
     /// Number of entries in `socket_handlers` (the fast path skips the lookup at 0).
     pub own_handlers: Cell<usize>,
-    /// id -> address (`lua_topointer`) of the socket's handler when it is a table: the
-    /// delivery loop sees that a socket's handler is the one it has cached without a
-    /// lookup in `socket_handlers` (every socket of the coroutine layer has the same).
-    /// Kept exact by `set_handler`, so an address here is that of a live table.
-    handler_tables: RefCell<HandlerTables>,
     /// timer id -> function.
     pub timers: Table,
     /// resolve request id -> function.
@@ -81,7 +73,6 @@ impl State {
             handler_epoch: Cell::new(0),
             socket_handlers: lua.create_table()?,
             own_handlers: Cell::new(0),
-            handler_tables: RefCell::new(HandlerTables::default()),
             timers: lua.create_table()?,
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
@@ -133,16 +124,14 @@ impl State {
         let had = !self.socket_handlers.raw_get::<Value>(id)?.is_nil();
         let has = !handler.is_nil();
         let table = match &handler {
-            Value::Table(t) => Some(t.to_pointer() as usize),
-            _ => None,
+            Value::Table(t) => t.to_pointer() as usize,
+            _ => 0,
         };
         self.socket_handlers.raw_set(id, handler)?;
-        let mut tables = self.handler_tables.borrow_mut();
-        match table {
-            Some(p) => tables.insert(id as u64, p),
-            None => tables.remove(&(id as u64)),
-        };
-        drop(tables);
+        // The read buffer's copy (see `ReadBuf::handler`).
+        if let Some(b) = self.buffers.borrow_mut().get_mut(&(id as u64)) {
+            b.handler = table;
+        }
         let n = self.own_handlers.get();
         self.own_handlers.set(n + has as usize - had as usize);
         Ok(())
@@ -150,10 +139,20 @@ impl State {
 }
 
 impl State {
-    /// The address of socket `id`'s handler if it is a table (see `handler_tables`).
+    /// The address of socket `id`'s own handler if it is a table, else 0 (a Lua lookup:
+    /// see `ReadBuf::handler` for the copy the delivery loop reads).
+    pub fn handler_table(&self, id: u64) -> usize {
+        match self.socket_handlers.raw_get::<Value>(id as i64) {
+            Ok(Value::Table(t)) => t.to_pointer() as usize,
+            _ => 0,
+        }
+    }
+
+    /// The copy of `handler_table(id)` in the socket's read buffer; `None` without a
+    /// buffer (or while the buffers are borrowed).
     #[inline]
-    pub fn handler_table(&self, id: u64) -> Option<usize> {
-        self.handler_tables.borrow().get(&id).copied()
+    pub fn buffered_handler(&self, id: u64) -> Option<usize> {
+        self.buffers.try_borrow().ok()?.get(&id).map(|b| b.handler)
     }
 }
 

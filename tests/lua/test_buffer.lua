@@ -186,4 +186,36 @@ function tests.sendframe_and_readframe_buffered()
   socket.close(lid); socket.close(sid)
 end
 
+-- A buffered socket's own handler replaced by another: the arrivals that follow go to
+-- the new one, also in a poll where another socket with the old handler came first
+-- (the delivery loop keeps the handler it has cached and recognises a socket's from a
+-- copy in its read buffer, which start(id, handler) must keep exact).
+function tests.a_replaced_own_handler_gets_the_next_arrivals()
+  local got = {}
+  local function handler(tag)
+    return { readable = function(id) got[#got + 1] = tag .. ":" .. id end }
+  end
+  local A, B = handler("A"), handler("B")
+  local s1, c1, l1 = pair(A)
+  local s2, c2, l2 = pair(A)
+  socket.buffered(s1); socket.buffered(s2)
+  assert(socket.start(s2, B))
+  local function count(tag, id)
+    local n = 0
+    for _, g in ipairs(got) do if g == tag .. ":" .. id then n = n + 1 end end
+    return n
+  end
+  for round = 1, 20 do
+    socket.send(c1, "x"); socket.send(c2, "y")
+    T.wait("round " .. round, function() return socket.unread(s1) == round and socket.unread(s2) == round end)
+  end
+  T.eq(count("A", s2), 0, "nothing for the old handler")
+  T.eq(count("B", s2), 20, "every arrival for the new one")
+  T.eq(count("A", s1), 20, "the other socket keeps its handler")
+  T.eq(socket.readsome(s2), ("y"):rep(20), "the bytes")
+  socket.readsome(s1)
+  socket.close(c1); socket.close(c2); socket.close(l1); socket.close(l2)
+  T.wait("server closes", function() return socket.unread(s1) == nil and socket.unread(s2) == nil end)
+end
+
 return tests

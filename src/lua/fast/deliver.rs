@@ -101,11 +101,12 @@ unsafe fn select_handler(
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
         // The cached handler table again (the common case: every socket of the
-        // coroutine layer has the same one), seen from the Rust mirror of the socket's
-        // handler: no Lua lookup. Two live tables at one address are the same table.
+        // coroutine layer has the same one), seen from the copy of the socket's handler
+        // in its read buffer: no Lua lookup. Two live tables at one address are the
+        // same table.
         if run.cached == Cached::Own
             && !run.handler_ptr.is_null()
-            && run.st.handler_table(id as u64) == Some(run.handler_ptr as usize)
+            && run.st.buffered_handler(id as u64) == Some(run.handler_ptr as usize)
         {
             return true;
         }

@@ -254,4 +254,54 @@ function tests.read_errors_name_the_callers_line()
   T.eq(ok2, true, tostring(err2))
 end
 
+-- Wakes of coroutine readers and plain callbacks in the same delivery runs: the
+-- delivery loop writes the run queue's tail once per run of wakes and must write it
+-- back before any callback (which may push to the queue itself) and before anything
+-- else is delivered. Clients with callback handlers (raw API) pingpong with coroutine
+-- echo servers, so every poll mixes both kinds; a wake lost would stall a pair.
+function tests.wakes_mixed_with_callbacks_in_one_run_lose_no_reader()
+  local socket = require "skysocket.socket"
+  local N, ROUNDS = 8, 50
+  local replies, done = {}, 0
+  local ok, err = socket.run(function()
+    local lid, _, port = assert(socket.listen("127.0.0.1", 0))
+    socket.start(lid, function(id)
+      socket.start(id)
+      while true do
+        local d = socket.read(id)
+        if not d then break end
+        socket.write(id, d)
+      end
+      socket.close(id)
+    end)
+    -- Two pings in flight per pair: then every poll has echoes for the clients and
+    -- pings for the servers, so callbacks and wakes alternate within one run.
+    local clients, sent = {}, {}
+    local function ping(id)
+      if sent[id] < ROUNDS then sent[id] = sent[id] + 1; raw.send(id, "ping") end
+    end
+    for i = 1, N do
+      local cid = assert(raw.connect("127.0.0.1", port))
+      clients[i] = cid
+      replies[cid], sent[cid] = 0, 0
+      assert(raw.start(cid, {
+        open = function(id) ping(id); ping(id) end,
+        data = function(id, d)
+          for _ = 1, math.floor(#d / 4) do
+            replies[id] = replies[id] + 1
+            if replies[id] == ROUNDS then done = done + 1 end
+            ping(id)
+          end
+        end,
+      }))
+    end
+    local waited = 0
+    while done < N and waited < 10000 do socket.sleep(5); waited = waited + 5 end
+    for _, cid in ipairs(clients) do raw.close(cid) end
+    socket.close(lid)
+  end)
+  T.eq(ok, true, tostring(err))
+  T.eq(done, N, "every pair finished its rounds")
+end
+
 return tests

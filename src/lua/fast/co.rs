@@ -86,13 +86,46 @@ unsafe fn raw_set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
 const READER: c_int = ffi::lua_upvalueindex(1);
 const QUEUE: c_int = ffi::lua_upvalueindex(2);
 
+/// `queue[0]` as the waker sees it: `last`, the value cached between wakes in which no
+/// Lua code runs in between (the delivery loop's runs of wakes; `None`: read it), and
+/// whether `queue[0]` in the table is behind it (`unsaved`; only with `defer`).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Tail {
+    pub last: Option<ffi::lua_Integer>,
+    /// The delivery loop writes `queue[0]` once per run of wakes (`save_tail`) instead
+    /// of once per wake; the standalone closures write it at once.
+    pub defer: bool,
+    pub unsaved: bool,
+}
+
+/// Write a deferred `queue[0]` (see `Tail`) into the queue at stack index `queue`.
+///
+/// # Safety
+///
+/// `l` is a valid state with a free stack slot; `queue` an absolute index or pseudo-index
+/// of the table the wakes behind `tail` appended to. Raises only on a memory error
+/// (`queue[0]` is an existing key: it cannot).
+#[inline(always)]
+pub(super) unsafe fn save_tail(l: *mut ffi::lua_State, queue: c_int, tail: &mut Tail) {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        if tail.unsaved {
+            if let Some(t) = tail.last {
+                ffi::lua_pushinteger(l, t);
+                ffi::lua_rawseti(l, queue, 0);
+            }
+            tail.unsaved = false;
+        }
+    }
+}
+
 /// What the waker does for an arrival on socket `id`, on the tables at stack indices
 /// `reader` and `queue` (see the module comment). Leaves the stack as it found it.
 ///
-/// `tail` caches `queue[0]` between calls in which no Lua code runs in between (the
-/// delivery loop's runs of wakes; `None`: read it). The coroutine is stored in the
-/// queue first, the only step that may allocate: if that raises a memory error,
-/// nothing has changed (`queue[0]` and the reader's state are existing keys).
+/// The coroutine is stored in the queue first, the only step that may allocate: if
+/// that raises a memory error, nothing has changed but what `tail` says is unsaved
+/// (`queue[0]` and the reader's state are existing keys; the delivery loop's caller
+/// saves an unsaved tail after an error).
 ///
 /// # Safety
 ///
@@ -106,14 +139,14 @@ pub(super) unsafe fn wake(
     reader: c_int,
     queue: c_int,
     id: ffi::lua_Integer,
-    tail: &mut Option<ffi::lua_Integer>,
+    tail: &mut Tail,
 ) {
     // SAFETY: as the function's # Safety note.
     unsafe {
         match raw_get_id(l, reader, id) {
             ffi::LUA_TTHREAD => {
                 // [co]
-                let last = match *tail {
+                let last = match tail.last {
                     Some(t) => t,
                     None => {
                         ffi::lua_rawgeti(l, queue, 0); // [co, tail]
@@ -123,9 +156,13 @@ pub(super) unsafe fn wake(
                     }
                 } + 1;
                 ffi::lua_rawseti(l, queue, last); // []
-                ffi::lua_pushinteger(l, last);
-                ffi::lua_rawseti(l, queue, 0);
-                *tail = Some(last);
+                tail.last = Some(last);
+                if tail.defer {
+                    tail.unsaved = true;
+                } else {
+                    ffi::lua_pushinteger(l, last);
+                    ffi::lua_rawseti(l, queue, 0);
+                }
                 ffi::lua_pushboolean(l, 0);
                 raw_set_id(l, reader, id);
             }
@@ -153,7 +190,7 @@ pub(super) unsafe fn wake_record(
     queue: c_int,
     slot: ffi::lua_Integer,
     id: ffi::lua_Integer,
-    tail: &mut Option<ffi::lua_Integer>,
+    tail: &mut Tail,
 ) {
     // SAFETY: as the function's # Safety note; the record is at an absolute index
     // while `wake` pushes above it.
@@ -180,7 +217,7 @@ unsafe extern "C-unwind" fn wake_closure(l: *mut ffi::lua_State) -> c_int {
         if isnum == 0 {
             return 0;
         }
-        wake(l, READER, QUEUE, id, &mut None);
+        wake(l, READER, QUEUE, id, &mut Tail::default());
         0
     }
 }
@@ -201,7 +238,7 @@ unsafe extern "C-unwind" fn wake_record_closure(l: *mut ffi::lua_State) -> c_int
             return 0;
         }
         let slot = ffi::lua_tointegerx(l, SLOT, std::ptr::null_mut());
-        wake_record(l, READER, QUEUE, slot, id, &mut None);
+        wake_record(l, READER, QUEUE, slot, id, &mut Tail::default());
         0
     }
 }

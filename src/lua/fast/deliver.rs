@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mlua::{ffi, Lua};
 
-use super::co::Waker;
+use super::co::{Tail, Waker};
 use super::raise_panic;
 use crate::engine::Batch;
 use crate::lua::buffer::Routed;
@@ -58,9 +58,24 @@ struct Run<'a> {
     slot: ffi::lua_Integer,
     /// The address of the cached handler table (`S_HANDLER`), null if not a table.
     handler_ptr: *const c_void,
-    /// `S_QUEUE`'s `queue[0]` while only wakes ran since it was read (`co::wake`);
-    /// `None` after anything else (a callback, another handler).
-    tail: Option<ffi::lua_Integer>,
+    /// `S_QUEUE`'s `queue[0]` while only wakes ran since it was read (`co::wake`),
+    /// written back once per run of wakes (`forget_tail`); forgotten after anything
+    /// else (a callback, another handler). After an error unwinds `deliver_loop`,
+    /// `deliver_data_run` saves what is unsaved (`save_tail_after_error`).
+    tail: Tail,
+}
+
+/// Write back `run.tail` if a wake left it unsaved, and forget it: before any Lua code
+/// runs (a callback may push to the queue) and before `S_QUEUE` changes.
+///
+/// # Safety
+///
+/// `l` is inside `deliver_loop` with its slots set up and a free stack slot.
+unsafe fn forget_tail(l: *mut ffi::lua_State, run: &mut Run) {
+    // SAFETY: as the function's # Safety note: an unsaved tail came from wakes on the
+    // queue in S_QUEUE, which changes only after this.
+    unsafe { super::co::save_tail(l, S_QUEUE, &mut run.tail) };
+    run.tail.last = None;
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -138,6 +153,8 @@ unsafe fn select_handler(
             ffi::lua_pop(l, 1);
             return true;
         }
+        // Another handler (or the high-level dispatcher) from here on.
+        forget_tail(l, run);
         match ffi::lua_type(l, -1) {
             ffi::LUA_TNIL => {
                 // No handler at all: messages are dropped.
@@ -164,7 +181,6 @@ unsafe fn select_handler(
             }
         }
         ffi::lua_replace(l, S_HANDLER);
-        run.tail = None; // another handler: maybe another queue
         run.cached = if own { Cached::Own } else { Cached::Default };
         run.handler_ptr = if ffi::lua_type(l, S_HANDLER) == ffi::LUA_TTABLE {
             ffi::lua_topointer(l, S_HANDLER)
@@ -230,7 +246,11 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
         let run = &mut *(ffi::lua_touserdata(l, A_RUN) as *mut Run);
         ffi::lua_settop(l, S_QUEUE);
         run.cached = Cached::Nothing;
-        run.tail = None;
+        // (An unsaved tail of the previous entry was saved by `deliver_data_run`.)
+        run.tail = Tail {
+            defer: true,
+            ..Tail::default()
+        };
         run.has_data = false;
         run.has_readable = false;
         run.waker = Waker::No;
@@ -255,12 +275,15 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             let routed = match catch_unwind(AssertUnwindSafe(|| route(sid, data))) {
                 Ok(r) => r,
                 // Reported as this message's callback error; delivery resumes after it.
-                Err(payload) => raise_panic(l, payload),
+                Err(payload) => {
+                    forget_tail(l, run);
+                    raise_panic(l, payload)
+                }
             };
             match routed {
                 Routed::Normal => {
                     if run.has_data {
-                        run.tail = None;
+                        forget_tail(l, run);
                         ffi::lua_pushvalue(l, S_DATA);
                         ffi::lua_pushinteger(l, id);
                         ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
@@ -273,7 +296,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                     } else if run.waker == Waker::Plain {
                         super::co::wake(l, S_READER, S_QUEUE, id, &mut run.tail);
                     } else if run.has_readable {
-                        run.tail = None;
+                        forget_tail(l, run);
                         ffi::lua_pushvalue(l, S_READABLE);
                         ffi::lua_pushinteger(l, id);
                         ffi::lua_pushinteger(l, n as ffi::lua_Integer);
@@ -281,7 +304,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                     }
                 }
                 Routed::Frames(frames) => {
-                    run.tail = None;
+                    forget_tail(l, run);
                     run.frames = frames;
                     run.frame_pos = 0;
                     run.frame_id = id;
@@ -289,7 +312,59 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                 }
             }
         }
+        forget_tail(l, run);
         0
+    }
+}
+
+/// After an error unwound `deliver_loop` with a tail unsaved (a memory error while a
+/// wake appended to the queue): write it into the queue of the handler that made those
+/// wakes, the handler of the last message taken (no Lua code ran since the wakes, as the
+/// tail is saved before any runs, so that socket's handler is the cached one). Without
+/// this the woken coroutines, already marked woken, would never run.
+///
+/// # Safety
+///
+/// `l` is inside `deliver_data_run`'s closure; `h_idx` and `d_idx` are the handlers'
+/// table and the default handler there. Nothing here raises: the stack is checked
+/// first, `"readable"` is an existing string, and `queue[0]` an existing key.
+unsafe fn save_tail_after_error(l: *mut ffi::lua_State, run: &mut Run, h_idx: c_int, d_idx: c_int) {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        let (Some(last), true) = (run.tail.last, run.tail.unsaved) else {
+            return;
+        };
+        run.tail = Tail::default();
+        let Some((sid, _)) = run.next.checked_sub(1).and_then(|i| run.batch.data_at(i)) else {
+            return;
+        };
+        let top = ffi::lua_gettop(l);
+        if ffi::lua_checkstack(l, 4) == 0 {
+            return;
+        }
+        let mut kind = ffi::LUA_TNIL;
+        if run.st.own_handlers.get() > 0 {
+            kind = super::co::raw_get_id(l, h_idx, sid as ffi::lua_Integer);
+            if kind == ffi::LUA_TNIL {
+                ffi::lua_settop(l, top);
+            }
+        }
+        if kind == ffi::LUA_TNIL {
+            ffi::lua_pushvalue(l, d_idx);
+            kind = ffi::lua_type(l, -1);
+        }
+        if kind == ffi::LUA_TTABLE {
+            ffi::lua_pushstring(l, c"readable".as_ptr());
+            ffi::lua_rawget(l, -2);
+            if super::co::waker_kind(l, -1) != Waker::No
+                && !ffi::lua_getupvalue(l, -1, 2).is_null()
+                && ffi::lua_type(l, -1) == ffi::LUA_TTABLE
+            {
+                ffi::lua_pushinteger(l, last);
+                ffi::lua_rawseti(l, -2, 0);
+            }
+        }
+        ffi::lua_settop(l, top);
     }
 }
 
@@ -326,7 +401,7 @@ pub fn deliver_data_run(
         waker: Waker::No,
         slot: 0,
         handler_ptr: std::ptr::null(),
-        tail: None,
+        tail: Tail::default(),
     };
     let mut errors = Vec::new();
     // SAFETY: the closure keeps the stack balanced apart from the two arguments, which
@@ -357,9 +432,98 @@ pub fn deliver_data_run(
                         .into_owned()
                 });
                 ffi::lua_pop(l, 1);
+                save_tail_after_error(l, &mut run, h_idx, d_idx);
             }
             ffi::lua_pop(l, 1); // the message handler
         })?;
     }
     Ok((run.next, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use mlua::{Function, Lua, Table, Value};
+
+    use super::deliver_data_run;
+    use crate::engine::{Batch, Config, Msg};
+    use crate::lua::buffer::{self, ReadBuf};
+    use crate::lua::state::State;
+
+    /// One delivery run of [a waker's socket, a callback's socket, a waker's socket,
+    /// a waker's socket], the callback pushing to the run queue itself: the wakes'
+    /// tail (written once per run of wakes) must be in the queue before the callback
+    /// runs and at the end, so nothing is overwritten and every coroutine is queued.
+    #[test]
+    fn a_callback_between_wakes_finds_the_queue_tail_written() {
+        let lua = Lua::new();
+        let st = State::new(&lua, Config::default()).expect("state");
+        let waker: Function = super::super::co::waker_function(&lua).expect("waker");
+        let env: Table = lua
+            .load(
+                r#"
+                local waker = ...
+                local queue, socks = { [0] = 0 }, {}
+                local cos = {}
+                for _, id in ipairs({ 1, 3, 4 }) do
+                  cos[id] = coroutine.create(function() end)
+                  socks[id] = { true, cos[id] }
+                end
+                local H = { readable = waker(socks, queue, 2) }
+                local C = { data = function(id)
+                  local t = queue[0] + 1
+                  queue[0] = t
+                  queue[t] = "callback " .. id
+                end }
+                return { queue = queue, cos = cos, H = H, C = C }
+                "#,
+            )
+            .call(waker)
+            .expect("setup");
+        let h: Value = env.get("H").unwrap();
+        let c: Value = env.get("C").unwrap();
+        for id in [1u64, 3, 4] {
+            st.set_handler(id as i64, h.clone()).unwrap();
+            let b = ReadBuf {
+                buffered: true,
+                ..ReadBuf::default()
+            };
+            st.buffers.borrow_mut().insert(id, b);
+        }
+        st.set_handler(2, c).unwrap();
+        let mut batch = Batch::new();
+        for id in [1u64, 2, 3, 4] {
+            batch.push(Msg::Data {
+                id,
+                owner: 0,
+                data: b"x",
+            });
+        }
+        let route = |id: u64, data: &[u8]| buffer::on_data(&st, id, data);
+        let (next, errors) = deliver_data_run(&lua, &st, &batch, 0, &route).expect("run");
+        assert_eq!((next, errors.len()), (4, 0));
+        let queue: Table = env.get("queue").unwrap();
+        let cos: Table = env.get("cos").unwrap();
+        assert_eq!(queue.raw_get::<i64>(0).unwrap(), 4, "four entries");
+        let entry = |i: i64| queue.raw_get::<Value>(i).unwrap();
+        assert_eq!(
+            entry(1),
+            cos.raw_get::<Value>(1).unwrap(),
+            "the first reader"
+        );
+        assert_eq!(
+            entry(2),
+            Value::String(lua.create_string("callback 2").unwrap()),
+            "the callback's entry after it"
+        );
+        assert_eq!(
+            entry(3),
+            cos.raw_get::<Value>(3).unwrap(),
+            "the second reader"
+        );
+        assert_eq!(
+            entry(4),
+            cos.raw_get::<Value>(4).unwrap(),
+            "the third reader"
+        );
+    }
 }

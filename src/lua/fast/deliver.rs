@@ -115,16 +115,6 @@ unsafe fn select_handler(
 ) -> bool {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
-        // The cached handler table again (the common case: every socket of the
-        // coroutine layer has the same one), seen from the copy of the socket's handler
-        // in its read buffer: no Lua lookup. Two live tables at one address are the
-        // same table.
-        if run.cached == Cached::Own
-            && !run.handler_ptr.is_null()
-            && run.st.buffered_handler(id as u64) == Some(run.handler_ptr as usize)
-        {
-            return true;
-        }
         // Most servers give no socket its own handler: then the table lookup is skipped.
         let own = run.st.own_handlers.get() > 0 && {
             // (raw_get_id: not lua_rawgeti on Lua 5.1 and LuaJIT, whose key is a C int.)
@@ -265,8 +255,19 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                 break;
             }
             let id = sid as ffi::lua_Integer;
-            // The common case, the module-wide handler already cached, without a call.
-            let cached = run.cached == Cached::Default && run.st.own_handlers.get() == 0;
+            // The common cases without a call: the module-wide handler cached and no
+            // socket has its own; or the socket's own handler is the cached table (every
+            // socket of the coroutine layer has the same one), seen from the copy of it in
+            // the socket's read buffer, with no Lua lookup (two live tables at one
+            // address are the same table).
+            let cached = match run.cached {
+                Cached::Default => run.st.own_handlers.get() == 0,
+                Cached::Own => {
+                    !run.handler_ptr.is_null()
+                        && run.st.buffered_handler(sid) == Some(run.handler_ptr as usize)
+                }
+                Cached::Nothing => false,
+            };
             if !cached && !select_handler(l, run, id, false) {
                 break; // the high-level dispatcher takes it from here
             }

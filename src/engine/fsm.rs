@@ -152,6 +152,13 @@ impl Socket {
         }
     }
 
+    /// Whether a send may go straight out: `can_write_now` and no refusal (closing or
+    /// shut down). The send path's first test.
+    #[inline]
+    pub fn can_send_directly(&self) -> bool {
+        !self.closing && !self.shut_wr && self.can_write_now()
+    }
+
     /// Whether a direct write may go out now (not while connecting or queued).
     pub fn can_write_now(&self) -> bool {
         self.wq.is_empty()

@@ -215,6 +215,7 @@ pub(super) fn stream_read(
 
 /// One write of `slices` on a stream: `send`/`sendmsg` on a socket (SIGPIPE
 /// suppressed by flag), `writev` on an adopted descriptor (a pipe or terminal too).
+#[inline]
 pub(super) fn write_slices(proto: Proto, fd: RawFd, slices: &[&[u8]]) -> io::Result<usize> {
     match (proto, slices.len()) {
         (Proto::Fd, _) => adopt::write(fd, slices),

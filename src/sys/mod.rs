@@ -64,6 +64,7 @@ pub fn backend_name() -> &'static str {
 }
 
 /// Retry a syscall wrapper while it fails with `EINTR`.
+#[inline(always)]
 pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     loop {
         match f() {
@@ -74,6 +75,7 @@ pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::
 }
 
 /// Turn a C return value into `io::Result`, reading `errno` on `-1`.
+#[inline(always)]
 pub(crate) fn cvt<T: PartialEq + From<i8>>(ret: T) -> std::io::Result<T> {
     if ret == T::from(-1) {
         Err(std::io::Error::last_os_error())

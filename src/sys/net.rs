@@ -332,6 +332,7 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Send on a stream socket with `EINTR` retried; never raises SIGPIPE.
+#[inline]
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     retry_eintr(|| {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.

@@ -102,6 +102,7 @@ pub(crate) fn panic_text(payload: Box<dyn Any + Send>) -> String {
 /// # Safety
 ///
 /// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
+#[inline(always)]
 unsafe fn check_integer(l: *mut ffi::lua_State, i: c_int) -> ffi::lua_Integer {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
@@ -124,6 +125,7 @@ unsafe fn check_integer(l: *mut ffi::lua_State, i: c_int) -> ffi::lua_Integer {
 /// # Safety
 ///
 /// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
+#[inline(always)]
 unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
@@ -136,6 +138,7 @@ unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
 }
 
 /// The engine call behind `send`; returns the failure text, if any.
+#[inline]
 fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String> {
     let Ok(mut eng) = st.engine.try_borrow_mut() else {
         return Some("engine busy".into());

@@ -84,15 +84,16 @@ impl Poller {
                 Err(err)
             };
         }
-        for ev in &self.buf[..n as usize] {
+        // One reservation for all (`extend` over a slice knows the count).
+        out.extend(self.buf[..n as usize].iter().map(|ev| {
             let flags = ev.events as libc::c_int;
-            out.push(Event {
+            Event {
                 token: ev.u64,
                 readable: flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) != 0,
                 writable: flags & libc::EPOLLOUT != 0,
                 error: flags & libc::EPOLLERR != 0,
-            });
-        }
+            }
+        }));
         Ok(())
     }
 }

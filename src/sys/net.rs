@@ -561,6 +561,7 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
 
 /// Read at most `max` bytes into the spare capacity of `buf`, appending them.
 /// Returns the number of bytes read (0 at end of stream). `EINTR` is retried.
+#[inline(always)]
 pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();

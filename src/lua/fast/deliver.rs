@@ -241,6 +241,18 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                 break; // the high-level dispatcher takes it from here
             }
             run.next += 1;
+            // Most servers buffer no socket: then the bytes go to `data` as they are,
+            // without the call through `route` (which would find the same).
+            if run.st.buffers.borrow().is_empty() {
+                if run.has_data {
+                    run.tail = None;
+                    ffi::lua_pushvalue(l, S_DATA);
+                    ffi::lua_pushinteger(l, id);
+                    ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+                    ffi::lua_call(l, 2, 0);
+                }
+                continue;
+            }
             let route = run.route;
             let routed = match catch_unwind(AssertUnwindSafe(|| route(sid, data))) {
                 Ok(r) => r,

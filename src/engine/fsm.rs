@@ -100,6 +100,13 @@ impl Socket {
             )
     }
 
+    /// A connected plain (not TLS) stream that reads, not released elsewhere: what a
+    /// readable event on it does is one `stream_read` (the poll loop's common case).
+    #[inline(always)]
+    pub fn reads_plain_stream(&self) -> bool {
+        self.state == State::Connected && !self.freeing && !self.is_tls() && self.wants_read()
+    }
+
     /// Whether writes should be watched now.
     pub fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]

@@ -47,6 +47,56 @@ pub struct Ops<'a> {
 
 type Guard<'a> = MutexGuard<'a, Socket>;
 
+/// Lock the socket of `id`: `UnknownId` if it is stale, unknown or being released.
+#[inline(always)]
+pub(crate) fn lock_socket(core: &Core, id: SocketId) -> Result<Guard<'_>> {
+    let sock = core.slots.lock(id).ok_or(Error::UnknownId)?;
+    if sock.freeing {
+        return Err(Error::UnknownId);
+    }
+    Ok(sock)
+}
+
+/// The outcome of `write_direct`.
+pub(crate) enum Direct<'a> {
+    /// All of it went out (the socket is unlocked).
+    Sent,
+    /// The write's result, with the socket still locked: the rest must be queued
+    /// (or the socket dropped) before anything else can write.
+    Rest(Guard<'a>, io::Result<usize>),
+}
+
+/// A direct write of `data` on `sock`, which can take one (`can_write_now`), with
+/// its stats; `poll_thread` says which clock to read.
+#[inline(always)]
+pub(crate) fn write_direct<'a>(
+    core: &Core,
+    poll_thread: bool,
+    mut sock: Guard<'a>,
+    data: &[u8],
+) -> Direct<'a> {
+    let fd = sock.raw_fd().expect("connected socket has an fd");
+    let res = if sock.proto == Proto::Fd {
+        super::stream::write_slices(sock.proto, fd, &[data])
+    } else {
+        net::write(fd, data)
+    };
+    if let Ok(n) = res {
+        sock.stats.written += n as u64;
+        // The poll thread's clock is refreshed every poll (as Skynet's); other threads
+        // read the clock.
+        sock.stats.wtime = if poll_thread {
+            core.now_cs()
+        } else {
+            core.fresh_cs()
+        };
+        if n == data.len() {
+            return Direct::Sent;
+        }
+    }
+    Direct::Rest(sock, res)
+}
+
 impl<'a> Ops<'a> {
     pub(crate) fn on_poll_thread(
         core: &'a Arc<Core>,
@@ -77,11 +127,7 @@ impl<'a> Ops<'a> {
 
     #[inline]
     fn lock(&self, id: SocketId) -> Result<Guard<'a>> {
-        let sock = self.core.slots.lock(id).ok_or(Error::UnknownId)?;
-        if sock.freeing {
-            return Err(Error::UnknownId);
-        }
-        Ok(sock)
+        lock_socket(self.core, id)
     }
 
     /// Carry out a transition's step: at once on the poll thread, as a command from
@@ -392,6 +438,8 @@ impl<'a> Ops<'a> {
     /// happens only when nothing is queued, under the socket's lock, so bytes from any
     /// number of threads never reorder. A hard write error, or a send past the write
     /// limit or budget, drops the socket (its owner gets `Error`) and is returned.
+    /// (`Engine::send` is the same, with the common case taken before an `Ops` is set
+    /// up.)
     #[inline(always)]
     pub fn send(&mut self, id: SocketId, data: &[u8], prio: Priority) -> Result<()> {
         let sock = self.lock(id)?;
@@ -399,39 +447,17 @@ impl<'a> Ops<'a> {
         // whose write the kernel takes whole. Refusals, partial or failed writes and
         // queueing are handled out of line.
         if sock.can_send_directly() && !data.is_empty() {
-            return self.write_direct(sock, data, prio);
+            return match write_direct(self.core, self.io.is_some(), sock, data) {
+                Direct::Sent => Ok(()),
+                Direct::Rest(sock, res) => self.after_write(sock, data, prio, res),
+            };
         }
         self.send_slow(sock, id, data, prio)
     }
 
-    /// A direct write of `data` (`sock` can take one), queueing what the kernel does
-    /// not take.
-    #[inline(always)]
-    fn write_direct(&mut self, mut sock: Guard<'a>, data: &[u8], prio: Priority) -> Result<()> {
-        let fd = sock.raw_fd().expect("connected socket has an fd");
-        let res = if sock.proto == Proto::Fd {
-            super::stream::write_slices(sock.proto, fd, &[data])
-        } else {
-            net::write(fd, data)
-        };
-        if let Ok(n) = res {
-            sock.stats.written += n as u64;
-            // The poll thread's clock is refreshed every poll (as Skynet's); other
-            // threads read the clock.
-            sock.stats.wtime = match self.io {
-                Some(_) => self.core.now_cs(),
-                None => self.core.fresh_cs(),
-            };
-            if n == data.len() {
-                return Ok(());
-            }
-        }
-        self.after_write(sock, data, prio, res)
-    }
-
     /// `send` when its first test fails: refused, empty, or to be queued.
     #[inline(never)]
-    fn send_slow(
+    pub(crate) fn send_slow(
         &mut self,
         sock: Guard<'a>,
         id: SocketId,
@@ -451,7 +477,10 @@ impl<'a> Ops<'a> {
             return Ok(());
         }
         if sock.can_write_now() {
-            return self.write_direct(sock, data, prio);
+            return match write_direct(self.core, self.io.is_some(), sock, data) {
+                Direct::Sent => Ok(()),
+                Direct::Rest(sock, res) => self.after_write(sock, data, prio, res),
+            };
         }
         self.queue(sock, data, prio)
     }
@@ -459,7 +488,7 @@ impl<'a> Ops<'a> {
     /// After a direct write of `data` that did not take it all (`res`): queue the
     /// rest, or drop the socket on a hard error.
     #[inline(never)]
-    fn after_write(
+    pub(crate) fn after_write(
         &mut self,
         mut sock: Guard<'a>,
         data: &[u8],

@@ -143,7 +143,7 @@ fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String
     let Ok(mut eng) = st.engine.try_borrow_mut() else {
         return Some("engine busy".into());
     };
-    eng.ops().send(id, data, prio).err().map(|e| e.to_string())
+    eng.send(id, data, prio).err().map(|e| e.to_string())
 }
 
 /// The State of the only module instance the process ever opened: its closures then

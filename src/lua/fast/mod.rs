@@ -138,7 +138,7 @@ unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
 }
 
 /// The engine call behind `send`; returns the failure text, if any.
-#[inline]
+#[inline(always)]
 fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String> {
     let Ok(mut eng) = st.engine.try_borrow_mut() else {
         return Some("engine busy".into());

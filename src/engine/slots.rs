@@ -130,7 +130,9 @@ impl Slots {
     /// Lock the socket of `id` if the id is current; `None` for stale or unknown ids.
     #[inline]
     pub fn lock(&self, id: SocketId) -> Option<MutexGuard<'_, Socket>> {
-        if id == 0 || id >= (1u64 << ID_BITS) {
+        // A free slot holds id 0; an id past the id space matches no socket (the
+        // comparison below rejects it), so 0 is the only id to refuse up front.
+        if id == 0 {
             return None;
         }
         let sock = self.slot(self.index_of(id))?.sock.lock();

@@ -311,7 +311,9 @@ pub fn deliver_data_run(
     if batch.data_at(start).is_none() {
         return Ok((start, Vec::new()));
     }
-    let handlers = st.socket_handlers.clone();
+    // The handlers' table by reference (it is never replaced); the default handler
+    // cloned, as a callback may replace it (`dispatch`) while the run goes on.
+    let handlers = &st.socket_handlers;
     let default = st.default_handler.borrow().clone();
     let mut run = Run {
         st,

@@ -380,7 +380,7 @@ impl Engine {
         };
         // The common case, kept small in the poll loop: only readable, and a plain
         // connected stream that reads. The same as the general path below does then.
-        if ev.readable && !ev.writable && !ev.error && sock.reads_plain_stream() {
+        if ev.only_readable() && sock.reads_plain_stream() {
             let mut sock = sock;
             stream::stream_read(core, io, &mut sock, batch);
             return;
@@ -427,10 +427,10 @@ impl OtherEvent<'_> {
             }
             State::Connecting => stream::connect_ready(core, io, &mut sock, batch),
             State::Bind => {
-                if (ev.readable || ev.error) && sock.wants_read() {
+                if (ev.readable() || ev.error()) && sock.wants_read() {
                     stream::udp_read(core, &mut sock, batch);
                 }
-                if ev.writable {
+                if ev.writable() {
                     stream::udp_flush(core, io, &mut sock, batch);
                 }
             }
@@ -439,13 +439,13 @@ impl OtherEvent<'_> {
                 super::tls::on_event(core, io, &mut sock, ev, batch, self.tls_scratch)
             }
             _ => {
-                if (ev.readable || ev.error)
+                if (ev.readable() || ev.error())
                     && sock.wants_read()
                     && !stream::stream_read(core, io, &mut sock, batch)
                 {
                     return;
                 }
-                if (ev.writable || ev.error) && !sock.wq.is_empty() {
+                if (ev.writable() || ev.error()) && !sock.wq.is_empty() {
                     stream::stream_flush(core, io, &mut sock, batch);
                 }
             }

@@ -203,9 +203,11 @@ impl Engine {
                 "this engine is a remote view: its poll thread is elsewhere",
             ));
         }
-        self.core.update_time();
+        // One clock reading for the clock and the timers (and one after the wait).
+        let now = Instant::now();
+        self.core.update_time(now);
         self.run_commands(batch);
-        self.fire_timers(batch);
+        self.fire_timers(batch, now);
         if self.event_pos >= self.events.len() {
             self.events.clear();
             self.event_pos = 0;
@@ -217,8 +219,9 @@ impl Engine {
             if let Some(io) = &mut self.io {
                 io.poller.wait(&mut self.events, wait)?;
             }
-            self.core.update_time();
-            self.fire_timers(batch);
+            let now = Instant::now();
+            self.core.update_time(now);
+            self.fire_timers(batch, now);
         }
         let budget = self.core.config.batch_bytes;
         while self.event_pos < self.events.len() && batch.arena_len() < budget {
@@ -250,8 +253,8 @@ impl Engine {
         }
     }
 
-    fn fire_timers(&mut self, batch: &mut Batch) {
-        let now = Instant::now();
+    /// Fire the user timers and internal deadlines due at `now`.
+    fn fire_timers(&mut self, batch: &mut Batch, now: Instant) {
         self.timers
             .expire(now, |timer| batch.push(Msg::Timer { timer }));
         let Some(io) = &mut self.io else {

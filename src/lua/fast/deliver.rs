@@ -2,7 +2,8 @@
 //! the handler's `data` (or, for a buffered socket, `readable`) function is found with
 //! raw table reads and called under one `lua_pcall` per run (re-entered after a
 //! callback error). The bytes pass through the same `route` as the high-level
-//! dispatcher's, so both paths deliver alike.
+//! dispatcher's, so both paths deliver alike (while no socket has a read buffer, the
+//! loop skips the call: `route` would hand the bytes on unchanged).
 
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -298,7 +299,8 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
 /// Deliver messages from `start` on while they are `data` messages whose socket's
 /// handler is a table without metatable (or no handler at all). `route(id, data)` passes
 /// the bytes through the socket's read buffer, if it has one (so it must run exactly
-/// once per message): the handler then gets `data(id, s)`, `readable(id, unread)` or
+/// once per message; it is not called while `st.buffers` is empty, where it must return
+/// `Routed::Normal`): the handler then gets `data(id, s)`, `readable(id, unread)` or
 /// one `data` per frame. Returns the index of the first message not delivered and the
 /// texts of callback errors, in order.
 pub fn deliver_data_run(

@@ -381,8 +381,9 @@ impl Engine {
         let Some(io) = &mut self.io else {
             return;
         };
-        // The common case, kept small in the poll loop: only readable, and a plain
-        // connected stream that reads. The same as the general path below does then.
+        // The common case, kept small in the poll loop: only readable, on a plain
+        // connected stream that reads. `OtherEvent::handle` would do just this read
+        // for it (no flush: the event is not writable).
         if ev.only_readable() && sock.reads_plain_stream() {
             let mut sock = sock;
             stream::stream_read(core, io, &mut sock, batch);

@@ -537,3 +537,49 @@ fn timers_fire_in_order() {
     assert_eq!(fired, vec![t1, t2, t3]);
     assert!(start.elapsed() >= Duration::from_millis(30));
 }
+
+/// `Engine::send` (the Lua `send`'s entry: its common case runs before an `Ops` is
+/// set up) behaves as `ops().send`: direct writes, partial writes and queueing in
+/// order when mixed with `ops().send`, refusals, stale ids, empty sends.
+#[test]
+fn engine_send_is_ops_send() {
+    let mut h = Harness::new();
+    let (lid, addr) = h.listen("127.0.0.1");
+    let p = peer(addr);
+    let id = h.accept(lid);
+    h.engine.send(id, b"", Priority::High).unwrap();
+    h.engine.send(id, b"hello", Priority::High).unwrap();
+    let info = h.engine.ops().info(id).unwrap();
+    assert_eq!((info.written, info.queued), (5, 0), "a direct write");
+    let mut rng = Rng(11);
+    let chunks: Vec<Vec<u8>> = (0..64).map(|_| rng.bytes(128 * 1024)).collect();
+    let expected: Vec<u8> = [b"hello".to_vec(), chunks.concat()].concat();
+    let mut max_queued = 0;
+    for (i, c) in chunks.iter().enumerate() {
+        if i % 2 == 0 {
+            h.engine.send(id, c, Priority::High).unwrap();
+        } else {
+            h.engine.ops().send(id, c, Priority::High).unwrap();
+        }
+        max_queued = max_queued.max(h.engine.ops().info(id).unwrap().queued);
+    }
+    assert!(max_queued > 0, "8 MiB must not fit the socket buffer");
+    let n = expected.len();
+    let reader = thread::spawn(move || {
+        let mut p = p;
+        read_to_eof(&mut p)
+    });
+    h.engine.ops().close(id, false).unwrap();
+    assert!(
+        h.engine.send(id, b"late", Priority::High).is_err(),
+        "send after close must fail"
+    );
+    h.wait_for("close", |m| m.kind == MsgKind::Close && m.id == id);
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), n);
+    assert!(got == expected, "bytes reordered or lost");
+    assert!(matches!(
+        h.engine.send(id, b"x", Priority::High),
+        Err(Error::UnknownId)
+    ));
+}

@@ -85,8 +85,11 @@ impl Core {
         cs
     }
 
-    pub fn update_time(&self) {
-        let _ = self.fresh_cs();
+    /// Advance the poll thread's clock (`now_cs`) to `now`, a fresh clock reading
+    /// (one reading serves this and the timers of the same poll step).
+    pub fn update_time(&self, now: Instant) {
+        let cs = (now.saturating_duration_since(self.epoch).as_millis() / 10) as u64;
+        self.time_cs.fetch_max(cs, Ordering::Relaxed);
     }
 
     pub fn queued(&self) -> usize {

@@ -100,6 +100,13 @@ impl Socket {
             )
     }
 
+    /// A connected plain (not TLS) stream that reads, not released elsewhere: what a
+    /// readable event on it does is one `stream_read` (the poll loop's common case).
+    #[inline(always)]
+    pub fn reads_plain_stream(&self) -> bool {
+        self.state == State::Connected && !self.freeing && !self.is_tls() && self.wants_read()
+    }
+
     /// Whether writes should be watched now.
     pub fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -150,6 +157,13 @@ impl Socket {
             State::Listen | State::PListen => Some("cannot send on a listening socket"),
             State::HalfCloseWrite => Some("socket cannot send in this state"),
         }
+    }
+
+    /// Whether a send may go straight out: `can_write_now` and no refusal (closing or
+    /// shut down). The send path's first test.
+    #[inline]
+    pub fn can_send_directly(&self) -> bool {
+        !self.closing && !self.shut_wr && self.can_write_now()
     }
 
     /// Whether a direct write may go out now (not while connecting or queued).

@@ -414,6 +414,7 @@ impl Batch {
     }
 
     /// A `Data` message whose bytes were appended to the arena from `start` on.
+    #[inline]
     pub(crate) fn push_read(&mut self, id: SocketId, owner: u64, start: usize) {
         let end = self.arena.len();
         self.push_record(MsgKind::Data, false, id, owner, 0, start, end);

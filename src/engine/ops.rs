@@ -47,6 +47,56 @@ pub struct Ops<'a> {
 
 type Guard<'a> = MutexGuard<'a, Socket>;
 
+/// Lock the socket of `id`: `UnknownId` if it is stale, unknown or being released.
+#[inline(always)]
+pub(crate) fn lock_socket(core: &Core, id: SocketId) -> Result<Guard<'_>> {
+    let sock = core.slots.lock(id).ok_or(Error::UnknownId)?;
+    if sock.freeing {
+        return Err(Error::UnknownId);
+    }
+    Ok(sock)
+}
+
+/// The outcome of `write_direct`.
+pub(crate) enum Direct<'a> {
+    /// All of it went out (the socket is unlocked).
+    Sent,
+    /// The write's result, with the socket still locked: the rest must be queued
+    /// (or the socket dropped) before anything else can write.
+    Rest(Guard<'a>, io::Result<usize>),
+}
+
+/// A direct write of `data` on `sock`, which can take one (`can_write_now`), with
+/// its stats; `poll_thread` says which clock to read.
+#[inline(always)]
+pub(crate) fn write_direct<'a>(
+    core: &Core,
+    poll_thread: bool,
+    mut sock: Guard<'a>,
+    data: &[u8],
+) -> Direct<'a> {
+    let fd = sock.raw_fd().expect("connected socket has an fd");
+    let res = if sock.proto == Proto::Fd {
+        super::stream::write_slices(sock.proto, fd, &[data])
+    } else {
+        net::write(fd, data)
+    };
+    if let Ok(n) = res {
+        sock.stats.written += n as u64;
+        // The poll thread's clock is refreshed every poll (as Skynet's); other threads
+        // read the clock.
+        sock.stats.wtime = if poll_thread {
+            core.now_cs()
+        } else {
+            core.fresh_cs()
+        };
+        if n == data.len() {
+            return Direct::Sent;
+        }
+    }
+    Direct::Rest(sock, res)
+}
+
 impl<'a> Ops<'a> {
     pub(crate) fn on_poll_thread(
         core: &'a Arc<Core>,
@@ -75,12 +125,9 @@ impl<'a> Ops<'a> {
         }
     }
 
+    #[inline]
     fn lock(&self, id: SocketId) -> Result<Guard<'a>> {
-        let sock = self.core.slots.lock(id).ok_or(Error::UnknownId)?;
-        if sock.freeing {
-            return Err(Error::UnknownId);
-        }
-        Ok(sock)
+        lock_socket(self.core, id)
     }
 
     /// Carry out a transition's step: at once on the poll thread, as a command from
@@ -391,8 +438,32 @@ impl<'a> Ops<'a> {
     /// happens only when nothing is queued, under the socket's lock, so bytes from any
     /// number of threads never reorder. A hard write error, or a send past the write
     /// limit or budget, drops the socket (its owner gets `Error`) and is returned.
+    /// (`Engine::send` is the same, with the common case taken before an `Ops` is set
+    /// up.)
+    #[inline(always)]
     pub fn send(&mut self, id: SocketId, data: &[u8], prio: Priority) -> Result<()> {
-        let mut sock = self.lock(id)?;
+        let sock = self.lock(id)?;
+        // The common case first, kept small: a writable stream with nothing queued
+        // whose write the kernel takes whole. Refusals, partial or failed writes and
+        // queueing are handled out of line.
+        if sock.can_send_directly() && !data.is_empty() {
+            return match write_direct(self.core, self.io.is_some(), sock, data) {
+                Direct::Sent => Ok(()),
+                Direct::Rest(sock, res) => self.after_write(sock, data, prio, res),
+            };
+        }
+        self.send_slow(sock, id, data, prio)
+    }
+
+    /// `send` when its first test fails: refused, empty, or to be queued.
+    #[inline(never)]
+    pub(crate) fn send_slow(
+        &mut self,
+        sock: Guard<'a>,
+        id: SocketId,
+        data: &[u8],
+        prio: Priority,
+    ) -> Result<()> {
         if let Some(why) = sock.send_refusal() {
             // A UDP socket with a default peer (udp_connect): as in Skynet, `send`
             // sends one datagram to that peer.
@@ -405,31 +476,39 @@ impl<'a> Ops<'a> {
         if data.is_empty() {
             return Ok(());
         }
-        let mut rest = data;
         if sock.can_write_now() {
-            let fd = sock.raw_fd().expect("connected socket has an fd");
-            match super::stream::write_slices(sock.proto, fd, &[data]) {
-                Ok(n) => {
-                    sock.stats.written += n as u64;
-                    // The poll thread's clock is refreshed every poll (as Skynet's);
-                    // other threads read the clock.
-                    sock.stats.wtime = match self.io {
-                        Some(_) => self.core.now_cs(),
-                        None => self.core.fresh_cs(),
-                    };
-                    rest = &data[n..];
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    let step = sock.fail(&e.to_string(), self.out());
-                    self.carry(&mut sock, step);
-                    return Err(Error::Io(e));
-                }
-            }
-            if rest.is_empty() {
-                return Ok(());
+            return match write_direct(self.core, self.io.is_some(), sock, data) {
+                Direct::Sent => Ok(()),
+                Direct::Rest(sock, res) => self.after_write(sock, data, prio, res),
+            };
+        }
+        self.queue(sock, data, prio)
+    }
+
+    /// After a direct write of `data` that did not take it all (`res`): queue the
+    /// rest, or drop the socket on a hard error.
+    #[inline(never)]
+    pub(crate) fn after_write(
+        &mut self,
+        mut sock: Guard<'a>,
+        data: &[u8],
+        prio: Priority,
+        res: io::Result<usize>,
+    ) -> Result<()> {
+        match res {
+            Ok(n) => self.queue(sock, &data[n..], prio),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.queue(sock, data, prio),
+            Err(e) => {
+                let step = sock.fail(&e.to_string(), self.out());
+                self.carry(&mut sock, step);
+                Err(Error::Io(e))
             }
         }
+    }
+
+    /// Queue `rest` behind what is queued (`Socket::enqueue`); past the limits the
+    /// socket is dropped.
+    fn queue(&mut self, mut sock: Guard<'a>, rest: &[u8], prio: Priority) -> Result<()> {
         let core: &Core = self.core;
         match sock.enqueue(core, rest, prio, self.out()) {
             Ok(step) => {

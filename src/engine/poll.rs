@@ -8,15 +8,19 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::MutexGuard;
+
 use super::config::Config;
 use super::core::{Command, Core};
+use super::error::Result;
 use super::exec::PollIo;
 use super::fsm::{State, Step};
 use super::handle::Handle;
 use super::message::{Batch, Msg};
-use super::ops::Ops;
+use super::ops::{self, Direct, Ops};
 use super::resolver::{addresses_text, Job};
-use super::socket::Socket;
+use super::slots::SocketId;
+use super::socket::{Priority, Socket};
 use super::stream;
 use super::timer::{deadline_after, Deadlines, Internal, Timers};
 use crate::sys::net;
@@ -81,10 +85,25 @@ impl Engine {
     /// The socket operations, carried out at once on this (the poll) thread.
     #[inline]
     pub fn ops(&mut self) -> Ops<'_> {
-        match &mut self.io {
-            Some(io) => Ops::on_poll_thread(&self.core, &mut self.pending, io),
-            None => Ops::remote(&self.core),
+        ops_of(&self.core, &mut self.pending, &mut self.io)
+    }
+
+    /// `ops().send(id, data, prio)`, with its common case (a direct write the kernel
+    /// takes whole, see `Ops::send`) done before the operations are set up: one send
+    /// per message is the hot path of every echo-like server.
+    #[inline(always)]
+    pub fn send(&mut self, id: SocketId, data: &[u8], prio: Priority) -> Result<()> {
+        let core = &self.core;
+        let sock = ops::lock_socket(core, id)?;
+        if sock.can_send_directly() && !data.is_empty() {
+            return match ops::write_direct(core, self.io.is_some(), sock, data) {
+                Direct::Sent => Ok(()),
+                Direct::Rest(sock, res) => {
+                    ops_of(core, &mut self.pending, &mut self.io).after_write(sock, data, prio, res)
+                }
+            };
         }
+        ops_of(core, &mut self.pending, &mut self.io).send_slow(sock, id, data, prio)
     }
 
     /// A view of the engine behind `core` that cannot poll: its operations work as a
@@ -184,9 +203,11 @@ impl Engine {
                 "this engine is a remote view: its poll thread is elsewhere",
             ));
         }
-        self.core.update_time();
+        // One clock reading for the clock and the timers (and one after the wait).
+        let now = Instant::now();
+        self.core.update_time(now);
         self.run_commands(batch);
-        self.fire_timers(batch);
+        self.fire_timers(batch, now);
         if self.event_pos >= self.events.len() {
             self.events.clear();
             self.event_pos = 0;
@@ -198,8 +219,9 @@ impl Engine {
             if let Some(io) = &mut self.io {
                 io.poller.wait(&mut self.events, wait)?;
             }
-            self.core.update_time();
-            self.fire_timers(batch);
+            let now = Instant::now();
+            self.core.update_time(now);
+            self.fire_timers(batch, now);
         }
         let budget = self.core.config.batch_bytes;
         while self.event_pos < self.events.len() && batch.arena_len() < budget {
@@ -231,8 +253,8 @@ impl Engine {
         }
     }
 
-    fn fire_timers(&mut self, batch: &mut Batch) {
-        let now = Instant::now();
+    /// Fire the user timers and internal deadlines due at `now`.
+    fn fire_timers(&mut self, batch: &mut Batch, now: Instant) {
         self.timers
             .expire(now, |timer| batch.push(Msg::Timer { timer }));
         let Some(io) = &mut self.io else {
@@ -348,23 +370,56 @@ impl Engine {
         }
     }
 
+    #[inline(always)]
     fn handle_event(&mut self, ev: Event, batch: &mut Batch) {
         // A plain borrow (no Arc clone: two atomic operations per event saved); the
         // fields used below are disjoint from `core`.
         let core = &*self.core;
-        let Some(mut sock) = core.slots.lock(ev.token) else {
+        let Some(sock) = core.slots.lock(ev.token) else {
             return; // the socket closed after the kernel reported it
         };
-        if sock.freeing {
-            return; // released on another thread: its Free command is on the way
-        }
         let Some(io) = &mut self.io else {
             return;
         };
+        // The common case, kept small in the poll loop: only readable, on a plain
+        // connected stream that reads. `OtherEvent::handle` would do just this read
+        // for it (no flush: the event is not writable).
+        if ev.only_readable() && sock.reads_plain_stream() {
+            let mut sock = sock;
+            stream::stream_read(core, io, &mut sock, batch);
+            return;
+        }
+        let mut other = OtherEvent {
+            core,
+            io,
+            reserve_fd: &mut self.reserve_fd,
+            #[cfg(feature = "tls")]
+            tls_scratch: &mut self.tls_scratch,
+        };
+        other.handle(sock, ev, batch);
+    }
+}
+
+/// What an event other than a plain read needs of the engine (`Engine::handle_event`).
+struct OtherEvent<'a> {
+    core: &'a Core,
+    io: &'a mut PollIo,
+    reserve_fd: &'a mut Option<OwnedFd>,
+    #[cfg(feature = "tls")]
+    tls_scratch: &'a mut Vec<u8>,
+}
+
+impl OtherEvent<'_> {
+    #[inline(never)]
+    fn handle(&mut self, mut sock: MutexGuard<'_, Socket>, ev: Event, batch: &mut Batch) {
+        let (core, io) = (self.core, &mut *self.io);
+        if sock.freeing {
+            return; // released on another thread: its Free command is on the way
+        }
         match sock.state {
             State::Listen => {
                 if sock.wants_read()
-                    && !stream::accept_ready(core, io, &mut self.reserve_fd, &mut sock, batch)
+                    && !stream::accept_ready(core, io, self.reserve_fd, &mut sock, batch)
                 {
                     // Out of descriptors with no spare to shed the connection: rest.
                     sock.accept_backoff = true;
@@ -376,29 +431,38 @@ impl Engine {
             }
             State::Connecting => stream::connect_ready(core, io, &mut sock, batch),
             State::Bind => {
-                if (ev.readable || ev.error) && sock.wants_read() {
+                if (ev.readable() || ev.error()) && sock.wants_read() {
                     stream::udp_read(core, &mut sock, batch);
                 }
-                if ev.writable {
+                if ev.writable() {
                     stream::udp_flush(core, io, &mut sock, batch);
                 }
             }
             #[cfg(feature = "tls")]
             _ if sock.is_tls() => {
-                super::tls::on_event(core, io, &mut sock, ev, batch, &mut self.tls_scratch)
+                super::tls::on_event(core, io, &mut sock, ev, batch, self.tls_scratch)
             }
             _ => {
-                if (ev.readable || ev.error)
+                if (ev.readable() || ev.error())
                     && sock.wants_read()
                     && !stream::stream_read(core, io, &mut sock, batch)
                 {
                     return;
                 }
-                if (ev.writable || ev.error) && !sock.wq.is_empty() {
+                if (ev.writable() || ev.error()) && !sock.wq.is_empty() {
                     stream::stream_flush(core, io, &mut sock, batch);
                 }
             }
         }
+    }
+}
+
+/// The operations of an engine whose fields are borrowed apart (`Engine::ops`).
+#[inline(always)]
+fn ops_of<'a>(core: &'a Arc<Core>, pending: &'a mut Batch, io: &'a mut Option<PollIo>) -> Ops<'a> {
+    match io {
+        Some(io) => Ops::on_poll_thread(core, pending, io),
+        None => Ops::remote(core),
     }
 }
 

@@ -32,10 +32,15 @@ struct Alloc {
     tags: Vec<u64>,
 }
 
+/// A page of slots, a fixed-size array so an index within it needs no bounds check.
+type Page = [Slot; PAGE];
+
 pub(crate) struct Slots {
-    pages: Box<[OnceLock<Box<[Slot]>>]>,
+    pages: Box<[OnceLock<Box<Page>>]>,
     capacity: usize,
     index_bits: u32,
+    /// `(1 << index_bits) - 1`: the index part of an id.
+    index_mask: u64,
     /// Tag a fresh slot starts from (its first socket gets the next one).
     first_tag: u64,
     alloc: Mutex<Alloc>,
@@ -58,6 +63,7 @@ impl Slots {
             pages: (0..pages).map(|_| OnceLock::new()).collect(),
             capacity,
             index_bits,
+            index_mask: (1u64 << index_bits) - 1,
             first_tag: first_tag.min(max_tag),
             alloc: Mutex::new(Alloc {
                 free: Vec::new(),
@@ -72,10 +78,12 @@ impl Slots {
         self.alloc.lock().live
     }
 
+    #[inline]
     pub fn index_of(&self, id: SocketId) -> usize {
-        (id & ((1u64 << self.index_bits) - 1)) as usize
+        (id & self.index_mask) as usize
     }
 
+    #[inline]
     fn slot(&self, index: usize) -> Option<&Slot> {
         self.pages
             .get(index / PAGE)?
@@ -105,11 +113,12 @@ impl Slots {
             (index, tag)
         };
         let page = self.pages[index / PAGE].get_or_init(|| {
-            (0..PAGE)
+            let slots: Box<[Slot]> = (0..PAGE)
                 .map(|_| Slot {
                     sock: Mutex::new(Socket::default()),
                 })
-                .collect()
+                .collect();
+            slots.try_into().ok().expect("a page has PAGE slots")
         });
         let id = (tag << self.index_bits) | index as u64;
         let mut sock = page[index % PAGE].sock.lock();
@@ -119,8 +128,11 @@ impl Slots {
     }
 
     /// Lock the socket of `id` if the id is current; `None` for stale or unknown ids.
+    #[inline]
     pub fn lock(&self, id: SocketId) -> Option<MutexGuard<'_, Socket>> {
-        if id == 0 || id >= (1u64 << ID_BITS) {
+        // A free slot holds id 0; an id past the id space matches no socket (the
+        // comparison below rejects it), so 0 is the only id to refuse up front.
+        if id == 0 {
             return None;
         }
         let sock = self.slot(self.index_of(id))?.sock.lock();

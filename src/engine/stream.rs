@@ -183,7 +183,10 @@ pub(super) fn connect_ready(core: &Core, io: &mut PollIo, sock: &mut Socket, out
     io.carry(core, sock, step, out);
 }
 
-/// One read. Returns false when the socket was released.
+/// One read. Returns false when the socket was released. The common case (bytes
+/// read) is inlined into the poll loop; the end of a read (EOF, an error, nothing
+/// there) is `read_ended`'s.
+#[inline(always)]
 pub(super) fn stream_read(
     core: &Core,
     io: &mut PollIo,
@@ -193,9 +196,8 @@ pub(super) fn stream_read(
     let fd = sock.raw_fd().expect("stream socket has an fd");
     let size = sock.read_size as usize;
     let start = out.arena_len();
-    let step = match net::read_append(fd, out.arena_mut(), size) {
-        Ok(0) => sock.on_eof(out),
-        Ok(n) => {
+    match net::read_append(fd, out.arena_mut(), size) {
+        Ok(n) if n > 0 => {
             sock.stats.read += n as u64;
             sock.stats.rtime = core.now_cs();
             if n == size {
@@ -204,8 +206,23 @@ pub(super) fn stream_read(
                 sock.read_size = (size / 2) as u32;
             }
             out.push_read(sock.id, sock.owner, start);
-            return true;
+            true
         }
+        res => read_ended(core, io, sock, out, res),
+    }
+}
+
+/// A read that brought no bytes: EOF (`Ok(0)`), nothing there, or an error.
+#[inline(never)]
+fn read_ended(
+    core: &Core,
+    io: &mut PollIo,
+    sock: &mut Socket,
+    out: &mut Batch,
+    res: io::Result<usize>,
+) -> bool {
+    let step = match res {
+        Ok(_) => sock.on_eof(out),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
         Err(e) => sock.fail(&e.to_string(), out),
     };
@@ -215,6 +232,7 @@ pub(super) fn stream_read(
 
 /// One write of `slices` on a stream: `send`/`sendmsg` on a socket (SIGPIPE
 /// suppressed by flag), `writev` on an adopted descriptor (a pipe or terminal too).
+#[inline]
 pub(super) fn write_slices(proto: Proto, fd: RawFd, slices: &[&[u8]]) -> io::Result<usize> {
     match (proto, slices.len()) {
         (Proto::Fd, _) => adopt::write(fd, slices),

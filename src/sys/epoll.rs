@@ -84,15 +84,14 @@ impl Poller {
                 Err(err)
             };
         }
-        for ev in &self.buf[..n as usize] {
+        // One reservation for all (`extend` over a slice knows the count).
+        out.extend(self.buf[..n as usize].iter().map(|ev| {
             let flags = ev.events as libc::c_int;
-            out.push(Event {
-                token: ev.u64,
-                readable: flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) != 0,
-                writable: flags & libc::EPOLLOUT != 0,
-                error: flags & libc::EPOLLERR != 0,
-            });
-        }
+            let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) != 0;
+            // EPOLLOUT (4) and EPOLLERR (8) one bit up are `WRITABLE` and `ERROR`.
+            let others = ((flags >> 1) as u8) & (Event::WRITABLE | Event::ERROR);
+            Event::from_bits(ev.u64, readable as u8 | others)
+        }));
         Ok(())
     }
 }

@@ -132,12 +132,12 @@ impl Poller {
         }
         for ev in &self.buf[..n as usize] {
             let filter = ev.filter as i16;
-            out.push(Event {
-                token: ev.udata as u64,
-                readable: filter == libc::EVFILT_READ as i16,
-                writable: filter == libc::EVFILT_WRITE as i16,
-                error: (ev.flags as u16 & libc::EV_ERROR as u16) != 0,
-            });
+            out.push(Event::new(
+                ev.udata as u64,
+                filter == libc::EVFILT_READ as i16,
+                filter == libc::EVFILT_WRITE as i16,
+                (ev.flags as u16 & libc::EV_ERROR as u16) != 0,
+            ));
         }
         Ok(())
     }

@@ -332,12 +332,20 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Send on a stream socket with `EINTR` retried; never raises SIGPIPE.
+#[inline(always)]
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    retry_eintr(|| {
+    loop {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
         let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags::SEND) };
-        cvt(n).map(|n| n as usize)
-    })
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        // (`retry_eintr` spelled out, as in `read_append`.)
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Most buffers one gathering write takes.
@@ -560,19 +568,26 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
 
 /// Read at most `max` bytes into the spare capacity of `buf`, appending them.
 /// Returns the number of bytes read (0 at end of stream). `EINTR` is retried.
+#[inline(always)]
 pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     buf.reserve(max);
     let spare = buf.spare_capacity_mut();
-    let want = max.min(spare.len());
-    let n = retry_eintr(|| {
-        // SAFETY: the spare capacity is valid for writes of `want` bytes; the kernel
-        // initialises the first `n` of them.
-        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
-        cvt(n).map(|n| n as usize)
-    })?;
-    // SAFETY: `read` initialised exactly `n <= want` bytes past the old length.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
+    let (ptr, want) = (spare.as_mut_ptr(), max.min(spare.len()));
+    loop {
+        // SAFETY: `ptr` is the spare capacity, valid for writes of `want` bytes (nothing
+        // touches `buf` until the read is done); the kernel initialises the first `n`.
+        let n = unsafe { libc::read(fd, ptr.cast(), want) };
+        if n >= 0 {
+            // SAFETY: `read` initialised exactly `n <= want` bytes past the old length.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Ok(n as usize);
+        }
+        // (`retry_eintr` spelled out: its closure was not inlined on this hot path.)
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// `recvfrom` appending the datagram to `buf` (at most `max` bytes).

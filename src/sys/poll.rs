@@ -110,12 +110,12 @@ impl Poller {
             if pfd.events == 0 {
                 continue;
             }
-            out.push(Event {
+            out.push(Event::new(
                 token,
-                readable: r & (libc::POLLIN | libc::POLLHUP) != 0,
-                writable: r & libc::POLLOUT != 0,
-                error: r & (libc::POLLERR | libc::POLLNVAL) != 0,
-            });
+                r & (libc::POLLIN | libc::POLLHUP) != 0,
+                r & libc::POLLOUT != 0,
+                r & (libc::POLLERR | libc::POLLNVAL) != 0,
+            ));
         }
         Ok(())
     }

@@ -183,10 +183,10 @@ pub(crate) fn on_event(
     out: &mut Batch,
     scratch: &mut Vec<u8>,
 ) {
-    if (ev.readable || ev.error) && sock.wants_read() && !read(core, io, sock, out, scratch) {
+    if (ev.readable() || ev.error()) && sock.wants_read() && !read(core, io, sock, out, scratch) {
         return;
     }
-    if (ev.writable || ev.error) && sock.wants_write() {
+    if (ev.writable() || ev.error()) && sock.wants_write() {
         flush(core, io, sock, out);
     }
 }

@@ -2,7 +2,8 @@
 //! the handler's `data` (or, for a buffered socket, `readable`) function is found with
 //! raw table reads and called under one `lua_pcall` per run (re-entered after a
 //! callback error). The bytes pass through the same `route` as the high-level
-//! dispatcher's, so both paths deliver alike.
+//! dispatcher's, so both paths deliver alike (while no socket has a read buffer, the
+//! loop skips the call: `route` would hand the bytes on unchanged).
 
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -272,6 +273,18 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                 break; // the high-level dispatcher takes it from here
             }
             run.next += 1;
+            // Most servers buffer no socket: then the bytes go to `data` as they are,
+            // without the call through `route` (which would find the same).
+            if run.st.buffers.borrow().is_empty() {
+                if run.has_data {
+                    run.tail = None;
+                    ffi::lua_pushvalue(l, S_DATA);
+                    ffi::lua_pushinteger(l, id);
+                    ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+                    ffi::lua_call(l, 2, 0);
+                }
+                continue;
+            }
             let route = run.route;
             let routed = match catch_unwind(AssertUnwindSafe(|| route(sid, data))) {
                 Ok(r) => r,
@@ -372,7 +385,8 @@ unsafe fn save_tail_after_error(l: *mut ffi::lua_State, run: &mut Run, h_idx: c_
 /// Deliver messages from `start` on while they are `data` messages whose socket's
 /// handler is a table without metatable (or no handler at all). `route(id, data)` passes
 /// the bytes through the socket's read buffer, if it has one (so it must run exactly
-/// once per message): the handler then gets `data(id, s)`, `readable(id, unread)` or
+/// once per message; it is not called while `st.buffers` is empty, where it must return
+/// `Routed::Normal`): the handler then gets `data(id, s)`, `readable(id, unread)` or
 /// one `data` per frame. Returns the index of the first message not delivered and the
 /// texts of callback errors, in order.
 pub fn deliver_data_run(
@@ -385,7 +399,9 @@ pub fn deliver_data_run(
     if batch.data_at(start).is_none() {
         return Ok((start, Vec::new()));
     }
-    let handlers = st.socket_handlers.clone();
+    // The handlers' table by reference (it is never replaced); the default handler
+    // cloned, as a callback may replace it (`dispatch`) while the run goes on.
+    let handlers = &st.socket_handlers;
     let default = st.default_handler.borrow().clone();
     let mut run = Run {
         st,

@@ -105,6 +105,7 @@ pub(crate) fn panic_text(payload: Box<dyn Any + Send>) -> String {
 /// # Safety
 ///
 /// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
+#[inline(always)]
 unsafe fn check_integer(l: *mut ffi::lua_State, i: c_int) -> ffi::lua_Integer {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
@@ -127,6 +128,7 @@ unsafe fn check_integer(l: *mut ffi::lua_State, i: c_int) -> ffi::lua_Integer {
 /// # Safety
 ///
 /// `l` must be a valid state inside a C function call (as `arg_error` when it raises).
+#[inline(always)]
 unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
     // SAFETY: the caller upholds this function's contract (see # Safety).
     unsafe {
@@ -139,11 +141,12 @@ unsafe fn check_id(l: *mut ffi::lua_State, i: c_int) -> u64 {
 }
 
 /// The engine call behind `send`; returns the failure text, if any.
+#[inline(always)]
 fn send_bytes(st: &State, id: u64, data: &[u8], prio: Priority) -> Option<String> {
     let Ok(mut eng) = st.engine.try_borrow_mut() else {
         return Some("engine busy".into());
     };
-    eng.ops().send(id, data, prio).err().map(|e| e.to_string())
+    eng.send(id, data, prio).err().map(|e| e.to_string())
 }
 
 /// The State of the only module instance the process ever opened: its closures then

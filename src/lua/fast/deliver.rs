@@ -275,9 +275,11 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             run.next += 1;
             // Most servers buffer no socket: then the bytes go to `data` as they are,
             // without the call through `route` (which would find the same).
-            if run.st.buffers.borrow().is_empty() {
+            // (try_borrow: a panic must not unwind from here into Lua; a table left
+            // borrowed takes the `route` path, whose panics are caught.)
+            if run.st.buffers.try_borrow().is_ok_and(|b| b.is_empty()) {
                 if run.has_data {
-                    run.tail = None;
+                    forget_tail(l, run);
                     ffi::lua_pushvalue(l, S_DATA);
                     ffi::lua_pushinteger(l, id);
                     ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());

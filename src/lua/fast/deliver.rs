@@ -201,6 +201,25 @@ unsafe fn select_handler(
     }
 }
 
+/// `data(id, bytes)` of the cached handler (after saving the queue's tail: the
+/// callback may push to the queue).
+///
+/// # Safety
+///
+/// `l` is inside `deliver_loop` with its slots set up and `S_DATA` a function; the
+/// call may raise (the caller's frame holds no Rust value with a destructor).
+#[inline(always)]
+unsafe fn call_data(l: *mut ffi::lua_State, run: &mut Run, id: ffi::lua_Integer, data: &[u8]) {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        forget_tail(l, run);
+        ffi::lua_pushvalue(l, S_DATA);
+        ffi::lua_pushinteger(l, id);
+        ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
+        ffi::lua_call(l, 2, 0);
+    }
+}
+
 /// Deliver the pending framed-mode packets of `run`.
 ///
 /// # Safety
@@ -279,11 +298,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             // borrowed takes the `route` path, whose panics are caught.)
             if run.st.buffers.try_borrow().is_ok_and(|b| b.is_empty()) {
                 if run.has_data {
-                    forget_tail(l, run);
-                    ffi::lua_pushvalue(l, S_DATA);
-                    ffi::lua_pushinteger(l, id);
-                    ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
-                    ffi::lua_call(l, 2, 0);
+                    call_data(l, run, id, data);
                 }
                 continue;
             }
@@ -299,11 +314,7 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
             match routed {
                 Routed::Normal => {
                     if run.has_data {
-                        forget_tail(l, run);
-                        ffi::lua_pushvalue(l, S_DATA);
-                        ffi::lua_pushinteger(l, id);
-                        ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
-                        ffi::lua_call(l, 2, 0);
+                        call_data(l, run, id, data);
                     }
                 }
                 Routed::Readable(n) => {

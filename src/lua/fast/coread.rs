@@ -84,10 +84,10 @@ unsafe fn push_taken(
 ///
 /// # Safety
 ///
-/// `l` is inside `read` (upvalue 6 is the flag's one-byte userdata).
+/// `l` is inside `read` (upvalue 6 is the flag, a boolean `setflag` replaces).
 unsafe fn flagged(l: *mut ffi::lua_State) -> bool {
-    // SAFETY: as the function's # Safety note: a full userdata of one byte.
-    unsafe { *(ffi::lua_touserdata(l, FLAG) as *const u8) != 0 }
+    // SAFETY: as the function's # Safety note (an upvalue index of the running closure).
+    unsafe { ffi::lua_toboolean(l, FLAG) != 0 }
 }
 
 /// Call `lua_read` with the values on the stack as its arguments and return what it
@@ -271,16 +271,19 @@ unsafe extern "C-unwind" fn after_park_done(
     }
 }
 
-/// `setflag(b)`: set or clear the flag (upvalue 1, shared with `read`).
+/// `setflag(b)`: set or clear the flag, upvalue 6 of `read` (its upvalue 1): a boolean
+/// replaced with `lua_setupvalue` (reading it costs `read` less than a userdata would).
 ///
 /// # Safety
 ///
-/// Called by Lua only, as a C closure made by `coreader_new`.
+/// Called by Lua only, as a C closure made by `coreader_new` (upvalue 1 is `read`, a C
+/// closure with 8 upvalues). One slot is pushed; `lua_setupvalue` pops it.
 unsafe extern "C-unwind" fn setflag_closure(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: upvalue 1 is the flag's one-byte userdata.
+    // SAFETY: as the function's # Safety note.
     unsafe {
-        *(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *mut u8) =
-            ffi::lua_toboolean(l, 1) as u8;
+        let on = ffi::lua_toboolean(l, 1);
+        ffi::lua_pushboolean(l, on);
+        ffi::lua_setupvalue(l, ffi::lua_upvalueindex(1), 6);
         0
     }
 }
@@ -326,19 +329,17 @@ unsafe extern "C-unwind" fn coreader_new(l: *mut ffi::lua_State) -> c_int {
             ffi::lua_pushstring(l, c"coreader: stack overflow".as_ptr());
             ffi::lua_error(l);
         }
-        let flag = ffi::lua_newuserdata(l, 1) as *mut u8; // 5
-        *flag = 0;
         for i in 1..=3 {
             ffi::lua_pushvalue(l, ffi::lua_upvalueindex(i));
         }
         ffi::lua_pushvalue(l, 1); // PARKED
         ffi::lua_pushvalue(l, 2); // socks
-        ffi::lua_pushvalue(l, 5); // the flag
+        ffi::lua_pushboolean(l, 0); // the flag
         ffi::lua_pushvalue(l, 3); // lua_read
         ffi::lua_pushvalue(l, 4); // after_park
-        ffi::lua_pushcclosure(l, read_closure, 8); // 6
+        ffi::lua_pushcclosure(l, read_closure, 8); // 5
         ffi::lua_pushvalue(l, 5);
-        ffi::lua_pushcclosure(l, setflag_closure, 1); // 7
+        ffi::lua_pushcclosure(l, setflag_closure, 1); // 6
         2
     }
 }

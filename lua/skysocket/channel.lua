@@ -43,6 +43,39 @@ local threads = sched.threads
 local send, timeout, cancel = raw.send, raw.timeout, raw.cancel_timeout
 local sread = socket.read
 
+-- The timeouts of the waits in progress (timer -> its callback). When sched.run()
+-- returns, the coroutines still waiting are abandoned with it: their timeouts are
+-- settled at once, as if they had expired (the channel's bookkeeping done, nobody
+-- resumed: sched.wakeup ignores an abandoned coroutine), so no timer of an abandoned
+-- wait keeps the engine busy after run() (raw.idle(), configure{}).
+local waits = {}
+
+local function arm(ms, fn)
+  local t
+  t = timeout(ms, function()
+    waits[t] = nil
+    fn()
+  end)
+  waits[t] = fn
+  return t
+end
+
+local function disarm(t)
+  waits[t] = nil
+  cancel(t)
+end
+
+local chained
+chained = sched.on_reset(function()
+  local left = waits
+  waits = {}
+  for t, fn in pairs(left) do
+    cancel(t)
+    fn()
+  end
+  if chained then chained() end
+end)
+
 -- NEED: raised by sock:read / sock:readline when the reply is not complete yet.
 local NEED = setmetatable({}, { __tostring = function() return "skysocket.channel: incomplete reply" end })
 M.NEED = NEED
@@ -394,11 +427,11 @@ local function timed_open(host, port, ms, self, ctx)
   })
   raw.buffered(id) -- bytes sent at once by the server wait in the buffer
   local timer
-  if ms then timer = timeout(ms, function() timer = nil; settle(false, "timeout") end) end
+  if ms then timer = arm(ms, function() timer = nil; settle(false, "timeout") end) end
   if self then self.abort_open = function() settle(false, "channel closed") end end
   if park(co) then yield() end
   if self then self.abort_open = nil end
-  if timer then cancel(timer) end
+  if timer then disarm(timer) end
   if not result then
     raw.close(id, true)
     raw.unbuffer(id)
@@ -494,7 +527,7 @@ end
 local function await(self, co, ms, slot, session)
   local timer
   if ms then
-    timer = timeout(ms, function()
+    timer = arm(ms, function()
       timer = nil
       if slot then
         if slot < 0 then
@@ -511,7 +544,7 @@ local function await(self, co, ms, slot, session)
   end
   park(co)
   local a, b = yield()
-  if timer then cancel(timer) end
+  if timer then disarm(timer) end
   if a == nil and b == nil and slot and slot > 0 then -- woken by drain_order's ready()
     a, b = self.qa[slot], self.qb[slot]
     self.qa[slot], self.qb[slot] = nil, nil

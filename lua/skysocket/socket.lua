@@ -1005,10 +1005,12 @@ local function drop(id)
 end
 
 -- run() returned: the coroutines still parked in reads were abandoned with it.
-sched.on_reset(function()
+local chained
+chained = sched.on_reset(function()
   for _, rec in pairs(socks) do
     if rec[2] ~= true then rec[2] = nil end
   end
+  if chained then chained() end
 end)
 
 sched.on_finish(function(co, ok)

@@ -226,9 +226,7 @@ function S.waker(reader, slot)
         rec[slot] = nil
       elseif co then
         rec[slot] = false
-        local t = queue[0] + 1
-        queue[0] = t
-        queue[t] = co
+        push(co)
       end
     end
   end
@@ -238,9 +236,7 @@ function S.waker(reader, slot)
       reader[id] = nil
     elseif co then
       reader[id] = false
-      local t = queue[0] + 1
-      queue[0] = t
-      queue[t] = co
+      push(co)
     end
   end
 end
@@ -292,9 +288,7 @@ else
 end
 
 function S.push(co)
-  local t = queue[0] + 1
-  queue[0] = t
-  queue[t] = co
+  push(co)
 end
 
 local reset_hook
@@ -313,9 +307,7 @@ end
 function S.ready(co)
   if threads[co] ~= true then return false end
   threads[co] = false
-  local t = queue[0] + 1
-  queue[0] = t
-  queue[t] = co
+  push(co)
   return true
 end
 

@@ -204,10 +204,15 @@ local function kick(id)
   end
 end
 
-local function wake(id)
-  kick(id)
+-- Wake the close(id) that waits for the socket's reader to finish, if any.
+local function wake_closer(id)
   local x = rare[id]
   if x and x.closer then ready(x.closer) end
+end
+
+local function wake(id)
+  kick(id)
+  wake_closer(id)
 end
 
 -- The socket's connection state changed (opened, closed, failed): record it, end a
@@ -391,10 +396,7 @@ local function suspend(id, dl, lv)
     return nil -- forgotten (abandoned, or closed by force) or taken over
   end
   rec[2] = nil
-  if closing > 0 then
-    local x = rare[id]
-    if x and x.closer then ready(x.closer) end
-  end
+  if closing > 0 then wake_closer(id) end
   if fired then return false, "timeout" end
   return true
 end
@@ -567,10 +569,7 @@ local function read(id, n)
       if t then raw.cancel_timeout(t) end
       r = rec[2]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
-      if closing > 0 then
-        x = rare[id]
-        if x and x.closer then ready(x.closer) end
-      end
+      if closing > 0 then wake_closer(id) end
       local d = not fired and readsome(id, CHUNK)
       if d then
         if not CHUNK or #d < CHUNK then rec[2] = true else rec[2] = nil end
@@ -616,10 +615,7 @@ if raw.coreader then
   -- After a wait in the C read while the flag is set: what the Lua read does after
   -- its wait before taking the bytes (wake a close waiting for this reader).
   local function after_park(id)
-    if closing > 0 then
-      local x = rare[id]
-      if x and x.closer then ready(x.closer) end
-    end
+    if closing > 0 then wake_closer(id) end
   end
   M.read, setflag = raw.coreader(PARKED, socks, read, after_park)
 else

@@ -120,16 +120,9 @@ function tests.a_coroutine_that_raises_closes_the_connection_it_opened_and_read(
   T.eq(#errors, 1, "one error")
 end
 
--- configure{} needs an idle engine: run f with these settings, then restore. (A
--- timer an earlier file left pending -- a channel request abandoned by sched.exit()
--- keeps its timeout armed until it fires -- is waited out first.)
+-- configure{} needs an idle engine: run f with these settings, then restore.
 local function with_settings(settings, f)
   T.settle(10)
-  local deadline = os.time() + 10 -- (no timer: T.wait's own would keep the engine busy)
-  while not raw.idle() do
-    assert(os.time() <= deadline, "timed out waiting for an idle engine")
-    raw.poll(50)
-  end
   local before = raw.configure()
   assert(raw.configure(settings))
   local ok, err = pcall(f)

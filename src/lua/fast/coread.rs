@@ -27,13 +27,13 @@
 //! `lua_read` is called from here, so its errors name the caller of `read` one level
 //! further up (socket.lua's `LV`).
 
-use std::ffi::{c_char, c_int};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ffi::c_int;
 
 use mlua::{ffi, Function, Lua};
 
 use super::co::raw_get_id;
-use super::{c_closure, closure_state, raise_panic};
+use super::read::push_taken;
+use super::{c_closure, closure_state};
 use crate::lua::buffer;
 use crate::lua::state::State;
 
@@ -48,37 +48,6 @@ const ID: c_int = 1;
 const REC: c_int = 2;
 
 const _: () = assert!(std::mem::size_of::<ffi::lua_KContext>() >= std::mem::size_of::<u64>());
-
-/// Push the bytes `pick` chooses from `id`'s buffer as one string; false (nothing
-/// pushed) if the socket has no buffer or `pick` finds nothing.
-///
-/// # Safety
-///
-/// `l` is inside a C function call with a free stack slot. A memory error raised by
-/// the push leaves the buffer table borrowed (later reads then find nothing), as in
-/// `read_closure`; no other Rust value is alive across it.
-unsafe fn push_taken(
-    l: *mut ffi::lua_State,
-    st: &State,
-    id: u64,
-    pick: impl FnOnce(&mut buffer::ReadBuf) -> Option<(usize, usize, usize)>,
-) -> bool {
-    // SAFETY: as the function's # Safety note.
-    unsafe {
-        match catch_unwind(AssertUnwindSafe(|| buffer::begin_take(st, id, pick))) {
-            Err(payload) => raise_panic(l, payload),
-            Ok(None) => false,
-            Ok(Some(taking)) => {
-                let bytes = taking.bytes();
-                ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taking.finish(st))) {
-                    raise_panic(l, payload);
-                }
-                true
-            }
-        }
-    }
-}
 
 /// Whether the Lua side asked for every wait to go through `lua_read`.
 ///

@@ -77,26 +77,48 @@ unsafe extern "C-unwind" fn read_closure<const KIND: u8>(l: *mut ffi::lua_State)
             _ => 0,
         };
         let st = closure_state(l);
-        // Arguments are checked. The Rust steps run under `catch_unwind`; the string is
-        // pushed between them (a memory error raised there leaves the buffer table
-        // borrowed: later reads then return nil, nothing worse).
-        let found = catch_unwind(AssertUnwindSafe(|| match KIND {
-            READN => buffer::begin_take(st, id, buffer::pick_n(n)),
-            READLINE => buffer::begin_take(st, id, buffer::pick_line(sep)),
-            _ => buffer::begin_take(st, id, buffer::pick_some(n)),
-        }));
-        match found {
+        // Arguments are checked.
+        let found = match KIND {
+            READN => push_taken(l, st, id, buffer::pick_n(n)),
+            READLINE => push_taken(l, st, id, buffer::pick_line(sep)),
+            _ => push_taken(l, st, id, buffer::pick_some(n)),
+        };
+        if !found {
+            ffi::lua_pushnil(l);
+        }
+        1
+    }
+}
+
+/// Push the bytes `pick` chooses from `id`'s buffer as one string; false (nothing
+/// pushed) if the socket has no buffer or `pick` finds nothing.
+///
+/// # Safety
+///
+/// `l` is inside a C function call with a free stack slot. A memory error raised by
+/// the push leaves the buffer table borrowed (later reads then find nothing); no
+/// other Rust value is alive across it. The Rust steps run under `catch_unwind`, the
+/// string is pushed between them.
+pub(super) unsafe fn push_taken(
+    l: *mut ffi::lua_State,
+    st: &State,
+    id: u64,
+    pick: impl FnOnce(&mut buffer::ReadBuf) -> Option<(usize, usize, usize)>,
+) -> bool {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        match catch_unwind(AssertUnwindSafe(|| buffer::begin_take(st, id, pick))) {
             Err(payload) => raise_panic(l, payload),
-            Ok(None) => ffi::lua_pushnil(l),
+            Ok(None) => false,
             Ok(Some(taking)) => {
                 let bytes = taking.bytes();
                 ffi::lua_pushlstring(l, bytes.as_ptr() as *const c_char, bytes.len());
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taking.finish(st))) {
                     raise_panic(l, payload);
                 }
+                true
             }
         }
-        1
     }
 }
 

@@ -114,6 +114,30 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
     Routed::Frames(frames)
 }
 
+/// Whether bytes arriving for `id` may skip its read buffer and go straight to a
+/// reader that takes whatever comes next (the coroutine layer's C `read` parked on it,
+/// see `fast/deliver.rs`): a plain buffered socket (no framing, no protocol error, no
+/// close seen) with nothing unread, so the bytes it would get from the buffer are
+/// exactly these. Nothing changes here: the bytes then never were in the buffer.
+#[cfg(any(feature = "lua54", feature = "lua55"))]
+pub fn can_hand_over(st: &State, id: SocketId) -> bool {
+    let Ok(bufs) = st.buffers.try_borrow() else {
+        return false;
+    };
+    bufs.get(&id).is_some_and(|b| {
+        b.buffered && !b.closed && b.unread() == 0 && b.framing().is_none() && b.error().is_none()
+    })
+}
+
+/// Whether `id` has no read buffer or nothing unread in it.
+#[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
+pub fn is_empty(st: &State, id: SocketId) -> bool {
+    let Ok(bufs) = st.buffers.try_borrow() else {
+        return false;
+    };
+    bufs.get(&id).map_or(true, |b| b.unread() == 0)
+}
+
 /// The socket's final message is being delivered. Returns the protocol error text if
 /// the socket was closed for one (the `close` is then delivered as `error`).
 pub fn on_close(st: &State, id: SocketId) -> Option<String> {

@@ -144,28 +144,7 @@ pub(super) unsafe fn wake(
     // SAFETY: as the function's # Safety note.
     unsafe {
         match raw_get_id(l, reader, id) {
-            ffi::LUA_TTHREAD => {
-                // [co]
-                let last = match tail.last {
-                    Some(t) => t,
-                    None => {
-                        ffi::lua_rawgeti(l, queue, 0); // [co, tail]
-                        let t = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
-                        ffi::lua_settop(l, -2);
-                        t
-                    }
-                } + 1;
-                ffi::lua_rawseti(l, queue, last); // []
-                tail.last = Some(last);
-                if tail.defer {
-                    tail.unsaved = true;
-                } else {
-                    ffi::lua_pushinteger(l, last);
-                    ffi::lua_rawseti(l, queue, 0);
-                }
-                ffi::lua_pushboolean(l, 0);
-                raw_set_id(l, reader, id);
-            }
+            ffi::LUA_TTHREAD => enqueue(l, reader, queue, id, tail),
             ffi::LUA_TBOOLEAN if ffi::lua_toboolean(l, -1) != 0 => {
                 ffi::lua_settop(l, -2);
                 ffi::lua_pushnil(l);
@@ -173,6 +152,46 @@ pub(super) unsafe fn wake(
             }
             _ => ffi::lua_settop(l, -2),
         }
+    }
+}
+
+/// `wake`'s step for a reader found: the coroutine on top of the stack (popped), the
+/// value of `reader[id]`, is appended to the run queue and `reader[id]` set to `false`
+/// (woken). Same contract as `wake`, with the coroutine pushed.
+///
+/// # Safety
+///
+/// As `wake`, with the coroutine on top of the stack and 2 free slots above it.
+#[inline(always)]
+pub(super) unsafe fn enqueue(
+    l: *mut ffi::lua_State,
+    reader: c_int,
+    queue: c_int,
+    id: ffi::lua_Integer,
+    tail: &mut Tail,
+) {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        // [co]
+        let last = match tail.last {
+            Some(t) => t,
+            None => {
+                ffi::lua_rawgeti(l, queue, 0); // [co, tail]
+                let t = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
+                ffi::lua_settop(l, -2);
+                t
+            }
+        } + 1;
+        ffi::lua_rawseti(l, queue, last); // []
+        tail.last = Some(last);
+        if tail.defer {
+            tail.unsaved = true;
+        } else {
+            ffi::lua_pushinteger(l, last);
+            ffi::lua_rawseti(l, queue, 0);
+        }
+        ffi::lua_pushboolean(l, 0);
+        raw_set_id(l, reader, id);
     }
 }
 

@@ -26,6 +26,15 @@
 //!
 //! `lua_read` is called from here, so its errors name the caller of `read` one level
 //! further up (socket.lua's `LV`).
+//!
+//! Hand-off (Lua 5.4+): a parked `read` leaves its frame as `[id, rec, PARKED_IN_READ]`
+//! (a light userdata), which a suspended coroutine's stack shows on 5.4 and 5.5 (5.3
+//! hides a yielded C function's frame). The delivery loop looks for it: when bytes
+//! arrive for the socket of such a reader and its read buffer is empty, it puts them,
+//! as one string, in place of that token and wakes the reader as the waker does
+//! (`fast/deliver.rs`), instead of copying them into the buffer and out again. The
+//! continuation returns that string (`rec[2] = true` unless later bytes were buffered
+//! meanwhile).
 
 use std::ffi::c_int;
 
@@ -47,7 +56,37 @@ const AFTER_PARK: c_int = ffi::lua_upvalueindex(8);
 const ID: c_int = 1;
 const REC: c_int = 2;
 
+// The slot of a parked `read`'s frame that holds `PARKED_IN_READ`, replaced by the
+// bytes the delivery loop hands over.
+const DATA_AT: c_int = 3;
+
 const _: () = assert!(std::mem::size_of::<ffi::lua_KContext>() >= std::mem::size_of::<u64>());
+
+/// Its address, as a light userdata, marks the frame of a parked `read`.
+static PARKED_IN_READ: u8 = 0;
+
+fn parked_token() -> *mut std::ffi::c_void {
+    &PARKED_IN_READ as *const u8 as *mut std::ffi::c_void
+}
+
+/// Whether `co` is suspended in this module's `read`, parked (its frame is
+/// `[id, rec, PARKED_IN_READ]`, see the module comment) with no bytes handed to it yet:
+/// then bytes may be, by replacing slot 3 with them (`lua_replace(co, 3)`).
+///
+/// # Safety
+///
+/// `co` is a valid thread of the running state, not the running one (a suspended
+/// coroutine's stack is read through the API as `lua_xmove` does).
+#[cfg(any(feature = "lua54", feature = "lua55"))]
+pub(super) unsafe fn parked_in_read(co: *mut ffi::lua_State) -> bool {
+    // SAFETY: as the function's # Safety note; index 3 is within its frame when the
+    // top is 3 (a full userdata's address is never that of a static).
+    unsafe {
+        ffi::lua_status(co) == ffi::LUA_YIELD
+            && ffi::lua_gettop(co) == 3
+            && ffi::lua_touserdata(co, 3) == parked_token()
+    }
+}
 
 /// Whether the Lua side asked for every wait to go through `lua_read`.
 ///
@@ -166,6 +205,9 @@ unsafe extern "C-unwind" fn read_closure(l: *mut ffi::lua_State) -> c_int {
             ffi::lua_settop(l, ID);
             return hand_over(l);
         }
+        // The frame while parked: [id, rec, PARKED_IN_READ] (see the module comment).
+        ffi::lua_settop(l, REC);
+        ffi::lua_pushlightuserdata(l, parked_token());
         ffi::lua_pushthread(l);
         ffi::lua_rawseti(l, REC, 2);
         ffi::lua_pushvalue(l, PARKED);
@@ -180,8 +222,9 @@ unsafe extern "C-unwind" fn read_closure(l: *mut ffi::lua_State) -> c_int {
 /// # Safety
 ///
 /// Called by Lua as the continuation of `read_closure`, in its frame (its upvalues
-/// readable): the id and the record at 1 and 2, then whatever the coroutine was
-/// resumed with (dropped first: at most 3 slots are then pushed).
+/// readable): the id and the record at 1 and 2, `PARKED_IN_READ` or the bytes handed
+/// over at 3, then whatever the coroutine was resumed with (dropped first: at most 3
+/// slots are then pushed).
 unsafe extern "C-unwind" fn read_continue(
     l: *mut ffi::lua_State,
     _status: c_int,
@@ -189,7 +232,12 @@ unsafe extern "C-unwind" fn read_continue(
 ) -> c_int {
     // SAFETY: see the function's # Safety note.
     unsafe {
-        ffi::lua_settop(l, REC);
+        // [id, rec, data] with bytes handed over by the delivery loop, else [id, rec,
+        // PARKED_IN_READ] (resume values dropped; the steps below use relative indices).
+        if ffi::lua_gettop(l) != DATA_AT {
+            ffi::lua_settop(l, DATA_AT);
+        }
+        let handed = ffi::lua_type(l, DATA_AT) == ffi::LUA_TSTRING;
         let woken = match ffi::lua_rawgeti(l, REC, 2) {
             ffi::LUA_TBOOLEAN => ffi::lua_toboolean(l, -1) == 0,
             ffi::LUA_TTHREAD => ffi::lua_tothread(l, -1) == l,
@@ -201,7 +249,22 @@ unsafe extern "C-unwind" fn read_continue(
             ffi::lua_pushstring(l, c"".as_ptr());
             return 2;
         }
-        // [id, rec, r]: the results below are pushed above r.
+        if handed {
+            // [id, rec, data, r]: "drained" (true) unless bytes came after these.
+            if buffer::is_empty(closure_state(l), ctx as u64) {
+                ffi::lua_pushboolean(l, 1);
+            } else {
+                ffi::lua_pushnil(l);
+            }
+            ffi::lua_rawseti(l, REC, 2);
+            if flagged(l) {
+                ffi::lua_pushvalue(l, AFTER_PARK);
+                ffi::lua_pushvalue(l, ID);
+                ffi::lua_callk(l, 1, 0, ctx, Some(handed_done));
+            }
+            return handed_done(l, ffi::LUA_OK, ctx);
+        }
+        // [id, rec, PARKED_IN_READ, r]: the results below are pushed above r.
         if flagged(l) {
             ffi::lua_pushvalue(l, AFTER_PARK);
             ffi::lua_pushvalue(l, ID);
@@ -211,11 +274,30 @@ unsafe extern "C-unwind" fn read_continue(
     }
 }
 
+/// The end of `read_continue` after a hand-off, also its continuation should
+/// `after_park` wait: returns the bytes (stack slot `DATA_AT`).
+///
+/// # Safety
+///
+/// Called by Lua as a continuation of `read_continue`, in `read`'s frame (the bytes
+/// at `DATA_AT`, a free stack slot).
+unsafe extern "C-unwind" fn handed_done(
+    l: *mut ffi::lua_State,
+    _status: c_int,
+    _ctx: ffi::lua_KContext,
+) -> c_int {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        ffi::lua_pushvalue(l, DATA_AT);
+        1
+    }
+}
+
 /// The rest of `read_continue`, also its continuation should `after_park` wait.
 ///
 /// # Safety
 ///
-/// As `read_continue`, with the stack at [id, rec, r].
+/// As `read_continue`, with the stack at [id, rec, PARKED_IN_READ, r].
 unsafe extern "C-unwind" fn after_park_done(
     l: *mut ffi::lua_State,
     _status: c_int,

@@ -320,6 +320,25 @@ function S.sleep(ms)
   suspend(co, tag)
 end
 
+-- Internal, for skysocket.socket: timeout(ms, fn) is raw.timeout(ms, fn) for a timer
+-- that run() cancels when it returns, as it does those of sleep() and wait(): the
+-- coroutine waiting on it is abandoned then, and the timer must not keep the engine
+-- busy after run() (raw.idle(), configure{}). cancel(t) stops it earlier.
+function S.timeout(ms, fn)
+  local t
+  t = raw.timeout(ms, function()
+    timers[t] = nil
+    fn()
+  end)
+  timers[t] = true
+  return t
+end
+
+function S.cancel(t)
+  timers[t] = nil
+  raw.cancel_timeout(t)
+end
+
 function S.exit()
   exiting = true
   queue[-1] = true -- seen by the runner's C loop

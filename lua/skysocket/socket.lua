@@ -335,7 +335,7 @@ local function arm(id)
   local ms = slow and (rare[id] or NONE).timeout
   if not ms then return nil end
   local dl = { co = false, expired = false }
-  dl.timer = raw.timeout(ms, function()
+  dl.timer = sched.timeout(ms, function()
     dl.expired, dl.timer = true, nil
     local co, rec = dl.co, socks[id]
     if co and rec and rec[2] == co then kick(id) end
@@ -346,7 +346,7 @@ end
 -- Cancel a call's deadline and pass its results through.
 local function done(dl, ...)
   if dl and dl.timer then
-    raw.cancel_timeout(dl.timer)
+    sched.cancel(dl.timer)
     dl.timer = nil
   end
   return ...
@@ -384,13 +384,13 @@ local function suspend(id, dl, lv)
   local t, fired
   local ms = slow and not dl and (rare[id] or NONE).timeout
   if ms then
-    t = raw.timeout(ms, function()
+    t = sched.timeout(ms, function()
       t = nil
       if rec[2] == co then fired = true; kick(id) end
     end)
   end
   yield(PARKED)
-  if t then raw.cancel_timeout(t) end
+  if t then sched.cancel(t) end
   r = rec[2]
   if r ~= false and r ~= co then
     return nil -- forgotten (abandoned, or closed by force) or taken over
@@ -558,7 +558,7 @@ local function read(id, n)
         if x.paused then unpause(id) end
         local ms = x.timeout
         if ms then
-          t = raw.timeout(ms, function()
+          t = sched.timeout(ms, function()
             t = nil
             if rec[2] == co then fired = true; kick(id) end
           end)
@@ -566,7 +566,7 @@ local function read(id, n)
       end
       rec[2] = co
       yield(PARKED)
-      if t then raw.cancel_timeout(t) end
+      if t then sched.cancel(t) end
       r = rec[2]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       if closing > 0 then wake_closer(id) end

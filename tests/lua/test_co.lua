@@ -366,6 +366,30 @@ function tests.sleep_wait_wakeup_and_exit()
   T.settle(5)
 end
 
+-- The read timeouts of readers abandoned by exit() are cancelled when run() returns:
+-- no timer keeps the engine busy after it (raw.idle(), configure{}).
+function tests.read_timeouts_of_readers_abandoned_by_exit_leave_no_timer()
+  local lid, hold, c = nil, {}, {}
+  sched.run(function()
+    local port
+    lid, port = server(function(id) hold[#hold + 1] = id end)
+    for i = 1, 3 do
+      c[i] = assert(socket.open("127.0.0.1", port))
+      socket.settimeout(c[i], 3000)
+    end
+    sched.fork(function() socket.read(c[1]) end)
+    sched.fork(function() socket.read(c[2], 10) end)
+    sched.fork(function() socket.readline(c[3]) end)
+    sched.sleep(20)
+    sched.exit()
+  end)
+  T.eq(#hold, 3, "three accepted")
+  for i = 1, 3 do raw.close(c[i], true); raw.close(hold[i], true) end
+  raw.close(lid)
+  T.settle(20)
+  T.eq(raw.idle(), true, "no read timer left behind")
+end
+
 function tests.abandon_under_a_waiting_reader_hands_the_socket_over()
   run(function()
     local sid

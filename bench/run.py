@@ -61,6 +61,11 @@ def server_defs(repo, extra_env, lua="lua5.4", module_dir=None):
         "cqueues": dict(label=f"cqueues ({lua})", file=f"{srv}/echo_cqueues.lua",
                         argv=lambda p: [lua, f"{srv}/echo_cqueues.lua", str(p)],
                         env={}, cwd=BENCH),
+        # For bench/floor/spin.sh: the callback echo plus SKYSOCKET_SPIN empty loop
+        # iterations per message (--sky-env SKYSOCKET_SPIN=N).
+        "sky-spin": dict(label="skysocket (callback + spin)", file=f"{srv}/echo_spin.lua",
+                         argv=lambda p: [lua, f"{srv}/echo_spin.lua", str(p)],
+                         env=lua_env, cwd=repo),
         "c": dict(label="C epoll", file=f"{BUILD}/echo_epoll",
                   argv=lambda p: [f"{BUILD}/echo_epoll", str(p)],
                   env={}, cwd=BENCH),

@@ -257,20 +257,33 @@ unsafe extern "C-unwind" fn read_continue(
                 ffi::lua_pushnil(l);
             }
             ffi::lua_rawseti(l, REC, 2);
-            if flagged(l) {
-                ffi::lua_pushvalue(l, AFTER_PARK);
-                ffi::lua_pushvalue(l, ID);
-                ffi::lua_callk(l, 1, 0, ctx, Some(handed_done));
-            }
+            call_after_park(l, ctx, handed_done);
             return handed_done(l, ffi::LUA_OK, ctx);
         }
         // [id, rec, PARKED_IN_READ, r]: the results below are pushed above r.
+        call_after_park(l, ctx, after_park_done);
+        after_park_done(l, ffi::LUA_OK, ctx)
+    }
+}
+
+/// After a wait, while the flag is set: `after_park(id)`, as the Lua read does after
+/// its wait (it may wait itself: `k` then continues).
+///
+/// # Safety
+///
+/// `l` is in `read`'s frame or a continuation of it, with 2 free stack slots.
+unsafe fn call_after_park(
+    l: *mut ffi::lua_State,
+    ctx: ffi::lua_KContext,
+    k: unsafe extern "C-unwind" fn(*mut ffi::lua_State, c_int, ffi::lua_KContext) -> c_int,
+) {
+    // SAFETY: as the function's # Safety note; the call pops what it pushes.
+    unsafe {
         if flagged(l) {
             ffi::lua_pushvalue(l, AFTER_PARK);
             ffi::lua_pushvalue(l, ID);
-            ffi::lua_callk(l, 1, 0, ctx, Some(after_park_done));
+            ffi::lua_callk(l, 1, 0, ctx, Some(k));
         }
-        after_park_done(l, ffi::LUA_OK, ctx)
     }
 }
 

@@ -635,9 +635,10 @@ mod tests {
             .load(
                 r#"
                 local waker, coreader = ...
-                local PARKED, queue, socks = {}, { [0] = 0 }, {}
-                local read = coreader(PARKED, socks, function() error("no Lua read here") end,
-                  function() end)
+                local PARKED, queue, socks, after = {}, { [0] = 0 }, {}, {}
+                local read, setflag = coreader(PARKED, socks,
+                  function() error("no Lua read here") end,
+                  function(id) after[#after + 1] = id end)
                 local function reader(id)
                   local a, e = read(id)
                   if a == false then return a, e end
@@ -652,8 +653,11 @@ mod tests {
                   assert(socks[id][2] == co)
                   cos[id] = co
                 end
+                -- Set while they wait (a close waiting elsewhere): the continuation
+                -- calls after_park(id) first, as the Lua read does.
+                setflag(true)
                 return { queue = queue, socks = socks, cos = cos, PARKED = PARKED,
-                         H = { readable = waker(socks, queue, 2) } }
+                         after = after, H = { readable = waker(socks, queue, 2) } }
                 "#,
             )
             .call((waker, coreader))
@@ -691,6 +695,7 @@ mod tests {
                 local ok8, a8, b8 = coroutine.resume(env.cos[8])
                 assert(ok8 and a8 == false and b8 == "", "a forgotten reader reads nothing")
                 local ok, a, b = coroutine.resume(env.cos[7])
+                assert(#env.after == 1 and env.after[1] == 7, "after_park(7) once")
                 return ok, a, b
                 "#,
             )

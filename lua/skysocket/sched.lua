@@ -213,10 +213,13 @@ S.threads = threads
 -- Lua 5.x the C closures are the faster (see BENCHMARKS.md).
 local JIT = type(rawget(_G, "jit")) == "table"
 
--- waker(socks, slot): the same for readers recorded per socket in a field of a
--- record, socks[id][slot] (skysocket.socket's records).
-function S.waker(reader, slot)
-  if not JIT then return raw.waker(reader, queue, slot) end
+-- waker(socks, slot [, hand]): the same for readers recorded per socket in a field of
+-- a record, socks[id][slot] (skysocket.socket's records). With `hand`, the delivery
+-- loop gives bytes straight to a reader whose record field `hand` is true (it waits
+-- for whatever comes): the field then holds them as a string (see raw.waker). That
+-- needs the C closure, which the loop recognises, on LuaJIT too.
+function S.waker(reader, slot, hand)
+  if not JIT or hand then return raw.waker(reader, queue, slot, hand) end
   if slot then
     return function(id)
       local rec = reader[id]

@@ -56,6 +56,8 @@ local socks = {}   -- id -> { connected, reader, owner }; nil: the id is not a s
                    --     false in its record was abandoned meanwhile (forget clears the
                    --     fields of a record it drops).
                    -- [3] owner: see "Ownership" below.
+                   -- [4] (LuaJIT and 5.1 only, see HAND) true while read(id) waits
+                   --     for whatever comes; the bytes handed to it, as a string.
 -- (The fields are written as literals, r[1], r[2], r[3]: on Lua 5.4 a constant index
 -- compiles to one GETI/SETI, a named one to an upvalue read and a table access.)
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
@@ -106,6 +108,11 @@ local LV = raw.coreader and 1 or 0
 -- block of 128 KiB or more (a string that size cost two system calls and 32 page
 -- faults; see LUAJIT_MAX_READ in src/lua/mod.rs). nil elsewhere: everything buffered.
 local CHUNK = type(rawget(_G, "jit")) == "table" and 127 * 1024 or nil
+-- Where the C read is absent (LuaJIT, 5.1), read(id) waiting for whatever comes sets
+-- its record's field 4 to true; the delivery loop then gives it bytes that arrive on an
+-- empty buffer as a string in that field, instead of copying them into the buffer and
+-- out again (src/lua/fast/deliver.rs). nil elsewhere (5.4+ hand bytes to the C read).
+local HAND = not raw.coreader and 4 or nil
 
 local function warn(fmt, ...)
   io.stderr:write("skysocket.socket: ", string.format(fmt, ...), "\n")
@@ -190,7 +197,11 @@ local function register(id, connected)
     co = pend[id]
     pend[id] = nil
   end
-  socks[id] = { connected, nil, co }
+  if HAND then
+    socks[id] = { connected, nil, co, nil } -- room for field 4
+  else
+    socks[id] = { connected, nil, co }
+  end
 end
 
 -- Wake the coroutine parked in a read of `id`, if any (as the readable handler does).
@@ -254,7 +265,7 @@ end
 
 -- readable(id, unread): wake the coroutine waiting in a read of id (a C closure; see
 -- sched.waker).
-H.readable = sched.waker(socks, 2)
+H.readable = sched.waker(socks, 2, HAND)
 
 function H.close(id)
   local x = rare[id]
@@ -565,11 +576,23 @@ local function read(id, n)
         end
       end
       rec[2] = co
-      yield(PARKED)
+      local h
+      if HAND then
+        rec[HAND] = true
+        yield(PARKED)
+        h = rec[HAND]
+        rec[HAND] = nil
+      else
+        yield(PARKED)
+      end
       if t then sched.cancel(t) end
       r = rec[2]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       if closing > 0 then wake_closer(id) end
+      if h and h ~= true then
+        rec[2] = nil -- bytes that came after these may be buffered
+        return h
+      end
       local d = not fired and readsome(id, CHUNK)
       if d then
         if not CHUNK or #d < CHUNK then rec[2] = true else rec[2] = nil end
@@ -1005,6 +1028,7 @@ local chained
 chained = sched.on_reset(function()
   for _, rec in pairs(socks) do
     if rec[2] ~= true then rec[2] = nil end
+    if HAND then rec[HAND] = nil end
   end
   if chained then chained() end
 end)

@@ -77,6 +77,7 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
         }
     }
     b.append(bytes);
+    super::hooks::count_routed();
     if b.buffered {
         if let Some(f) = b.framing() {
             if let Err(len) = b.next_frame() {
@@ -119,7 +120,6 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
 /// see `fast/deliver.rs`): a plain buffered socket (no framing, no protocol error, no
 /// close seen) with nothing unread, so the bytes it would get from the buffer are
 /// exactly these. Nothing changes here: the bytes then never were in the buffer.
-#[cfg(any(feature = "lua54", feature = "lua55"))]
 pub fn can_hand_over(st: &State, id: SocketId) -> bool {
     let Ok(bufs) = st.buffers.try_borrow() else {
         return false;

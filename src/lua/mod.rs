@@ -133,6 +133,10 @@ fn build(lua: &Lua, st: State) -> mlua::Result<(Table, Rc<State>)> {
     if hooks::enabled() {
         module.raw_set("_test_panic", test_panic_function(lua)?)?;
         module.raw_set("_test_panic_raw", fast::panic_function(lua, &st)?)?;
+        module.raw_set(
+            "_test_routed",
+            lua.create_function(|_, ()| Ok(hooks::routed()))?,
+        )?;
     }
     module.raw_set("_VERSION", env!("CARGO_PKG_VERSION"))?;
     // Whether this build has TLS (the `tls` Cargo feature).

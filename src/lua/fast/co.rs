@@ -70,7 +70,7 @@ pub(super) unsafe fn raw_get_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_I
 /// # Safety
 ///
 /// As `raw_get_id`, with a value on top of the stack.
-unsafe fn raw_set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
+pub(super) unsafe fn raw_set_id(l: *mut ffi::lua_State, t: c_int, id: ffi::lua_Integer) {
     // SAFETY: as the function's # Safety note.
     unsafe {
         if cfg!(any(feature = "lua51", feature = "luajit")) {
@@ -349,9 +349,25 @@ unsafe extern "C-unwind" fn waker_new(l: *mut ffi::lua_State) -> c_int {
             ffi::lua_concat(l, 2);
             ffi::lua_error(l);
         }
+        // waker(socks, queue, slot, hand): the record field the delivery loop hands
+        // bytes to (see `hand_slot`); 0 without one.
+        let mut hand: ffi::lua_Integer = 0;
+        if ffi::lua_type(l, 4) > ffi::LUA_TNIL {
+            hand = ffi::lua_tointegerx(l, 4, &mut isnum);
+            if isnum == 0 || ffi::lua_type(l, 4) != ffi::LUA_TNUMBER || hand < 1 {
+                ffi::luaL_where(l, 1);
+                ffi::lua_pushstring(
+                    l,
+                    c"bad argument #4 to 'waker' (positive integer expected)".as_ptr(),
+                );
+                ffi::lua_concat(l, 2);
+                ffi::lua_error(l);
+            }
+        }
         ffi::lua_settop(l, 2);
         ffi::lua_pushinteger(l, slot);
-        ffi::lua_pushcclosure(l, wake_record_closure, 3);
+        ffi::lua_pushinteger(l, hand);
+        ffi::lua_pushcclosure(l, wake_record_closure, 4);
         1
     }
 }

@@ -57,6 +57,9 @@ struct Run<'a> {
     /// `slot`), without a call per message.
     waker: Waker,
     slot: ffi::lua_Integer,
+    /// The record field bytes are handed to (`waker(socks, queue, slot, hand)`), 0 if
+    /// none: see `hand_to_reader`.
+    hand: ffi::lua_Integer,
     /// The address of the cached handler table (`S_HANDLER`), null if not a table.
     handler_ptr: *const c_void,
     /// `S_QUEUE`'s `queue[0]` while only wakes ran since it was read (`co::wake`),
@@ -194,7 +197,9 @@ unsafe fn select_handler(
             if run.waker == Waker::Record {
                 ffi::lua_getupvalue(l, S_READABLE, 3);
                 run.slot = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
-                ffi::lua_settop(l, -2);
+                ffi::lua_getupvalue(l, S_READABLE, 4);
+                run.hand = ffi::lua_tointegerx(l, -1, std::ptr::null_mut());
+                ffi::lua_settop(l, -3);
             }
         }
         true
@@ -302,7 +307,6 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                 }
                 continue;
             }
-            #[cfg(any(feature = "lua54", feature = "lua55"))]
             if run.waker == Waker::Record
                 && data.len() <= HAND_OFF_MAX
                 && hand_to_reader(l, run, sid, id, data)
@@ -351,29 +355,35 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
     }
 }
 
-/// The largest arrival handed straight to a parked reader. Larger ones go through the
-/// read buffer: measured on a stream of 128 KiB reads (glibc), strings made at delivery
-/// with no buffer kept in between let the allocator give the heap top back to the
-/// kernel after every collection and fault it in again (a `brk` per poll, 13 % less
-/// throughput), where the kept buffer avoided that; the copy saved is worth less there.
-#[cfg(any(feature = "lua54", feature = "lua55"))]
+/// The largest arrival handed straight to a waiting reader. Larger ones go through the
+/// read buffer. Measured on a stream of 128 KiB reads: with glibc's allocator (PUC Lua),
+/// strings made at delivery with no buffer kept in between let it give the heap top
+/// back to the kernel after every collection and fault it in again (a `brk` per poll,
+/// 13 % less throughput), where the kept buffer avoided that, so the bound is 16 KiB
+/// there; LuaJIT's own allocator does not (its reads stop at 127 KiB, all handed over:
+/// +15 % stream throughput, half the user time per read).
+#[cfg(not(feature = "luajit"))]
 const HAND_OFF_MAX: usize = 16 * 1024;
+#[cfg(feature = "luajit")]
+const HAND_OFF_MAX: usize = 128 * 1024;
 
-/// Bytes for a socket of the coroutine layer whose reader is parked in the C `read`
-/// (`coread.rs`) while its read buffer is empty: put as one string in the reader's
-/// parked frame, and the reader woken as the waker does, without a copy into the buffer
-/// and out again. False, with nothing done, otherwise.
+/// Bytes for a socket of the coroutine layer whose reader waits for whatever comes
+/// while its read buffer is empty: given to the reader as one string and the reader
+/// woken as the waker does, without a copy into the buffer and out again. False, with
+/// nothing done, otherwise. Such a reader is, on Lua 5.4 and 5.5, one parked in the C
+/// `read` (its frame shows the token, see `coread.rs`; the string replaces the token);
+/// elsewhere (LuaJIT, 5.1: the Lua `read`), one whose record field `run.hand` is `true`
+/// (the string replaces it there).
 ///
 /// A memory error raised by the string leaves everything as it was (the message is
-/// lost, as a callback's argument would be); one raised by the wake leaves the bytes in
-/// the reader's frame, where its continuation still finds them (the frame then no longer
-/// looks parked, so later bytes go through the buffer and the waker).
+/// lost, as a callback's argument would be); one raised by the wake leaves the bytes
+/// with the reader, where it still finds them when it runs (its frame or field then no
+/// longer says it waits, so later bytes go through the buffer and the waker).
 ///
 /// # Safety
 ///
 /// `l` is inside `deliver_loop` with its slots set up, a `Waker::Record` cached and 4
 /// free stack slots.
-#[cfg(any(feature = "lua54", feature = "lua55"))]
 unsafe fn hand_to_reader(
     l: *mut ffi::lua_State,
     run: &mut Run,
@@ -382,22 +392,37 @@ unsafe fn hand_to_reader(
     data: &[u8],
 ) -> bool {
     // SAFETY: as the function's # Safety note; the record stays at `top + 1` while the
-    // coroutine and the string are pushed above it; `co` is a suspended coroutine (its
-    // status is checked) parked in `read`, whose frame has room for the value moved.
+    // coroutine and the string are pushed above it. On 5.4/5.5 `co` is a suspended
+    // coroutine (its status is checked) parked in `read`, whose frame has room for the
+    // value moved (a parked read's frame holds 3 values of the LUA_MINSTACK (20) slots
+    // a C function is given).
     unsafe {
         let top = ffi::lua_gettop(l);
         let rec = top + 1;
         let mut handed = false;
         if super::co::raw_get_id(l, S_READER, id) == ffi::LUA_TTABLE
-            && ffi::lua_rawgeti(l, rec, run.slot) == ffi::LUA_TTHREAD
+            && ffi::lua_rawgeti(l, rec, run.slot as _) == ffi::LUA_TTHREAD
         {
             let co = ffi::lua_tothread(l, -1); // [rec, co]
-                                               // (No lua_checkstack for `co`: a parked read's frame holds 3 values of the
-                                               // LUA_MINSTACK (20) slots a C function is given; one is pushed and popped.)
-            if super::coread::parked_in_read(co) && crate::lua::buffer::can_hand_over(run.st, sid) {
+            #[cfg(any(feature = "lua54", feature = "lua55"))]
+            let waits = super::coread::parked_in_read(co);
+            #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+            let waits = run.hand > 0 && {
+                let _ = co;
+                let kind = ffi::lua_rawgeti(l, rec, run.hand as _);
+                let yes = kind == ffi::LUA_TBOOLEAN && ffi::lua_toboolean(l, -1) != 0;
+                ffi::lua_settop(l, -2);
+                yes
+            };
+            if waits && crate::lua::buffer::can_hand_over(run.st, sid) {
                 ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
-                ffi::lua_xmove(l, co, 1);
-                ffi::lua_replace(co, 3); // in place of PARKED_IN_READ
+                #[cfg(any(feature = "lua54", feature = "lua55"))]
+                {
+                    ffi::lua_xmove(l, co, 1);
+                    ffi::lua_replace(co, 3); // in place of PARKED_IN_READ
+                }
+                #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+                super::co::raw_set_id(l, rec, run.hand);
                 super::co::enqueue(l, rec, S_QUEUE, run.slot, &mut run.tail); // [rec]
                 handed = true;
             }
@@ -493,6 +518,7 @@ pub fn deliver_data_run(
         has_readable: false,
         waker: Waker::No,
         slot: 0,
+        hand: 0,
         handler_ptr: std::ptr::null(),
         tail: Tail::default(),
     };

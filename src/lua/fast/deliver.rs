@@ -307,8 +307,10 @@ unsafe extern "C-unwind" fn deliver_loop(l: *mut ffi::lua_State) -> c_int {
                 }
                 continue;
             }
+            // (Where the C read is absent, only a waker with a hand slot hands over.)
             if run.waker == Waker::Record
                 && data.len() <= HAND_OFF_MAX
+                && (cfg!(any(feature = "lua54", feature = "lua55")) || run.hand > 0)
                 && hand_to_reader(l, run, sid, id, data)
             {
                 continue;

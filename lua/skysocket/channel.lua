@@ -43,35 +43,55 @@ local threads = sched.threads
 local send, timeout, cancel = raw.send, raw.timeout, raw.cancel_timeout
 local sread = socket.read
 
--- The timeouts of the waits in progress (timer -> its callback). When sched.run()
+-- The timeouts of the waits in progress, with their callbacks. When sched.run()
 -- returns, the coroutines still waiting are abandoned with it: their timeouts are
 -- settled at once, as if they had expired (the channel's bookkeeping done, nobody
 -- resumed: sched.wakeup ignores an abandoned coroutine), so no timer of an abandoned
 -- wait keeps the engine busy after run() (raw.idle(), configure{}).
-local waits = {}
+-- Kept in reused slots (slot -> timer id, false when free; its callback in wfn), not
+-- in a table keyed by timer id: see sched.lua's timer slots. A holder forgets its slot
+-- when the timeout fires (the callback runs after the slot is released).
+local wtimer, wfn, wfree, wnext = {}, {}, {}, 0
 
-local function arm(ms, fn)
-  local t
-  t = timeout(ms, function()
-    waits[t] = nil
-    fn()
-  end)
-  waits[t] = fn
-  return t
+local function release(k)
+  wtimer[k], wfn[k] = false, false
+  wfree[#wfree + 1] = k
 end
 
-local function disarm(t)
-  waits[t] = nil
-  cancel(t)
+local function arm(ms, fn)
+  local n = #wfree
+  local k = wfree[n]
+  if k then
+    wfree[n] = nil
+  else
+    wnext = wnext + 1
+    k = wnext
+  end
+  wtimer[k] = timeout(ms, function()
+    release(k)
+    fn()
+  end)
+  wfn[k] = fn
+  return k
+end
+
+local function disarm(k)
+  local t = wtimer[k]
+  if t then
+    cancel(t)
+    release(k)
+  end
 end
 
 local chained
 chained = sched.on_reset(function()
-  local left = waits
-  waits = {}
-  for t, fn in pairs(left) do
-    cancel(t)
-    fn()
+  for k = 1, wnext do
+    local t, fn = wtimer[k], wfn[k]
+    if t then
+      cancel(t)
+      release(k)
+      fn()
+    end
   end
   if chained then chained() end
 end)

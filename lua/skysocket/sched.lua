@@ -59,7 +59,40 @@ local create, resume, yield, status = coroutine.create, coroutine.resume, corout
 -- The running coroutine; its second result (5.2+: true on the main thread) is not
 -- needed: the main thread is never a key of `threads`, and t[nil] reads nil on 5.1.
 local this = coroutine.running
-local timers = {}    -- engine timer id -> true, for the sleeps and timed waits pending
+-- The timers of the sleeps and timed waits pending (and of the socket layer's read
+-- timeouts): run() cancels them when it returns. Kept in reused slots (slot -> engine
+-- timer id, false when free; tfree the free slots), not in a table keyed by timer id:
+-- in Lua 5.4 such a table (ever-increasing keys, each removed soon) rehashes on nearly
+-- every insert whenever the number of live keys is a power of two (see
+-- src/lua/timer_fns.rs). A slot is released when its timer fires or is cancelled, so a
+-- holder must forget its slot when the timer fires (arm's callback runs first).
+local tslots, tfree, tnext = {}, {}, 0
+
+local function arm(ms, fn)
+  local n = #tfree
+  local k = tfree[n]
+  if k then
+    tfree[n] = nil
+  else
+    tnext = tnext + 1
+    k = tnext
+  end
+  tslots[k] = raw.timeout(ms, function()
+    tslots[k] = false
+    tfree[#tfree + 1] = k
+    fn()
+  end)
+  return k
+end
+
+local function disarm(k)
+  local t = tslots[k]
+  if t then
+    raw.cancel_timeout(t)
+    tslots[k] = false
+    tfree[#tfree + 1] = k
+  end
+end
 
 local function report(text)
   if error_hook then
@@ -152,23 +185,21 @@ local function wake(co, tag, ...)
   return true
 end
 
-local function resumed(timer, first, ...)
-  if timer then
-    timers[timer] = nil
-    raw.cancel_timeout(timer)
-  end
+local function resumed(first, ...)
   if first == TIMEOUT then return false, "timeout" end
   return true, first, ...
 end
 
 local function suspend(co, tag, ms)
   threads[co] = tag
-  local timer
-  if ms then
-    timer = raw.timeout(ms, function() timers[timer] = nil; wake(co, tag, TIMEOUT) end)
-    timers[timer] = true
+  if not ms then return resumed(yield(PARKED)) end
+  local k
+  k = arm(ms, function() k = nil; wake(co, tag, TIMEOUT) end)
+  local function done(...)
+    if k then disarm(k) end
+    return resumed(...)
   end
-  return resumed(timer, yield(PARKED))
+  return done(yield(PARKED))
 end
 
 -- Without a timeout wait() yields from its own frame: every coroutine blocked in a
@@ -317,30 +348,17 @@ end
 function S.sleep(ms)
   local co = current("sleep")
   local tag = {}
-  local timer
-  timer = raw.timeout(ms, function() timers[timer] = nil; wake(co, tag) end)
-  timers[timer] = true
+  arm(ms, function() wake(co, tag) end)
   suspend(co, tag)
 end
 
 -- Internal, for skysocket.socket: timeout(ms, fn) is raw.timeout(ms, fn) for a timer
 -- that run() cancels when it returns, as it does those of sleep() and wait(): the
 -- coroutine waiting on it is abandoned then, and the timer must not keep the engine
--- busy after run() (raw.idle(), configure{}). cancel(t) stops it earlier.
-function S.timeout(ms, fn)
-  local t
-  t = raw.timeout(ms, function()
-    timers[t] = nil
-    fn()
-  end)
-  timers[t] = true
-  return t
-end
-
-function S.cancel(t)
-  timers[t] = nil
-  raw.cancel_timeout(t)
-end
+-- busy after run() (raw.idle(), configure{}). It returns a handle (a slot, reused once
+-- the timer fires or is cancelled) for cancel(handle), which must not be called after
+-- fn ran.
+S.timeout, S.cancel = arm, disarm
 
 function S.exit()
   exiting = true
@@ -415,8 +433,7 @@ function S.run(main, ...)
   end
   -- Forget whatever is left (after exit()): a later run() starts clean, and the
   -- timers of abandoned sleeps do not keep the engine busy.
-  for t in pairs(timers) do raw.cancel_timeout(t) end
-  timers = {}
+  for k = 1, tnext do disarm(k) end
   for k in pairs(queue) do queue[k] = nil end
   for k in pairs(qargs) do qargs[k] = nil end
   for k in pairs(threads) do threads[k] = nil end

@@ -72,9 +72,7 @@ pub fn deliver(
 ) -> mlua::Result<()> {
     match m {
         Msg::Timer { timer } => {
-            let f: Value = st.timers.raw_get(timer as i64)?;
-            st.timers.raw_set(timer as i64, Value::Nil)?;
-            if let Value::Function(f) = f {
+            if let Some(f) = st.timers.take(timer)? {
                 call(st, &f, ());
             }
             return Ok(());

@@ -24,6 +24,7 @@ mod run;
 mod service;
 mod shared;
 mod state;
+mod timer_fns;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(not(feature = "tls"))]

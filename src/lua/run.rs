@@ -28,7 +28,7 @@ pub(super) fn timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
         }
         _ => st.engine.borrow_mut().add_timer(millis(ms)),
     };
-    st.timers.raw_set(tid as i64, f)?;
+    st.timers.insert(tid, f)?;
     ret(lua, tid as i64)
 }
 
@@ -43,11 +43,13 @@ pub(super) fn cancel_timeout(lua: &Lua, st: &State, a: &Args) -> Ret {
     let tid = a.integer(1)?;
     let was = if st.shared() {
         // The runtime's timer still fires; with its function gone it does nothing.
-        !st.timers.raw_get::<Value>(tid)?.is_nil()
+        tid > 0 && st.timers.contains(tid as u64)
     } else {
         tid > 0 && st.engine.borrow_mut().cancel_timer(tid as u64)
     };
-    st.timers.raw_set(tid, Value::Nil)?;
+    if tid > 0 {
+        st.timers.take(tid as u64)?;
+    }
     ret(lua, was)
 }
 
@@ -147,7 +149,7 @@ pub(super) fn is_idle(st: &State) -> bool {
     // own (runtime) timers and lookups, and the process's sockets.
     !service::root_waits(st)
         && eng.socket_count() == 0
-        && st.timers.pairs::<Value, Value>().next().is_none()
+        && st.timers.is_empty()
         && st.resolves.pairs::<Value, Value>().next().is_none()
 }
 

@@ -248,9 +248,7 @@ fn deliver_env(
         return Ok(());
     }
     if let Kind::Timer(id) = env.kind {
-        let f: Value = st.timers.raw_get(id as i64)?;
-        if let Value::Function(f) = f {
-            st.timers.raw_set(id as i64, Value::Nil)?;
+        if let Some(f) = st.timers.take(id)? {
             if let Err(e) = f.call::<()>(()) {
                 dispatch::report(st, dispatch::error_text(&e));
             }

@@ -25,8 +25,8 @@ pub struct State {
     pub socket_handlers: Table,
     /// Number of entries in `socket_handlers` (the fast path skips the lookup at 0).
     pub own_handlers: Cell<usize>,
-    /// timer id -> function.
-    pub timers: Table,
+    /// timer id -> function (see `timer_fns.rs`).
+    pub timers: super::timer_fns::TimerFns,
     /// resolve request id -> function.
     pub resolves: Table,
     /// Receives callback errors; `None` writes them to stderr.
@@ -73,7 +73,7 @@ impl State {
             handler_epoch: Cell::new(0),
             socket_handlers: lua.create_table()?,
             own_handlers: Cell::new(0),
-            timers: lua.create_table()?,
+            timers: super::timer_fns::TimerFns::new(lua)?,
             resolves: lua.create_table()?,
             on_error: RefCell::new(None),
             buffers: RefCell::new(Buffers::default()),

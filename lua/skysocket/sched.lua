@@ -64,8 +64,9 @@ local this = coroutine.running
 -- timer id, false when free; tfree the free slots), not in a table keyed by timer id:
 -- in Lua 5.4 such a table (ever-increasing keys, each removed soon) rehashes on nearly
 -- every insert whenever the number of live keys is a power of two (see
--- src/lua/timer_fns.rs). A slot is released when its timer fires or is cancelled, so a
--- holder must forget its slot when the timer fires (arm's callback runs first).
+-- src/lua/timer_fns.rs). A slot is released when its timer fires or is cancelled:
+-- arm returns the slot and the timer id, and disarm(k, t) does nothing unless slot k
+-- still holds timer t.
 local tslots, tfree, tnext = {}, {}, 0
 
 local function arm(ms, fn)
@@ -77,17 +78,17 @@ local function arm(ms, fn)
     tnext = tnext + 1
     k = tnext
   end
-  tslots[k] = raw.timeout(ms, function()
+  local t = raw.timeout(ms, function()
     tslots[k] = false
     tfree[#tfree + 1] = k
     fn()
   end)
-  return k
+  tslots[k] = t
+  return k, t
 end
 
-local function disarm(k)
-  local t = tslots[k]
-  if t then
+local function disarm(k, t)
+  if t and tslots[k] == t then
     raw.cancel_timeout(t)
     tslots[k] = false
     tfree[#tfree + 1] = k
@@ -185,21 +186,17 @@ local function wake(co, tag, ...)
   return true
 end
 
-local function resumed(first, ...)
+local function resumed(k, t, first, ...)
+  if k then disarm(k, t) end
   if first == TIMEOUT then return false, "timeout" end
   return true, first, ...
 end
 
 local function suspend(co, tag, ms)
   threads[co] = tag
-  if not ms then return resumed(yield(PARKED)) end
-  local k
-  k = arm(ms, function() k = nil; wake(co, tag, TIMEOUT) end)
-  local function done(...)
-    if k then disarm(k) end
-    return resumed(...)
-  end
-  return done(yield(PARKED))
+  local k, t
+  if ms then k, t = arm(ms, function() wake(co, tag, TIMEOUT) end) end
+  return resumed(k, t, yield(PARKED))
 end
 
 -- Without a timeout wait() yields from its own frame: every coroutine blocked in a
@@ -352,14 +349,6 @@ function S.sleep(ms)
   suspend(co, tag)
 end
 
--- Internal, for skysocket.socket: timeout(ms, fn) is raw.timeout(ms, fn) for a timer
--- that run() cancels when it returns, as it does those of sleep() and wait(): the
--- coroutine waiting on it is abandoned then, and the timer must not keep the engine
--- busy after run() (raw.idle(), configure{}). It returns a handle (a slot, reused once
--- the timer fires or is cancelled) for cancel(handle), which must not be called after
--- fn ran.
-S.timeout, S.cancel = arm, disarm
-
 function S.exit()
   exiting = true
   queue[-1] = true -- seen by the runner's C loop
@@ -433,7 +422,7 @@ function S.run(main, ...)
   end
   -- Forget whatever is left (after exit()): a later run() starts clean, and the
   -- timers of abandoned sleeps do not keep the engine busy.
-  for k = 1, tnext do disarm(k) end
+  for k = 1, tnext do disarm(k, tslots[k]) end
   for k in pairs(queue) do queue[k] = nil end
   for k in pairs(qargs) do qargs[k] = nil end
   for k in pairs(threads) do threads[k] = nil end

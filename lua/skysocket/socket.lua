@@ -61,7 +61,8 @@ local socks = {}   -- id -> { connected, reader, owner }; nil: the id is not a s
 -- (The fields are written as literals, r[1], r[2], r[3]: on Lua 5.4 a constant index
 -- compiles to one GETI/SETI, a named one to an upvalue read and a table access.)
 local rare = {}    -- id -> the fields few sockets use, in a table made when one is set:
-                   --   TCP: connecting, closer, err, timeout, limit, paused, on_warning;
+                   --   TCP: connecting, closer, err, timeout, limit, paused, on_warning,
+                   --   rt (the last read timer, see arm);
                    --   listeners: listen, accept, held; UDP: protocol, callback, held
 local NONE = {}    -- stands for a missing rare table when reading (never written)
 local onclose = {}   -- id -> callback
@@ -171,6 +172,12 @@ end
 
 local function forget(id)
   if owner_of(id) then disown(id) end
+  local x = rare[id]
+  if x and x.rt then -- its reader returns at once, abandoned: its timer is moot
+                     -- (or spent: cancelling that does nothing)
+    raw.cancel_timeout(x.rt)
+    x.rt = nil
+  end
   local r = socks[id]
   if r then
     socks[id] = nil
@@ -342,22 +349,28 @@ end
 -- The deadline of one read call on a socket with a timeout (nil without one): a
 -- single timer for the whole call, so bytes trickling in (a slowloris client) do not
 -- extend it. The timer wakes the call's reader; suspend() then reports "timeout".
+-- A read's timer is also kept as `rare[id].rt`, so that the timers of readers abandoned
+-- when run() returns can be cancelled (see the reset hook below). It is left there when
+-- the timer fires or is cancelled: timer ids are never reused, and cancelling a spent
+-- one does nothing.
 local function arm(id)
-  local ms = slow and (rare[id] or NONE).timeout
+  local x = slow and rare[id]
+  local ms = x and x.timeout
   if not ms then return nil end
   local dl = { co = false, expired = false }
-  dl.timer = sched.timeout(ms, function()
+  dl.timer = raw.timeout(ms, function()
     dl.expired, dl.timer = true, nil
     local co, rec = dl.co, socks[id]
     if co and rec and rec[2] == co then kick(id) end
   end)
+  x.rt = dl.timer
   return dl
 end
 
 -- Cancel a call's deadline and pass its results through.
 local function done(dl, ...)
   if dl and dl.timer then
-    sched.cancel(dl.timer)
+    raw.cancel_timeout(dl.timer)
     dl.timer = nil
   end
   return ...
@@ -393,15 +406,17 @@ local function suspend(id, dl, lv)
   if slow then unpause(id) end
   rec[2] = co
   local t, fired
-  local ms = slow and not dl and (rare[id] or NONE).timeout
+  local x = slow and not dl and rare[id]
+  local ms = x and x.timeout
   if ms then
-    t = sched.timeout(ms, function()
+    t = raw.timeout(ms, function()
       t = nil
       if rec[2] == co then fired = true; kick(id) end
     end)
+    x.rt = t
   end
   yield(PARKED)
-  if t then sched.cancel(t) end
+  if t then raw.cancel_timeout(t) end
   r = rec[2]
   if r ~= false and r ~= co then
     return nil -- forgotten (abandoned, or closed by force) or taken over
@@ -569,10 +584,11 @@ local function read(id, n)
         if x.paused then unpause(id) end
         local ms = x.timeout
         if ms then
-          t = sched.timeout(ms, function()
+          t = raw.timeout(ms, function()
             t = nil
             if rec[2] == co then fired = true; kick(id) end
           end)
+          x.rt = t
         end
       end
       rec[2] = co
@@ -585,7 +601,7 @@ local function read(id, n)
       else
         yield(PARKED)
       end
-      if t then sched.cancel(t) end
+      if t then raw.cancel_timeout(t) end
       r = rec[2]
       if r ~= false and r ~= co then return false, "" end -- abandoned meanwhile
       if closing > 0 then wake_closer(id) end
@@ -1029,6 +1045,13 @@ chained = sched.on_reset(function()
   for _, rec in pairs(socks) do
     if rec[2] ~= true then rec[2] = nil end
     if HAND then rec[HAND] = nil end
+  end
+  -- The read timeouts of the readers abandoned with run(): no timer outlives it.
+  for _, x in pairs(rare) do
+    if x.rt then
+      raw.cancel_timeout(x.rt)
+      x.rt = nil
+    end
   end
   if chained then chained() end
 end)

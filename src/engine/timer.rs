@@ -3,12 +3,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::time::Instant;
+
+use super::IdHasher;
 
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: HashSet<u64>,
+    live: HashSet<u64, BuildHasherDefault<IdHasher>>,
     next_id: u64,
 }
 

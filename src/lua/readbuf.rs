@@ -4,9 +4,9 @@
 //! to Lua.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
-use crate::engine::SocketId;
+use crate::engine::{IdHasher, SocketId};
 
 /// Storage of drained read buffers, kept for the next arrival on an empty buffer, so
 /// neither the small-message hot path nor a stream pays malloc/free per read (for
@@ -241,28 +241,6 @@ fn find_sep(hay: &[u8], sep: &[u8]) -> Option<usize> {
 }
 
 pub type Buffers = HashMap<SocketId, ReadBuf, BuildHasherDefault<IdHasher>>;
-
-/// Hashes socket ids with one multiplication (Fibonacci hashing) instead of SipHash:
-/// the map is looked up several times per message, and its keys are ids the engine
-/// hands out (a peer cannot choose them), so there is nothing to randomise against.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 #[cfg(test)]
 mod tests {

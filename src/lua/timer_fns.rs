@@ -14,7 +14,7 @@ use std::hash::BuildHasherDefault;
 
 use mlua::{Function, Lua, Table, Value};
 
-use super::readbuf::IdHasher;
+use crate::engine::IdHasher;
 
 pub struct TimerFns {
     table: Table,

@@ -40,61 +40,15 @@ local yield, running = coroutine.yield, coroutine.running
 local park, wakeup, ready, fork = sched.park, sched.wakeup, sched.ready, sched.fork
 local PARKED = sched.PARKED
 local threads = sched.threads
-local send, timeout, cancel = raw.send, raw.timeout, raw.cancel_timeout
+local send, timeout = raw.send, raw.timeout
 local sread = socket.read
 
--- The timeouts of the waits in progress, with their callbacks. When sched.run()
--- returns, the coroutines still waiting are abandoned with it: their timeouts are
--- settled at once, as if they had expired (the channel's bookkeeping done, nobody
--- resumed: sched.wakeup ignores an abandoned coroutine), so no timer of an abandoned
--- wait keeps the engine busy after run() (raw.idle(), configure{}).
--- Kept in reused slots (slot -> timer id, false when free; its callback in wfn), not
--- in a table keyed by timer id: see sched.lua's timer slots. A holder forgets its slot
--- when the timeout fires (the callback runs after the slot is released).
-local wtimer, wfn, wfree, wnext = {}, {}, {}, 0
-
-local function release(k)
-  wtimer[k], wfn[k] = false, false
-  wfree[#wfree + 1] = k
-end
-
-local function arm(ms, fn)
-  local n = #wfree
-  local k = wfree[n]
-  if k then
-    wfree[n] = nil
-  else
-    wnext = wnext + 1
-    k = wnext
-  end
-  wtimer[k] = timeout(ms, function()
-    release(k)
-    fn()
-  end)
-  wfn[k] = fn
-  return k
-end
-
-local function disarm(k)
-  local t = wtimer[k]
-  if t then
-    cancel(t)
-    release(k)
-  end
-end
-
-local chained
-chained = sched.on_reset(function()
-  for k = 1, wnext do
-    local t, fn = wtimer[k], wfn[k]
-    if t then
-      cancel(t)
-      release(k)
-      fn()
-    end
-  end
-  if chained then chained() end
-end)
+-- The timeouts of the waits in progress are scheduler timers that settle when
+-- sched.run() returns: the coroutines still waiting are abandoned with it, and their
+-- timeouts are settled at once, as if they had expired (the channel's bookkeeping
+-- done, nobody resumed: sched.wakeup ignores an abandoned coroutine), so no timer of an
+-- abandoned wait keeps the engine busy after run() (raw.idle(), configure{}).
+local timer, untimer = sched.timer, sched.untimer
 
 -- NEED: raised by sock:read / sock:readline when the reply is not complete yet.
 local NEED = setmetatable({}, { __tostring = function() return "skysocket.channel: incomplete reply" end })
@@ -446,12 +400,12 @@ local function timed_open(host, port, ms, self, ctx)
     close = function() settle(false, "connection closed") end,
   })
   raw.buffered(id) -- bytes sent at once by the server wait in the buffer
-  local timer
-  if ms then timer = arm(ms, function() timer = nil; settle(false, "timeout") end) end
+  local k, t
+  if ms then k, t = timer(ms, function() settle(false, "timeout") end, true) end
   if self then self.abort_open = function() settle(false, "channel closed") end end
   if park(co) then yield() end
   if self then self.abort_open = nil end
-  if timer then disarm(timer) end
+  if k then untimer(k, t) end
   if not result then
     raw.close(id, true)
     raw.unbuffer(id)
@@ -545,10 +499,9 @@ end
 
 -- The timed wait shared by connect() and request(): returns what wakeup passed.
 local function await(self, co, ms, slot, session)
-  local timer
+  local k, t
   if ms then
-    timer = arm(ms, function()
-      timer = nil
+    k, t = timer(ms, function()
       if slot then
         if slot < 0 then
           if self.waiters[-slot] == co then self.waiters[-slot] = false end
@@ -560,11 +513,11 @@ local function await(self, co, ms, slot, session)
         self.npending = self.npending - 1
       end
       wakeup(co, nil, "timeout")
-    end)
+    end, true)
   end
   park(co)
   local a, b = yield()
-  if timer then disarm(timer) end
+  if k then untimer(k, t) end
   if a == nil and b == nil and slot and slot > 0 then -- woken by drain_order's ready()
     a, b = self.qa[slot], self.qb[slot]
     self.qa[slot], self.qb[slot] = nil, nil

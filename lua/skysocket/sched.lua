@@ -66,10 +66,11 @@ local this = coroutine.running
 -- every insert whenever the number of live keys is a power of two (see
 -- src/lua/timer_fns.rs). A slot is released when its timer fires or is cancelled:
 -- arm returns the slot and the timer id, and disarm(k, t) does nothing unless slot k
--- still holds timer t.
-local tslots, tfree, tnext = {}, {}, 0
+-- still holds timer t. tsettle[k]: fn again if it is to be called when run() returns
+-- with the timer pending (skysocket.channel settles its abandoned waits so), else false.
+local tslots, tfree, tnext, tsettle = {}, {}, 0, {}
 
-local function arm(ms, fn)
+local function arm(ms, fn, settle)
   local n = #tfree
   local k = tfree[n]
   if k then
@@ -84,6 +85,7 @@ local function arm(ms, fn)
     fn()
   end)
   tslots[k] = t
+  tsettle[k] = settle and fn or false
   return k, t
 end
 
@@ -349,6 +351,11 @@ function S.sleep(ms)
   suspend(co, tag)
 end
 
+-- Internal, for skysocket.channel: timer(ms, fn [, settle]) -> k, t and
+-- untimer(k, t): the scheduler's timers (see arm/disarm above), which run() cancels
+-- when it returns; with `settle`, it then calls fn, as if the timer had fired.
+S.timer, S.untimer = arm, disarm
+
 function S.exit()
   exiting = true
   queue[-1] = true -- seen by the runner's C loop
@@ -422,7 +429,14 @@ function S.run(main, ...)
   end
   -- Forget whatever is left (after exit()): a later run() starts clean, and the
   -- timers of abandoned sleeps do not keep the engine busy.
-  for k = 1, tnext do disarm(k, tslots[k]) end
+  local settle = {}
+  for k = 1, tnext do
+    local t = tslots[k]
+    if t then
+      settle[#settle + 1] = tsettle[k] or nil
+      disarm(k, t)
+    end
+  end
   for k in pairs(queue) do queue[k] = nil end
   for k in pairs(qargs) do qargs[k] = nil end
   for k in pairs(threads) do threads[k] = nil end
@@ -432,6 +446,10 @@ function S.run(main, ...)
   guards = {}
   running, exiting = false, false
   main_co = nil
+  for i = 1, #settle do
+    local ok, err = pcall(settle[i])
+    if not ok then report("settling a timeout: " .. tostring(err)) end
+  end
   if reset_hook then
     local ok, err = pcall(reset_hook)
     if not ok then report("reset hook: " .. tostring(err)) end

@@ -116,8 +116,8 @@ pub fn on_data(st: &State, id: SocketId, bytes: &[u8]) -> Routed {
 }
 
 /// Whether bytes arriving for `id` may skip its read buffer and go straight to a
-/// reader that takes whatever comes next (the coroutine layer's C `read` parked on it,
-/// see `fast/deliver.rs`): a plain buffered socket (no framing, no protocol error, no
+/// reader that takes whatever comes next (a coroutine waiting in `read(id)`, see
+/// `fast/deliver.rs`): a plain buffered socket (no framing, no protocol error, no
 /// close seen) with nothing unread, so the bytes it would get from the buffer are
 /// exactly these. Nothing changes here: the bytes then never were in the buffer.
 pub fn can_hand_over(st: &State, id: SocketId) -> bool {

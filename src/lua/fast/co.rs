@@ -350,7 +350,7 @@ unsafe extern "C-unwind" fn waker_new(l: *mut ffi::lua_State) -> c_int {
             ffi::lua_error(l);
         }
         // waker(socks, queue, slot, hand): the record field the delivery loop hands
-        // bytes to (see `hand_slot`); 0 without one.
+        // bytes to (see `deliver::hand_to_reader`); 0 without one.
         let mut hand: ffi::lua_Integer = 0;
         if ffi::lua_type(l, 4) > ffi::LUA_TNIL {
             hand = ffi::lua_tointegerx(l, 4, &mut isnum);

@@ -406,17 +406,7 @@ unsafe fn hand_to_reader(
             && ffi::lua_rawgeti(l, rec, run.slot as _) == ffi::LUA_TTHREAD
         {
             let co = ffi::lua_tothread(l, -1); // [rec, co]
-            #[cfg(any(feature = "lua54", feature = "lua55"))]
-            let waits = super::coread::parked_in_read(co);
-            #[cfg(not(any(feature = "lua54", feature = "lua55")))]
-            let waits = run.hand > 0 && {
-                let _ = co;
-                let kind = ffi::lua_rawgeti(l, rec, run.hand as _);
-                let yes = kind == ffi::LUA_TBOOLEAN && ffi::lua_toboolean(l, -1) != 0;
-                ffi::lua_settop(l, -2);
-                yes
-            };
-            if waits && crate::lua::buffer::can_hand_over(run.st, sid) {
+            if reader_waits(l, run, rec, co) && crate::lua::buffer::can_hand_over(run.st, sid) {
                 ffi::lua_pushlstring(l, data.as_ptr() as *const c_char, data.len());
                 #[cfg(any(feature = "lua54", feature = "lua55"))]
                 {
@@ -431,6 +421,49 @@ unsafe fn hand_to_reader(
         }
         ffi::lua_settop(l, top);
         handed
+    }
+}
+
+/// Whether the reader `co` of the record at `rec` waits for whatever comes, so that
+/// `hand_to_reader` may give it bytes: on 5.4/5.5, parked in the C `read`.
+///
+/// # Safety
+///
+/// As `hand_to_reader`, with `co` the record's reader (suspended).
+#[cfg(any(feature = "lua54", feature = "lua55"))]
+#[inline(always)]
+unsafe fn reader_waits(
+    _l: *mut ffi::lua_State,
+    _run: &Run,
+    _rec: c_int,
+    co: *mut ffi::lua_State,
+) -> bool {
+    // SAFETY: as the function's # Safety note.
+    unsafe { super::coread::parked_in_read(co) }
+}
+
+/// Elsewhere (no C `read`): its record field `run.hand` is `true`.
+///
+/// # Safety
+///
+/// As `hand_to_reader`, with the record at `rec` (one slot is pushed and popped).
+#[cfg(not(any(feature = "lua54", feature = "lua55")))]
+#[inline(always)]
+unsafe fn reader_waits(
+    l: *mut ffi::lua_State,
+    run: &Run,
+    rec: c_int,
+    _co: *mut ffi::lua_State,
+) -> bool {
+    // SAFETY: as the function's # Safety note.
+    unsafe {
+        if run.hand <= 0 {
+            return false;
+        }
+        let kind = ffi::lua_rawgeti(l, rec, run.hand as _);
+        let yes = kind == ffi::LUA_TBOOLEAN && ffi::lua_toboolean(l, -1) != 0;
+        ffi::lua_settop(l, -2);
+        yes
     }
 }
 
